@@ -1,0 +1,103 @@
+"""Classification metrics in plain numpy: accuracy, macro-F1, per-class P/R/F1, confusion matrix.
+
+Conventions (the same as scikit-learn with ``labels=`` given and ``zero_division=0``):
+every label in ``labels`` counts toward the macro average, even one with no support, and any
+0/0 ratio is 0.0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+
+def _as_labels(y: ArrayLike, num_classes: int, name: str) -> np.ndarray:
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64, copy=False)
+    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+        raise ValueError(f"{name} holds class ids outside [0, {num_classes})")
+    return arr
+
+
+def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> np.ndarray:
+    """(C, C) int64 counts; rows = true class, columns = predicted class."""
+    t = _as_labels(y_true, num_classes, "y_true")
+    p = _as_labels(y_pred, num_classes, "y_pred")
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {t.size} vs {p.size}")
+    flat = np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes)
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    out = np.zeros(num.shape, dtype=np.float64)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def _prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    tp = np.diag(cm).astype(np.float64)
+    predicted = cm.sum(axis=0).astype(np.float64)
+    support = cm.sum(axis=1)
+    precision = _safe_div(tp, predicted)
+    recall = _safe_div(tp, support.astype(np.float64))
+    f1 = _safe_div(2 * precision * recall, precision + recall)
+    return precision, recall, f1, support
+
+
+def macro_f1(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> float:
+    """Unweighted mean of the per-class F1 over all ``num_classes`` classes."""
+    _, _, f1, _ = _prf(confusion_matrix(y_true, y_pred, num_classes))
+    return float(f1.mean()) if num_classes else 0.0
+
+
+def compute_metrics(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[str]) -> dict[str, Any]:
+    """All metrics as a JSON-ready dict (plain floats, ints, lists)."""
+    labels = [str(label) for label in labels]
+    if not labels:
+        raise ValueError("labels must not be empty")
+    if len(set(labels)) != len(labels):
+        raise ValueError("labels must be unique")
+    cm = confusion_matrix(y_true, y_pred, len(labels))
+    precision, recall, f1, support = _prf(cm)
+    n = int(cm.sum())
+    return {
+        "n": n,
+        "accuracy": float(np.trace(cm) / n) if n else 0.0,
+        "macro_f1": float(f1.mean()),
+        "labels": labels,
+        "per_class": {
+            label: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, label in enumerate(labels)
+        },
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+def _cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def format_confusion_markdown(metrics: dict[str, Any]) -> str:
+    """The confusion matrix as a markdown table: rows = true label, columns = prediction."""
+    labels = [_cell(label) for label in metrics["labels"]]
+    cm = metrics["confusion_matrix"]
+    lines = [
+        "| true \\ predicted | " + " | ".join(labels) + " |",
+        "|---|" + "---:|" * len(labels),
+    ]
+    for label, row in zip(labels, cm, strict=True):
+        lines.append(f"| **{label}** | " + " | ".join(str(int(v)) for v in row) + " |")
+    return "\n".join(lines) + "\n"
