@@ -1,0 +1,448 @@
+"""The training loop: bucketed shuffled batches, AdamW, early stopping, crash-safe checkpoints.
+
+Pure functions, no Prefect: ``tasks/stages.py`` wraps :func:`train_model` in a task.
+
+Reproducibility: the weights depend only on the seed and the data. The model init and dropout
+draw from torch's global generator, seeded once from ``TrainConfig.seed``; the batch order of
+epoch ``e`` comes from its own generator seeded with ``seed * 1000 + e``. A checkpoint holds the
+global generator's state, so a run resumed after a crash ends with exactly the weights of an
+uninterrupted one (on CPU; cuDNN kernels need not be bitwise deterministic).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.rnn import RNNClassifier, RNNConfig, count_parameters
+from tasks.errors import InputError, ZhflowError
+from tasks.evaluate import macro_f1
+from tasks.storage import atomic_path
+
+CHECKPOINT_NAME = "checkpoint.pt"
+_CHECKPOINT_FORMAT = 1
+# Settings that change where/how fast a run goes but not what it computes: a checkpoint written
+# under other values of these may still be resumed.
+_RUNTIME_ONLY = ("device", "num_threads")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8  # the LSTM's validation F1 plateaus after 3-6 epochs; early stopping trims it
+    batch_size: int = 64  # small enough for many updates per epoch, large enough for CPU BLAS
+    lr: float = 2e-3  # AdamW's sweet spot for small RNNs; constant (no schedule, see below)
+    weight_decay: float = 1e-4  # light: dropout does most of the regularising
+    clip_norm: float = 1.0  # RNN gradients can explode on long sequences; 0 disables clipping
+    patience: int = 2  # stop after 2 epochs without a better validation macro-F1
+    label_smoothing: float = 0.0  # off: it blurs the probabilities the scorer reports
+    seed: int = 42  # fixes init, dropout and batch order
+    bucket_size_multiplier: int = 50  # buckets of 50 batches: near-uniform lengths, still random
+    device: str = "auto"  # cuda when available, else cpu
+    num_threads: int | None = None  # None keeps torch's default (all physical cores)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patience", "bucket_size_multiplier"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"TrainConfig.seed must be a non-negative integer, got {self.seed!r}")
+        if not (isinstance(self.lr, int | float) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
+        for name in ("weight_decay", "clip_norm"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value >= 0 and math.isfinite(value)):
+                raise ValueError(f"TrainConfig.{name} must be a number >= 0, got {value!r}")
+        if not (isinstance(self.label_smoothing, int | float) and 0 <= self.label_smoothing < 1):
+            raise ValueError(
+                f"TrainConfig.label_smoothing must be in [0, 1), got {self.label_smoothing!r}"
+            )
+        if self.num_threads is not None and (
+            isinstance(self.num_threads, bool)
+            or not isinstance(self.num_threads, int)
+            or self.num_threads < 1
+        ):
+            raise ValueError(
+                f"TrainConfig.num_threads must be None or a positive integer, "
+                f"got {self.num_threads!r}"
+            )
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"TrainConfig.device must be a string, got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    state_dict: dict[str, torch.Tensor]  # the best epoch's weights, on the CPU
+    history: list[dict[str, Any]]  # one record per epoch run (resumed epochs included)
+    best_epoch: int  # 1-based
+    best_valid_macro_f1: float
+    seconds: float  # training time over all (resumed) runs
+    resumed_from_epoch: int = 0  # last epoch read from a checkpoint; 0 = fresh start
+    meta: dict[str, Any] = field(default_factory=dict)  # parameter count, device
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def pick_device(pref: str = "auto") -> torch.device:
+    """``auto`` → cuda when available, else cpu; otherwise the named device, if it exists."""
+    if pref == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(pref)
+    except RuntimeError as exc:
+        raise InputError(f"unknown device {pref!r} (use auto, cpu, cuda or cuda:N)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {pref!r} requested but CUDA is not available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {pref!r} requested but MPS is not available")
+    return device
+
+
+def build_model(cfg: RNNConfig) -> RNNClassifier:
+    """A fresh model; its init draws from torch's global generator (seed it first)."""
+    return RNNClassifier(cfg)
+
+
+def make_batches(
+    lengths: np.ndarray | torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    bucket_mult: int = 50,
+) -> list[torch.Tensor]:
+    """Index batches of similar length in random order.
+
+    Shuffle all indices, cut them into buckets of ``batch_size * bucket_mult``, sort each bucket
+    by length, cut it into batches, then shuffle the order of all batches. Each index appears
+    exactly once; the result depends only on ``lengths`` and the generator's state.
+    """
+    lens = torch.as_tensor(np.asarray(lengths) if not torch.is_tensor(lengths) else lengths)
+    lens = lens.detach().to("cpu", torch.int64).reshape(-1)
+    if batch_size < 1 or bucket_mult < 1:
+        raise ValueError("batch_size and bucket_mult must be positive")
+    n = lens.numel()
+    perm = torch.randperm(n, generator=generator)
+    bucket = batch_size * bucket_mult
+    batches: list[torch.Tensor] = []
+    for start in range(0, n, bucket):
+        idx = perm[start : start + bucket]
+        order = torch.sort(lens[idx], stable=True).indices
+        batches.extend(idx[order].split(batch_size))
+    shuffle = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffle]
+
+
+def collate(
+    ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gather one batch and trim its padding to the longest sequence in it."""
+    batch_lengths = lengths[index]
+    maxlen = int(batch_lengths.max()) if batch_lengths.numel() else 0
+    idx = index.to(ids.device)
+    return ids[idx, :maxlen], batch_lengths, labels[index.to(labels.device)]
+
+
+def _check_split(name: str, data: dict[str, torch.Tensor], cfg: RNNConfig) -> None:
+    missing = [k for k in ("ids", "lengths", "labels") if k not in data]
+    if missing:
+        raise InputError(f"{name} split lacks {', '.join(missing)}")
+    ids, lengths, labels = data["ids"], data["lengths"], data["labels"]
+    n = ids.shape[0]
+    if ids.ndim != 2 or lengths.shape != (n,) or labels.shape != (n,):
+        raise InputError(
+            f"{name} split has inconsistent shapes: ids {tuple(ids.shape)}, "
+            f"lengths {tuple(lengths.shape)}, labels {tuple(labels.shape)}"
+        )
+    if n == 0:
+        raise InputError(f"{name} split is empty")
+    if int(lengths.min()) < 1 or int(lengths.max()) > ids.shape[1]:
+        raise InputError(f"{name} split has lengths outside 1..{ids.shape[1]}")
+    if int(labels.min()) < 0 or int(labels.max()) >= cfg.num_classes:
+        raise InputError(f"{name} split has labels outside 0..{cfg.num_classes - 1}")
+    if int(ids.min()) < 0 or int(ids.max()) >= cfg.vocab_size:
+        raise InputError(f"{name} split has token ids outside 0..{cfg.vocab_size - 1}")
+
+
+def _predict_logits(
+    model: nn.Module,
+    ids: torch.Tensor,
+    lengths: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Logits (N, C) float32 on the CPU, in input order; batches run longest-first."""
+    n = ids.shape[0]
+    lengths = lengths.detach().to("cpu", torch.int64)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    chunks: list[torch.Tensor] = []
+    for start in range(0, n, batch_size):
+        index = order[start : start + batch_size]
+        b_lengths = lengths[index]
+        b_ids = ids[index.to(ids.device), : int(b_lengths.max())].to(device, non_blocking=True)
+        chunks.append(model(b_ids, b_lengths).float().cpu())
+    if not chunks:
+        num_classes = model.config.num_classes  # type: ignore[union-attr]
+        return torch.empty(0, num_classes)
+    out = torch.empty(n, chunks[0].shape[1])
+    out[order] = torch.cat(chunks)
+    return out
+
+
+def predict_proba(
+    model: nn.Module,
+    ids: np.ndarray | torch.Tensor,
+    lengths: np.ndarray | torch.Tensor,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+) -> np.ndarray:
+    """Softmax probabilities (N, C) float32, in input order. Restores the model's train mode."""
+    ids_t = torch.as_tensor(ids)
+    lengths_t = torch.as_tensor(lengths)
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            logits = _predict_logits(model.to(device), ids_t, lengths_t, batch_size, device)
+            return F.softmax(logits, dim=-1).numpy().astype(np.float32, copy=False)
+    finally:
+        model.train(was_training)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _comparable(cfg: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in cfg.to_dict().items() if k not in _RUNTIME_ONLY}
+
+
+def _load_checkpoint(
+    path: Path, model_config: RNNConfig, train_config: TrainConfig, log: Callable[[str], None]
+) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # a torn or foreign file: start over rather than fail
+        log(f"ignoring unreadable checkpoint {path}: {exc}")
+        return None
+    if (
+        not isinstance(ckpt, dict)
+        or ckpt.get("format") != _CHECKPOINT_FORMAT
+        or ckpt.get("model_config") != model_config.to_dict()
+        or ckpt.get("train_config") != _comparable(train_config)
+    ):
+        log(f"ignoring checkpoint {path}: written for other settings")
+        return None
+    return ckpt
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train_model(
+    model_config: RNNConfig,
+    train_config: TrainConfig,
+    train: dict[str, torch.Tensor],
+    valid: dict[str, torch.Tensor],
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint_dir: Path | str | None = None,
+    log: Callable[[str], None] | None = print,
+) -> TrainResult:
+    """Train with early stopping on validation macro-F1; return the best epoch's weights.
+
+    ``train`` / ``valid`` hold ``ids`` int32 (N, L), ``lengths`` int64 (N,), ``labels`` int64
+    (N,). With ``checkpoint_dir`` the state after every epoch is saved to ``checkpoint.pt``
+    (tensors and plain containers only) and a later call resumes from it.
+
+    No learning-rate schedule: with early stopping and restoring the best epoch, a constant
+    AdamW rate trains these small RNNs as well as warmup/decay and keeps resume trivial.
+    """
+    tc = train_config
+    say: Callable[[str], None] = log if log is not None else (lambda _msg: None)
+    _check_split("train", train, model_config)
+    _check_split("valid", valid, model_config)
+
+    previous_threads = torch.get_num_threads()
+    if tc.num_threads is not None:
+        torch.set_num_threads(tc.num_threads)
+    try:
+        return _train(model_config, tc, train, valid, on_epoch, checkpoint_dir, say)
+    finally:
+        if tc.num_threads is not None:
+            torch.set_num_threads(previous_threads)
+
+
+def _train(
+    model_config: RNNConfig,
+    tc: TrainConfig,
+    train: dict[str, torch.Tensor],
+    valid: dict[str, torch.Tensor],
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    checkpoint_dir: Path | str | None,
+    say: Callable[[str], None],
+) -> TrainResult:
+    device = pick_device(tc.device)
+    random.seed(tc.seed)
+    np.random.seed(tc.seed % 2**32)
+    torch.manual_seed(tc.seed)
+
+    model = build_model(model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    criterion = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
+
+    # Token ids and labels live on the device once; lengths stay on the CPU for packing.
+    tr_ids = train["ids"].to(device)
+    tr_labels = train["labels"].to(device, torch.int64)
+    tr_lengths = train["lengths"].to("cpu", torch.int64)
+    va_ids = valid["ids"].to(device)
+    va_labels = valid["labels"].to("cpu", torch.int64)
+    va_lengths = valid["lengths"].to("cpu", torch.int64)
+    n_train = tr_ids.shape[0]
+
+    history: list[dict[str, Any]] = []
+    best_state = _cpu_state(model)
+    best_score, best_epoch, bad_epochs, start_epoch, prior_seconds = -1.0, 0, 0, 1, 0.0
+
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    ckpt = _load_checkpoint(ckpt_path, model_config, tc, say) if ckpt_path else None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        best_state = ckpt["best_state_dict"]
+        best_score = float(ckpt["best_score"])
+        best_epoch = int(ckpt["best_epoch"])
+        bad_epochs = int(ckpt["bad_epochs"])
+        history = list(ckpt["history"])
+        prior_seconds = float(ckpt["seconds"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        torch.set_rng_state(ckpt["torch_rng"])
+        if device.type == "cuda" and ckpt["cuda_rng"]:
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        say(f"resuming from {ckpt_path} after epoch {ckpt['epoch']}")
+    resumed_from = start_epoch - 1
+
+    n_params = count_parameters(model)
+    if start_epoch == 1:
+        say(
+            f"training {model_config.cell} ({n_params:,} parameters) on {device}: "
+            f"{n_train:,} train / {va_ids.shape[0]:,} valid samples, up to {tc.epochs} epochs"
+        )
+    started = time.perf_counter()
+
+    for epoch in range(start_epoch, tc.epochs + 1):
+        if bad_epochs >= tc.patience:
+            break  # a resumed run that had already stopped early
+        t0 = time.perf_counter()
+        model.train()
+        gen = torch.Generator().manual_seed(tc.seed * 1000 + epoch)
+        batches = make_batches(tr_lengths, tc.batch_size, gen, tc.bucket_size_multiplier)
+        loss_sum = torch.zeros((), device=device)
+        for index in batches:
+            ids, lengths, labels = collate(tr_ids, tr_lengths, tr_labels, index)
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(ids, lengths), labels)
+            loss.backward()
+            if tc.clip_norm > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
+            optimizer.step()
+            loss_sum += loss.detach() * len(index)
+        train_loss = float(loss_sum) / n_train
+        train_seconds = time.perf_counter() - t0
+        if not math.isfinite(train_loss):
+            raise ZhflowError(
+                f"training diverged at epoch {epoch} (loss {train_loss}); try a lower lr"
+            )
+
+        model.eval()
+        with torch.inference_mode():
+            logits = _predict_logits(model, va_ids, va_lengths, 512, device)
+        valid_loss = float(F.cross_entropy(logits, va_labels))
+        preds = logits.argmax(dim=-1).numpy()
+        y_true = va_labels.numpy()
+        score = macro_f1(y_true, preds, model_config.num_classes)
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "valid_loss": valid_loss,
+            "valid_accuracy": float((preds == y_true).mean()),
+            "valid_macro_f1": score,
+            "samples_per_s": n_train / train_seconds if train_seconds > 0 else float("inf"),
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(record)
+        improved = score > best_score
+        if improved:
+            best_score, best_epoch, bad_epochs = score, epoch, 0
+            best_state = _cpu_state(model)
+        else:
+            bad_epochs += 1
+
+        if ckpt_path is not None:
+            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(ckpt_path) as tmp:
+                torch.save(
+                    {
+                        "format": _CHECKPOINT_FORMAT,
+                        "model_config": model_config.to_dict(),
+                        "train_config": _comparable(tc),
+                        "epoch": epoch,
+                        "model": _cpu_state(model),
+                        "optimizer": optimizer.state_dict(),
+                        "best_state_dict": best_state,
+                        "best_score": best_score,
+                        "best_epoch": best_epoch,
+                        "bad_epochs": bad_epochs,
+                        "history": history,
+                        "seconds": prior_seconds + time.perf_counter() - started,
+                        "torch_rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+                    },
+                    tmp,
+                )
+
+        say(
+            f"epoch {epoch}/{tc.epochs}  train_loss {train_loss:.4f}  valid_loss {valid_loss:.4f}"
+            f"  acc {record['valid_accuracy']:.4f}  macro_f1 {score:.4f}"
+            f"  {record['samples_per_s']:,.0f} samples/s  {record['seconds']:.1f}s"
+            + ("  *" if improved else "")
+        )
+        if on_epoch is not None:
+            on_epoch(dict(record))
+        if bad_epochs >= tc.patience and epoch < tc.epochs:
+            say(f"early stop: no better macro-F1 for {tc.patience} epochs; best epoch {best_epoch}")
+            break
+
+    model.load_state_dict(best_state)
+    return TrainResult(
+        state_dict=_cpu_state(model),
+        history=history,
+        best_epoch=best_epoch,
+        best_valid_macro_f1=best_score,
+        seconds=prior_seconds + time.perf_counter() - started,
+        resumed_from_epoch=resumed_from,
+        meta={"parameters": n_params, "device": str(device)},
+    )

@@ -1,0 +1,276 @@
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from models.rnn import RNNConfig
+from tasks.errors import InputError
+from tasks.train import (
+    CHECKPOINT_NAME,
+    TrainConfig,
+    build_model,
+    collate,
+    make_batches,
+    pick_device,
+    predict_proba,
+    train_model,
+)
+
+VOCAB = 40
+
+
+def _split(n: int, seed: int, width: int = 16) -> dict[str, torch.Tensor]:
+    """Label 1 iff token 5 occurs; random lengths, post-padded with 0, int32 ids."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(6, VOCAB, (n, width), generator=g)
+    lengths = torch.randint(2, width + 1, (n,), generator=g)
+    labels = torch.arange(n) % 2
+    for i in range(n):
+        if labels[i]:
+            ids[i, int(torch.randint(0, int(lengths[i]), (), generator=g))] = 5
+    ids[torch.arange(width)[None, :] >= lengths[:, None]] = 0
+    return {"ids": ids.to(torch.int32), "lengths": lengths, "labels": labels}
+
+
+MODEL = RNNConfig(vocab_size=VOCAB, num_classes=2, embedding_dim=16, hidden_size=16)
+TRAIN = _split(192, 0)
+VALID = _split(64, 1)
+
+
+def _cfg(**kw: Any) -> TrainConfig:
+    base: dict[str, Any] = {
+        "epochs": 3,
+        "batch_size": 16,
+        "patience": 10,
+        "device": "cpu",
+        "bucket_size_multiplier": 4,
+        "lr": 5e-3,
+    }
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _strip_timing(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")} for r in history]
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def test_make_batches_covers_every_index_once_and_is_deterministic() -> None:
+    lengths = np.random.default_rng(0).integers(1, 100, size=1003)
+    a = make_batches(lengths, 32, torch.Generator().manual_seed(7), 4)
+    b = make_batches(lengths, 32, torch.Generator().manual_seed(7), 4)
+    flat = torch.cat(a)
+    assert sorted(flat.tolist()) == list(range(1003))
+    assert all(len(x) <= 32 for x in a)
+    assert len(a) == sum(-(-len(range(s, min(s + 128, 1003))) // 32) for s in range(0, 1003, 128))
+    assert [x.tolist() for x in a] == [x.tolist() for x in b]
+    # a different epoch (generator seed) gives a different order
+    c = make_batches(lengths, 32, torch.Generator().manual_seed(8), 4)
+    assert [x.tolist() for x in a] != [x.tolist() for x in c]
+    # the same generator advanced: a reshuffle too
+    g = torch.Generator().manual_seed(7)
+    first = make_batches(lengths, 32, g, 4)
+    second = make_batches(lengths, 32, g, 4)
+    assert [x.tolist() for x in first] != [x.tolist() for x in second]
+
+
+def test_make_batches_are_length_homogeneous() -> None:
+    lengths = torch.as_tensor(np.random.default_rng(1).integers(1, 200, size=640))
+    # one bucket holding everything: batches are disjoint slices of the sorted lengths
+    batches = make_batches(lengths, 32, torch.Generator().manual_seed(0), 100)
+    spans = sorted((int(lengths[b].min()), int(lengths[b].max())) for b in batches)
+    for (_, hi), (lo, _) in itertools.pairwise(spans):
+        assert hi <= lo
+    # with smaller buckets, batches are still far tighter than random ones
+    batches = make_batches(lengths, 32, torch.Generator().manual_seed(0), 5)
+    spread = np.mean([float(lengths[b].max() - lengths[b].min()) for b in batches])
+    assert spread < 40  # random batches of 32 from 1..199 span ~185
+
+
+def test_collate_trims_to_longest_in_batch() -> None:
+    ids = torch.arange(40, dtype=torch.int32).reshape(4, 10)
+    lengths = torch.tensor([3, 10, 5, 2])
+    labels = torch.tensor([0, 1, 0, 1])
+    b_ids, b_len, b_lab = collate(ids, lengths, labels, torch.tensor([2, 0]))
+    assert b_ids.shape == (2, 5)
+    assert torch.equal(b_ids, ids[[2, 0], :5])
+    assert b_len.tolist() == [5, 3] and b_lab.tolist() == [0, 0]
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_train_learns_and_reports(tmp_path: Path) -> None:
+    records: list[dict[str, Any]] = []
+    lines: list[str] = []
+    res = train_model(
+        MODEL, _cfg(epochs=6), TRAIN, VALID, on_epoch=records.append, log=lines.append
+    )
+    assert len(res.history) == 6 == len(records)
+    assert set(records[0]) == {
+        "epoch",
+        "train_loss",
+        "valid_loss",
+        "valid_accuracy",
+        "valid_macro_f1",
+        "samples_per_s",
+        "seconds",
+    }
+    assert [r["epoch"] for r in records] == list(range(1, 7))
+    assert res.best_valid_macro_f1 == max(r["valid_macro_f1"] for r in records)
+    assert res.history[res.best_epoch - 1]["valid_macro_f1"] == res.best_valid_macro_f1
+    assert res.best_valid_macro_f1 > 0.9
+    assert sum("epoch" in line and "macro_f1" in line for line in lines) == 6
+    assert all(v.device.type == "cpu" for v in res.state_dict.values())
+    # the returned state is the best epoch's, and it reproduces the best score
+    model = build_model(MODEL)
+    model.load_state_dict(res.state_dict)
+    probs = predict_proba(model, VALID["ids"], VALID["lengths"], batch_size=7)
+    from tasks.evaluate import macro_f1
+
+    assert macro_f1(VALID["labels"].numpy(), probs.argmax(1), 2) == pytest.approx(
+        res.best_valid_macro_f1
+    )
+
+
+def test_same_seed_same_weights_different_seed_different() -> None:
+    a = train_model(MODEL, _cfg(epochs=2), TRAIN, VALID, log=None)
+    b = train_model(MODEL, _cfg(epochs=2), TRAIN, VALID, log=None)
+    _assert_same_state(a.state_dict, b.state_dict)
+    assert _strip_timing(a.history) == _strip_timing(b.history)
+    c = train_model(MODEL, _cfg(epochs=2, seed=1), TRAIN, VALID, log=None)
+    assert not torch.equal(a.state_dict["head.weight"], c.state_dict["head.weight"])
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path: Path) -> None:
+    # Dropout is on (defaults), so the RNG state must be restored for an exact match.
+    full = train_model(MODEL, _cfg(), TRAIN, VALID, checkpoint_dir=tmp_path / "a", log=None)
+
+    def crash(record: dict[str, Any]) -> None:
+        if record["epoch"] == 1:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        train_model(
+            MODEL, _cfg(), TRAIN, VALID, on_epoch=crash, checkpoint_dir=tmp_path / "b", log=None
+        )
+    ckpt = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=True, map_location="cpu")
+    assert ckpt["epoch"] == 1
+    lines: list[str] = []
+    resumed = train_model(
+        MODEL, _cfg(), TRAIN, VALID, checkpoint_dir=tmp_path / "b", log=lines.append
+    )
+    assert resumed.resumed_from_epoch == 1
+    assert any("resuming" in line for line in lines)
+    _assert_same_state(full.state_dict, resumed.state_dict)
+    assert _strip_timing(full.history) == _strip_timing(resumed.history)
+    assert resumed.best_epoch == full.best_epoch
+    # the last-epoch weights match too, not only the best ones
+    last_a = torch.load(tmp_path / "a" / CHECKPOINT_NAME, weights_only=True)["model"]
+    last_b = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=True)["model"]
+    _assert_same_state(last_a, last_b)
+    assert not list((tmp_path / "b").glob("*.tmp"))
+
+
+def test_finished_checkpoint_returns_without_training(tmp_path: Path) -> None:
+    first = train_model(MODEL, _cfg(epochs=2), TRAIN, VALID, checkpoint_dir=tmp_path, log=None)
+    calls: list[dict[str, Any]] = []
+    again = train_model(
+        MODEL,
+        _cfg(epochs=2, num_threads=1),
+        TRAIN,
+        VALID,
+        on_epoch=calls.append,
+        checkpoint_dir=tmp_path,
+        log=None,
+    )
+    assert calls == []
+    _assert_same_state(first.state_dict, again.state_dict)
+    # other settings: the checkpoint is ignored and training starts fresh
+    lines: list[str] = []
+    train_model(
+        MODEL, _cfg(epochs=1, lr=1e-3), TRAIN, VALID, checkpoint_dir=tmp_path, log=lines.append
+    )
+    assert any("ignoring checkpoint" in line for line in lines)
+
+
+def test_corrupt_checkpoint_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
+    lines: list[str] = []
+    res = train_model(
+        MODEL, _cfg(epochs=1), TRAIN, VALID, checkpoint_dir=tmp_path, log=lines.append
+    )
+    assert res.resumed_from_epoch == 0 and len(res.history) == 1
+    assert any("unreadable" in line for line in lines)
+
+
+def test_early_stopping_restores_best() -> None:
+    # A negligible lr never beats epoch 1: stop after 1 + patience epochs, keep epoch 1.
+    res = train_model(MODEL, _cfg(epochs=8, patience=2, lr=1e-12), TRAIN, VALID, log=None)
+    assert [r["epoch"] for r in res.history] == [1, 2, 3]
+    assert res.best_epoch == 1
+    assert res.best_valid_macro_f1 == res.history[0]["valid_macro_f1"]
+
+
+def test_bad_inputs_are_rejected() -> None:
+    bad = dict(TRAIN, labels=TRAIN["labels"] + 5)
+    with pytest.raises(InputError, match="labels"):
+        train_model(MODEL, _cfg(), bad, VALID, log=None)
+    with pytest.raises(InputError, match="empty"):
+        train_model(MODEL, _cfg(), TRAIN, {k: v[:0] for k, v in VALID.items()}, log=None)
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="unknown TrainConfig keys"):
+        TrainConfig.from_dict({"epochs": 1, "nope": 2})
+    assert TrainConfig.from_dict(_cfg().to_dict()) == _cfg()
+
+
+def test_pick_device() -> None:
+    assert pick_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert pick_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA"):
+            pick_device("cuda")
+    with pytest.raises(InputError):
+        pick_device("tpu-please")
+
+
+def test_predict_proba_order_and_mode() -> None:
+    torch.manual_seed(0)
+    model = build_model(MODEL)
+    model.train()
+    probs = predict_proba(model, VALID["ids"].numpy(), VALID["lengths"].numpy(), batch_size=5)
+    assert model.training  # mode restored
+    assert probs.shape == (64, 2) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    model.eval()
+    with torch.no_grad():
+        one_by_one = np.stack(
+            [
+                torch.softmax(model(VALID["ids"][i : i + 1], VALID["lengths"][i : i + 1]), -1)[
+                    0
+                ].numpy()
+                for i in range(64)
+            ]
+        )
+    np.testing.assert_allclose(probs, one_by_one, atol=1e-6)
+    empty = predict_proba(model, VALID["ids"][:0], VALID["lengths"][:0])
+    assert empty.shape == (0, 2)
