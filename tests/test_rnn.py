@@ -1,12 +1,23 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from models.rnn import RNNClassifier, RNNConfig, count_parameters
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Tiny models: one thread is fastest, and it avoids OpenMP spin-wait stalls when the
+    # test machine's cores are shared with other processes.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _model(**kw: object) -> RNNClassifier:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,16 @@ from tasks.train import (
 )
 
 VOCAB = 40
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Tiny models: one thread is fastest, and it avoids OpenMP spin-wait stalls when the
+    # test machine's cores are shared with other processes.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _split(n: int, seed: int, width: int = 16) -> dict[str, torch.Tensor]:
