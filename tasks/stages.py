@@ -1,0 +1,332 @@
+"""Prefect tasks: thin wrappers that read artifacts, call the pure functions and write artifacts.
+
+Each task returns a small ``ArtifactRef`` dict (stage, key, path, digest), never frames or
+tensors: cache records stay tiny and hash stably (see docs/ARCHITECTURE.md). A task body first
+looks for an intact artifact under its key, so even without a cache record nothing is
+recomputed; Prefect's record is what marks the run ``Cached`` in the UI and the summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from filelock import FileLock
+from prefect import get_run_logger, task
+from safetensors.torch import load_file as load_tensors
+from safetensors.torch import save_file as save_tensors
+
+from models.rnn import RNNClassifier, RNNConfig
+from tasks import bundle as bundle_fns
+from tasks import corpus as corpus_fns
+from tasks import encode as encode_fns
+from tasks import evaluate as eval_fns
+from tasks import segment as segment_fns
+from tasks import tables as table_fns
+from tasks import train as train_fns
+from tasks.cache import ArtifactPolicy, find_artifact, stage_key
+from tasks.errors import InputError
+from tasks.storage import artifact_ref, building_artifact, sha256_file, write_json_atomic
+
+STAGE_MODULES: dict[str, tuple[str, ...]] = {}
+
+
+def artifact_task(stage: str, modules: tuple[str, ...], **task_options: Any) -> Callable:
+    """Make a Prefect task cached on content (see tasks/cache.py) that returns an artifact ref."""
+
+    def decorate(fn: Callable) -> Any:
+        STAGE_MODULES[stage] = (*modules, fn.__module__)
+        return task(
+            fn,
+            name=stage,
+            cache_policy=ArtifactPolicy(stage=stage, modules=STAGE_MODULES[stage]),
+            result_serializer="json",  # records are data, never pickles
+            persist_result=True,
+            tags=["zhflow", stage],
+            **task_options,
+        )
+
+    return decorate
+
+
+def materialize(stage: str, inputs: dict[str, Any], build: Callable[[Path], None]) -> dict:
+    """Return the intact artifact for ``inputs``, building it (under a file lock) if needed.
+
+    The lock makes a second process on the same work dir wait for the first instead of
+    building the same artifact twice; the rename into place keeps readers safe regardless.
+    """
+    workdir = inputs["workdir"]
+    key, ref = find_artifact(workdir, stage, STAGE_MODULES[stage], inputs)
+    if ref is None:
+        lock_path = Path(workdir) / "locks" / f"{stage}-{key[:16]}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(lock_path):
+            ref = artifact_ref(workdir, stage, key)
+            if ref is None:
+                with building_artifact(workdir, stage, key) as tmp:
+                    build(tmp)
+                ref = artifact_ref(workdir, stage, key)
+    assert ref is not None
+    return asdict(ref)
+
+
+def artifact_path(ref: dict, name: str) -> Path:
+    return Path(ref["path"]) / name
+
+
+def hash_source(paths: list[str]) -> str:
+    """Content hash of the corpus files (every file of a folder), read in chunks."""
+    h = hashlib.sha256()
+    for p in map(Path, paths):
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            h.update(f.name.encode())
+            h.update(sha256_file(f).encode() if f.exists() else b"missing")
+    return h.hexdigest()
+
+
+def _log(message: str) -> None:
+    try:
+        get_run_logger().info(message)
+    except Exception:  # called through .fn() outside a run: no Prefect logger
+        print(message)
+
+
+# ------------------------------------------------------------------------------------------
+# 1. corpus: read, validate, profile, split
+
+
+@artifact_task("corpus", ("tasks.corpus",), task_run_name="read-corpus-{fmt}", retries=0)
+def ingest_corpus(
+    workdir: str,
+    source: list[str],
+    source_digest: str,
+    fmt: str | None,
+    text_col: str | None,
+    label_col: str | None,
+    id_col: str | None,
+    encoding: str,
+    seed: int,
+    valid_frac: float,
+    test_frac: float,
+) -> dict:
+    inputs = dict(workdir=workdir, source=source, source_digest=source_digest, fmt=fmt,
+                  text_col=text_col, label_col=label_col, id_col=id_col, encoding=encoding,
+                  seed=seed, valid_frac=valid_frac, test_frac=test_frac)  # fmt: skip
+
+    def build(out: Path) -> None:
+        where = source[0] if len(source) == 1 else source
+        raw = corpus_fns.read_corpus(source, fmt, text_col, label_col, id_col, encoding)
+        clean, counts = corpus_fns.clean_corpus(raw, source=where)
+        small = corpus_fns.validate_labels(clean, where)
+        split = corpus_fns.split_corpus(clean, seed, valid_frac, test_frac)
+        profile = corpus_fns.profile_corpus(raw, clean, counts)
+        profile["small_labels"] = small
+        profile["splits"] = dict(split.group_by("split").len().sort("split").iter_rows())
+        split.write_parquet(out / "corpus.parquet")
+        write_json_atomic(out / "profile.json", profile)
+        _log(f"corpus: {profile['rows_kept']} rows kept of {profile['rows']}; "
+             f"labels {profile['labels']}")  # fmt: skip
+
+    return materialize("corpus", inputs, build)
+
+
+# ------------------------------------------------------------------------------------------
+# 2. segmentation
+
+
+@artifact_task("tokens", ("tasks.segment",), task_run_name="segment-{tokenizer[engine]}")
+def segment_corpus(
+    workdir: str, corpus: dict, tokenizer: dict, identity: dict, workers: int
+) -> dict:
+    """``identity`` (engine version, dictionary hashes...) is an input so it enters the key."""
+    inputs = dict(workdir=workdir, corpus=corpus, tokenizer=tokenizer, identity=identity,
+                  workers=workers)  # fmt: skip
+    spec = segment_fns.TokenizerSpec.from_dict(tokenizer)
+
+    def build(out: Path) -> None:
+        frame = pl.read_parquet(artifact_path(corpus, "corpus.parquet"))
+        tokens = segment_fns.segment_frame(frame, spec, workers)
+        tokens.write_parquet(out / "tokens.parquet")
+        write_json_atomic(out / "tokenizer.json", {"spec": tokenizer, "identity": identity})
+
+    return materialize("tokens", inputs, build)
+
+
+def read_train_tokens(tokens: dict) -> pl.DataFrame:
+    return pl.read_parquet(artifact_path(tokens, "tokens.parquet")).filter(
+        pl.col("split") == "train"
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# 3. n-gram and vocabulary tables (train split only)
+
+
+@artifact_task("ngrams", ("tasks.tables",), task_run_name="ngrams-n{n_max}")
+def build_ngram_table(workdir: str, tokens: dict, n_max: int) -> dict:
+    inputs = dict(workdir=workdir, tokens=tokens, n_max=n_max)
+
+    def build(out: Path) -> None:
+        table = table_fns.count_ngrams(read_train_tokens(tokens), n_max)
+        table.write_parquet(out / "ngrams.parquet")
+
+    return materialize("ngrams", inputs, build)
+
+
+@artifact_task("vocab", ("tasks.tables",), task_run_name="vocab-min{min_freq}-max{max_vocab}")
+def build_vocab_table(workdir: str, tokens: dict, min_freq: int, max_vocab: int) -> dict:
+    inputs = dict(workdir=workdir, tokens=tokens, min_freq=min_freq, max_vocab=max_vocab)
+
+    def build(out: Path) -> None:
+        train = read_train_tokens(tokens)
+        vocab = table_fns.build_vocab(train, min_freq, max_vocab)
+        vocab.write_parquet(out / "vocab.parquet")
+        write_json_atomic(out / "summary.json", table_fns.summarize_vocab(vocab, train))
+
+    return materialize("vocab", inputs, build)
+
+
+# ------------------------------------------------------------------------------------------
+# 4. encoding
+
+
+@artifact_task("encoded", ("tasks.encode",), task_run_name="encode-len{max_len}")
+def encode_corpus(workdir: str, tokens: dict, vocab: dict, max_len: int) -> dict:
+    inputs = dict(workdir=workdir, tokens=tokens, vocab=vocab, max_len=max_len)
+
+    def build(out: Path) -> None:
+        frame = pl.read_parquet(artifact_path(tokens, "tokens.parquet"))
+        index = table_fns.vocab_to_index(pl.read_parquet(artifact_path(vocab, "vocab.parquet")))
+        label_map = encode_fns.build_label_map(frame["label"].to_list())
+        meta: dict[str, Any] = {"max_len": max_len, "vocab_size": len(index), "splits": {}}
+        for split, part in frame.partition_by("split", as_dict=True, maintain_order=True).items():
+            name = split[0] if isinstance(split, tuple) else split
+            ids, lengths = encode_fns.encode_tokens(part["tokens"].to_list(), index, max_len)
+            labels = encode_fns.encode_labels(part["label"].to_list(), label_map)
+            encode_fns.save_split(out / f"{name}.safetensors", ids, lengths, labels)
+            meta["splits"][name] = {"rows": len(lengths), "truncated": int((
+                part["tokens"].list.len() > max_len).sum())}  # fmt: skip
+        encode_fns.save_label_map(out / "labels.json", label_map)
+        write_json_atomic(out / "meta.json", meta)
+
+    return materialize("encoded", inputs, build)
+
+
+def read_json(ref: dict, name: str) -> Any:
+    return json.loads(artifact_path(ref, name).read_text(encoding="utf-8"))
+
+
+def load_encoded_split(encoded: dict, split: str) -> dict[str, torch.Tensor]:
+    path = artifact_path(encoded, f"{split}.safetensors")
+    if not path.exists():
+        raise InputError(f"the corpus has no {split} rows; add rows or lower the split fractions")
+    return load_tensors(str(path))
+
+
+# ------------------------------------------------------------------------------------------
+# 5. training and evaluation
+
+
+@artifact_task("model", ("tasks.train", "models.rnn"), task_run_name="train-{model_config[cell]}")
+def train_classifier(workdir: str, encoded: dict, model_config: dict, train_config: dict) -> dict:
+    inputs = dict(workdir=workdir, encoded=encoded, model_config=model_config,
+                  train_config=train_config)  # fmt: skip
+    # Checkpoints live outside the artifact (which appears only when training is done), keyed
+    # like it, so a killed run resumes from its last finished epoch.
+    checkpoints = Path(workdir) / "checkpoints" / stage_key("model", STAGE_MODULES["model"], inputs)
+
+    def build(out: Path) -> None:
+        meta = read_json(encoded, "meta.json")
+        labels = encode_fns.load_label_map(artifact_path(encoded, "labels.json"))
+        cfg = RNNConfig(vocab_size=meta["vocab_size"], num_classes=len(labels), **model_config)
+        result = train_fns.train_model(
+            cfg,
+            train_fns.TrainConfig.from_dict(train_config),
+            load_encoded_split(encoded, "train"),
+            load_encoded_split(encoded, "valid"),
+            on_epoch=EPOCH_HOOKS.notify,
+            checkpoint_dir=checkpoints,
+            log=_log,
+        )
+        save_tensors(result.state_dict, str(out / "weights.safetensors"))
+        write_json_atomic(out / "model_config.json", cfg.to_dict())
+        write_json_atomic(out / "history.json", {
+            "epochs": result.history, "best_epoch": result.best_epoch,
+            "best_valid_macro_f1": result.best_valid_macro_f1, "seconds": result.seconds,
+            "resumed_from_epoch": result.resumed_from_epoch, **result.meta})  # fmt: skip
+
+    ref = materialize("model", inputs, build)
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the finished artifact supersedes them
+    return ref
+
+
+def load_trained_model(model: dict) -> RNNClassifier:
+    cfg = RNNConfig.from_dict(read_json(model, "model_config.json"))
+    net = RNNClassifier(cfg)
+    net.load_state_dict(load_tensors(str(artifact_path(model, "weights.safetensors"))))
+    return net.eval()
+
+
+@artifact_task("metrics", ("tasks.evaluate",), task_run_name="evaluate")
+def evaluate_classifier(workdir: str, model: dict, encoded: dict) -> dict:
+    inputs = dict(workdir=workdir, model=model, encoded=encoded)
+
+    def build(out: Path) -> None:
+        labels = encode_fns.load_label_map(artifact_path(encoded, "labels.json"))
+        test = load_encoded_split(encoded, "test")
+        probs = train_fns.predict_proba(
+            load_trained_model(model), test["ids"], test["lengths"],
+            device=train_fns.pick_device("auto"))  # fmt: skip
+        metrics = eval_fns.compute_metrics(test["labels"].numpy(), probs.argmax(axis=1), labels)
+        metrics["split"] = "test"
+        write_json_atomic(out / "metrics.json", metrics)
+        (out / "confusion.md").write_text(eval_fns.format_confusion_markdown(metrics), "utf-8")
+        _log(f"test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+
+    return materialize("metrics", inputs, build)
+
+
+@artifact_task("bundle", ("tasks.bundle",), task_run_name="bundle")
+def package_bundle(
+    workdir: str, model: dict, vocab: dict, encoded: dict, metrics: dict, tokenizer: dict
+) -> dict:
+    inputs = dict(workdir=workdir, model=model, vocab=vocab, encoded=encoded, metrics=metrics,
+                  tokenizer=tokenizer)  # fmt: skip
+
+    def build(out: Path) -> None:
+        net = load_trained_model(model)
+        bundle_fns.write_bundle(
+            out,
+            net.state_dict(),
+            net.config,
+            segment_fns.TokenizerSpec.from_dict(tokenizer),
+            pl.read_parquet(artifact_path(vocab, "vocab.parquet")),
+            encode_fns.load_label_map(artifact_path(encoded, "labels.json")),
+            max_len=read_json(encoded, "meta.json")["max_len"],
+            metrics=read_json(metrics, "metrics.json"),
+        )
+
+    return materialize("bundle", inputs, build)
+
+
+class _EpochHooks:
+    """Lets a flow watch training progress (terminal, Prefect artifacts) without the task
+    knowing who listens. Hooks are process-local callables, never part of the cache key."""
+
+    def __init__(self) -> None:
+        self.hooks: list[Callable[[dict], None]] = []
+
+    def notify(self, record: dict) -> None:
+        for hook in list(self.hooks):
+            hook(record)
+
+
+EPOCH_HOOKS = _EpochHooks()
