@@ -53,9 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     jieba.setLogLevel(logging.WARNING)
     jieba.initialize()  # warm-up, not timed
 
-    t0 = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    t0, c0 = time.perf_counter(), time.process_time()
     baseline = [jieba.lcut(t) for t in texts]
-    t_base = time.perf_counter() - t0
+    t_base, cpu_base = time.perf_counter() - t0, time.process_time() - c0
 
     spec = TokenizerSpec(normalize=False, drop_whitespace=False)
     t0 = time.perf_counter()
@@ -91,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round(t_base / t_ours, 3),
         "identical": mismatched == 0,
         "workers": args.workers,
+        # Other processes on the machine skew wall-clock ratios: a baseline whose CPU time is
+        # well under its wall time, or a load average above 0.5 before it, means contention.
+        "baseline_cpu_s": round(cpu_base, 2),
+        "baseline_wall_s": round(t_base, 2),
+        "zhflow_wall_s": round(t_ours, 2),
+        "loadavg_before": round(load_before, 2),
         **extra,
     }
     print(json.dumps(result), flush=True)

@@ -400,6 +400,20 @@ def _unpack(result: str | list[list[str]], n_docs: int) -> list[list[str]]:
     return [d.split(_US) if d else [] for d in result.split(_RS)]
 
 
+def _precheck(spec: TokenizerSpec) -> None:
+    if spec.engine in ("thulac", "rjieba"):
+        _import_engine(spec.engine)
+    for kind, path in (("user dictionary", spec.user_dict), ("stopword", spec.stopwords)):
+        if path is None:
+            continue
+        try:
+            Path(path).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"{kind} file is not UTF-8: {path} ({e.reason})") from None
+        except OSError as e:
+            raise InputError(f"cannot read {kind} file {path}: {e.strerror or e}") from None
+
+
 def _mp_context() -> multiprocessing.context.BaseContext:
     # forkserver/spawn, never fork: forking a parent that holds torch or Prefect threads
     # can deadlock. forkserver forks workers from a clean single-threaded server process.
@@ -443,8 +457,7 @@ def segment_texts(
             progress(stop, total)
         return out
 
-    if spec.engine in _PACKAGE and spec.engine != "jieba":
-        _import_engine(spec.engine)  # fail here, clearly, rather than in every worker
+    _precheck(spec)  # fail here, clearly: an error in a worker's start-up breaks the pool
     n_shards = min(workers * SHARDS_PER_WORKER, max(workers, total // _MIN_SHARD_TEXTS))
     bounds = _shard_bounds(items, n_shards)
     results: list[list[list[str]] | None] = [None] * len(bounds)

@@ -311,3 +311,13 @@ def test_segment_frame():
     assert out["tokens"].to_list() == [["中华人民共和国"], [], ["ab", "好"]]
     with pytest.raises(InputError, match="split"):
         segment_frame(df.drop("split"), TokenizerSpec())
+
+
+def test_parallel_bad_user_dict_is_a_clear_error(tmp_path: Path):
+    bad = tmp_path / "bad.dict"
+    bad.write_bytes("云计算".encode("gbk"))
+    spec = TokenizerSpec(user_dict=str(bad))
+    with pytest.raises(InputError, match=r"bad\.dict"):
+        segment_texts(["你好"] * 10, spec, workers=2, min_parallel=0)
+    with pytest.raises(InputError, match=r"bad\.dict"):
+        segment_texts(["你好"], spec)
