@@ -201,8 +201,8 @@ def _predict_logits(
         b_ids = ids[index.to(ids.device), : int(b_lengths.max())].to(device, non_blocking=True)
         chunks.append(model(b_ids, b_lengths).float().cpu())
     if not chunks:
-        num_classes = model.config.num_classes  # type: ignore[union-attr]
-        return torch.empty(0, num_classes)
+        config: Any = getattr(model, "config", None)  # an RNNClassifier knows its width
+        return torch.empty(0, int(config.num_classes))
     out = torch.empty(n, chunks[0].shape[1])
     out[order] = torch.cat(chunks)
     return out
