@@ -436,7 +436,16 @@ def _frame(
 
 
 def _json_str(value: Any, path: Path, line: int, key: str) -> str | None:
-    if value is None or isinstance(value, str):
+    if value is None:
+        return value
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:  # a "\ud800"-style escape: a lone UTF-16 surrogate
+            raise InputError(
+                f"{path}: line {line}: field {key!r} holds a lone surrogate "
+                f"(\\u{ord(value[e.start]):04x}), which is not valid Unicode"
+            ) from None
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
