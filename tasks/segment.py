@@ -341,17 +341,29 @@ def _check_texts(texts: Sequence[str | None]) -> list[str]:
     return out
 
 
-def _shard_bounds(texts: Sequence[str], n_shards: int) -> list[tuple[int, int]]:
-    """Contiguous [start, stop) ranges with about equal character counts."""
+def _shard_bounds(
+    texts: Sequence[str], n_shards: int, taper: bool = False
+) -> list[tuple[int, int]]:
+    """Contiguous [start, stop) ranges splitting the characters into ``n_shards`` parts.
+
+    Equal parts, or with ``taper`` decreasing ones (the k-th of n weighs n - k + 1): workers
+    take shards in order, so small shards at the end leave little idle time at the tail.
+    """
     n = len(texts)
     n_shards = max(1, min(n_shards, n))
+    weights = [n_shards - k + 1 if taper else 1 for k in range(n_shards)]
     total = sum(len(t) for t in texts) + n  # +1 per text: per-call overhead
-    target = total / n_shards
+    scale = total / sum(weights)
+    cuts: list[float] = []  # cumulative character targets at which shards end
+    acc_w = 0
+    for w in weights[:-1]:
+        acc_w += w
+        cuts.append(acc_w * scale)
     bounds: list[tuple[int, int]] = []
-    start, acc = 0, 0.0
+    start, acc = 0, 0
     for i, t in enumerate(texts):
         acc += len(t) + 1
-        if acc >= target * (len(bounds) + 1) and len(bounds) < n_shards - 1:
+        if len(bounds) < len(cuts) and acc >= cuts[len(bounds)]:
             bounds.append((start, i + 1))
             start = i + 1
     if start < n:
@@ -459,7 +471,7 @@ def segment_texts(
 
     _precheck(spec)  # fail here, clearly: an error in a worker's start-up breaks the pool
     n_shards = min(workers * SHARDS_PER_WORKER, max(workers, total // _MIN_SHARD_TEXTS))
-    bounds = _shard_bounds(items, n_shards)
+    bounds = _shard_bounds(items, n_shards, taper=True)
     results: list[list[list[str]] | None] = [None] * len(bounds)
     done = 0
     with ProcessPoolExecutor(

@@ -251,10 +251,15 @@ def test_pack_round_trip_and_fallback():
 
 def test_shard_bounds_cover_input_in_order():
     texts = ["短"] * 50 + ["很长的文本" * 100] * 5 + ["x"] * 45
-    bounds = seg._shard_bounds(texts, 8)
-    assert bounds[0][0] == 0 and bounds[-1][1] == len(texts)
-    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
-    assert 1 < len(bounds) <= 8
+    for taper in (False, True):
+        bounds = seg._shard_bounds(texts, 8, taper=taper)
+        assert bounds[0][0] == 0 and bounds[-1][1] == len(texts)
+        assert all(a[1] == b[0] and a[0] < a[1] for a, b in itertools.pairwise(bounds))
+        assert 1 < len(bounds) <= 8
+    even = ["字" * 10] * 1000
+    sizes = [b - a for a, b in seg._shard_bounds(even, 10, taper=True)]
+    assert sizes[0] > 3 * sizes[-1] and sum(sizes) == 1000
+    assert seg._shard_bounds(["x"], 4) == [(0, 1)]
 
 
 def test_default_workers():
