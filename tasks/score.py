@@ -97,6 +97,8 @@ def score_file(
     output = Path(output)
     if output.is_dir():
         raise InputError(f"{output}: is a directory; --output takes a .parquet file path")
+    if output.exists() and not output.is_file():  # a device or pipe: never replace it
+        raise InputError(f"{output}: is not a regular file; --output takes a .parquet file path")
     started = time.perf_counter()
     schema = prediction_schema(bundle.labels)
     rows, label_counts, empty = 0, dict.fromkeys(bundle.labels, 0), 0
@@ -112,8 +114,18 @@ def score_file(
                     label_counts[label] += n
                 if progress is not None:
                     progress(rows)
-    except PermissionError as exc:
-        raise InputError(f"{output}: cannot write ({exc.strerror})") from None
+    except OSError as exc:
+        # Only errors about the output location (a folder that is a file, a read-only or
+        # pseudo file system, a full disk); anything else is not the user's output path.
+        named = Path(exc.filename) if exc.filename is not None else None
+        if named is not None and named.parent != output.parent and named not in (
+            output.parent, *output.parent.parents
+        ):
+            raise
+        why = exc.strerror or str(exc)
+        if named is not None and isinstance(exc, FileExistsError | NotADirectoryError):
+            why = f"{named} is a file, not a folder"
+        raise InputError(f"{output}: cannot write ({why})") from None
     seconds = time.perf_counter() - started
     return {
         "rows": rows,

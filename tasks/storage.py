@@ -21,6 +21,10 @@ from typing import Any
 
 MANIFEST = "_manifest.json"
 _CHUNK = 1 << 20
+# mkstemp/mkdtemp create 0600/0700 entries; finished files get the usual umask-based modes.
+# Read once at import (os.umask can only be read by setting it, which races with threads).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -49,6 +53,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -113,6 +118,7 @@ def building_artifact(root: str | os.PathLike[str], stage: str, key: str) -> Ite
     final = Path(root) / stage / key
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
         manifest = build_manifest(tmp)
