@@ -291,6 +291,7 @@ def make_tokenizer(spec: TokenizerSpec) -> Tokenizer:
     ones in the same process reuse it). Stopwords are normalised like the text when
     ``spec.normalize`` is on.
     """
+    _precheck(spec)
     cut = _engine_cut(spec)
     normalize = spec.normalize
     drop_ws = spec.drop_whitespace
