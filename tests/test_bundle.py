@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tasks.bundle import load_bundle, seal_bundle
+from tasks.encode import encode_tokens
+from tasks.errors import BundleError
+from tasks.segment import segment_texts
+from tasks.tables import vocab_to_index
+from tasks.train import predict_proba
+from tests.helpers import train_tiny_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return train_tiny_bundle(tmp_path_factory.mktemp("b") / "bundle")
+
+
+def _copy(bundle_dir, tmp_path):
+    return shutil.copytree(bundle_dir, tmp_path / "copy")
+
+
+def _predict(bundle, texts):
+    tokens = segment_texts(texts, bundle.tokenizer)
+    ids, lengths = encode_tokens(tokens, vocab_to_index(bundle.vocab), bundle.max_len)
+    return predict_proba(bundle.model, ids, lengths)
+
+
+def test_saved_and_loaded_bundle_predicts_identically(bundle_dir, tmp_path) -> None:
+    texts = ["味道不错，下次还点", "太难吃了"]
+    first = _predict(load_bundle(bundle_dir), texts)
+    moved = _copy(bundle_dir, tmp_path)  # a bundle is relocatable
+    assert np.array_equal(first, _predict(load_bundle(moved), texts))
+    assert np.allclose(first.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_altered_vocab_is_refused(bundle_dir, tmp_path) -> None:
+    copy = _copy(bundle_dir, tmp_path)
+    vocab = pl.read_parquet(copy / "vocab.parquet")
+    vocab.with_columns(pl.col("token").reverse()).write_parquet(copy / "vocab.parquet")
+    with pytest.raises(BundleError, match=r"vocab.parquet altered"):
+        load_bundle(copy)
+
+
+def test_truncated_weights_are_refused(bundle_dir, tmp_path) -> None:
+    copy = _copy(bundle_dir, tmp_path)
+    weights = copy / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(BundleError, match="weights.safetensors"):
+        load_bundle(copy)
+    seal_bundle(copy)  # even with a matching manifest, the file itself is unreadable
+    with pytest.raises(BundleError, match="not a valid safetensors"):
+        load_bundle(copy)
+
+
+def test_tokenizer_mismatch_is_refused(bundle_dir, tmp_path) -> None:
+    copy = _copy(bundle_dir, tmp_path)
+    config = json.loads((copy / "config.json").read_text())
+    config["tokenizer"]["identity"]["engine_version"] = "0.0.1"
+    config["tokenizer"]["identity"]["normalize"] = False
+    (copy / "config.json").write_text(json.dumps(config))
+    seal_bundle(copy)
+    with pytest.raises(BundleError, match="tokenizer differs"):
+        load_bundle(copy)
+
+
+def test_vocab_size_mismatch_is_refused(bundle_dir, tmp_path) -> None:
+    copy = _copy(bundle_dir, tmp_path)
+    pl.read_parquet(copy / "vocab.parquet").head(5).write_parquet(copy / "vocab.parquet")
+    seal_bundle(copy)
+    with pytest.raises(BundleError, match="the model expects"):
+        load_bundle(copy)
+
+
+def test_missing_bundle_and_files(tmp_path, bundle_dir) -> None:
+    with pytest.raises(BundleError, match="no such directory"):
+        load_bundle(tmp_path / "nope")
+    copy = _copy(bundle_dir, tmp_path)
+    (copy / "labels.json").unlink()
+    with pytest.raises(BundleError, match="missing labels.json"):
+        load_bundle(copy)

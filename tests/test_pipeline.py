@@ -1,0 +1,66 @@
+"""The flows end to end on a tiny corpus, against one temporary Prefect server."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from flows.pipeline import train_pipeline
+from flows.scoring import score_pipeline
+
+pytestmark = pytest.mark.prefect
+
+SMALL = dict(tokenizer="char", epochs=2, hidden=16, embedding_dim=16, batch_size=16, seed=3)
+
+
+def _states(summary: dict) -> dict[str, str]:
+    return {t["name"]: t["state"] for t in summary["tasks"]}
+
+
+def test_data_half_is_cached_and_min_freq_reruns_only_vocab_and_encode(
+    prefect_server, tiny_csv, tmp_path
+) -> None:
+    args = dict(corpus=str(tiny_csv), workdir=str(tmp_path / "w"), until="encode", **SMALL)
+    first = train_pipeline(**args)
+    assert set(_states(first).values()) == {"Completed"}
+    assert list(_states(first)) == ["corpus", "tokens", "ngrams", "vocab", "encoded"]
+    second = train_pipeline(**args)
+    assert set(_states(second).values()) == {"Cached"}
+    assert second["artifacts"] == first["artifacts"]
+    third = train_pipeline(**{**args, "min_freq": 20})  # drops rare characters
+    assert third["artifacts"]["vocab"] != first["artifacts"]["vocab"]
+    assert _states(third) == {"corpus": "Cached", "tokens": "Cached", "ngrams": "Cached",
+                              "vocab": "Completed", "encoded": "Completed"}  # fmt: skip
+    # Content, not parameters, keys downstream work: a vocab that comes out the same
+    # (min_freq 2 -> 3 keeps every character here) leaves encoding cached.
+    fourth = train_pipeline(**{**args, "min_freq": 3})
+    assert _states(fourth)["vocab"] == "Completed" and _states(fourth)["encoded"] == "Cached"
+
+
+def test_deleted_output_reruns_its_task(prefect_server, tiny_csv, tmp_path) -> None:
+    args = dict(corpus=str(tiny_csv), workdir=str(tmp_path / "w"), until="vocab", **SMALL)
+    first = train_pipeline(**args)
+    shutil.rmtree(first["artifacts"]["vocab"])
+    again = train_pipeline(**args)
+    assert _states(again)["vocab"] == "Completed" and _states(again)["tokens"] == "Cached"
+    assert Path(again["artifacts"]["vocab"], "vocab.parquet").exists()
+
+
+def test_train_then_new_epochs_reruns_only_training_then_score(
+    prefect_server, tiny_csv, tmp_path
+) -> None:
+    args = dict(corpus=str(tiny_csv), workdir=str(tmp_path / "w"), **SMALL)
+    first = train_pipeline(**args)
+    assert 0.0 <= first["accuracy"] <= 1.0 and 0.0 <= first["macro_f1"] <= 1.0
+    assert Path(first["model"], "weights.safetensors").exists()
+    second = train_pipeline(**{**args, "epochs": 3})
+    states = _states(second)
+    assert [states[s] for s in ("corpus", "tokens", "ngrams", "vocab", "encoded")] == ["Cached"] * 5
+    assert [states[s] for s in ("model", "metrics", "bundle")] == ["Completed"] * 3
+
+    out = tmp_path / "preds.parquet"
+    summary = score_pipeline(bundle=second["model"], input=str(tiny_csv), output=str(out))
+    assert summary["rows"] == pl.read_parquet(out).height == pl.read_csv(tiny_csv).height

@@ -1,0 +1,98 @@
+"""Each stage on its own, through ``task.fn`` (no Prefect engine or server)."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from safetensors.numpy import load_file
+
+from tasks import stages
+from tasks.bundle import load_bundle
+from tasks.segment import TokenizerSpec
+
+
+@pytest.fixture
+def corpus_ref(tmp_path, tiny_csv) -> dict:
+    return stages.ingest_corpus.fn(
+        workdir=str(tmp_path / "w"), source=[str(tiny_csv)],
+        source_digest=stages.hash_source([str(tiny_csv)]), fmt=None, text_col=None,
+        label_col=None, id_col=None, encoding="utf-8", seed=1, valid_frac=0.2, test_frac=0.2,
+    )  # fmt: skip
+
+
+def _tokens(tmp_path, corpus_ref, engine: str = "char") -> dict:
+    spec = TokenizerSpec(engine=engine)
+    return stages.segment_corpus.fn(
+        workdir=str(tmp_path / "w"), corpus=corpus_ref, tokenizer=spec.to_dict(),
+        identity=spec.identity(), workers=1,
+    )  # fmt: skip
+
+
+def test_ingest_writes_corpus_and_profile(corpus_ref) -> None:
+    frame = pl.read_parquet(stages.artifact_path(corpus_ref, "corpus.parquet"))
+    assert frame.columns == ["id", "text", "label", "split"]
+    profile = stages.read_json(corpus_ref, "profile.json")
+    assert profile["rows"] == 96 and profile["labels"] == {"neg": 48, "pos": 48}
+    assert sum(profile["splits"].values()) == 96
+
+
+def test_ingest_is_reused_not_rebuilt(tmp_path, tiny_csv, corpus_ref) -> None:
+    marker = stages.artifact_path(corpus_ref, "profile.json").stat().st_mtime_ns
+    again = stages.ingest_corpus.fn(
+        workdir=str(tmp_path / "w"), source=[str(tiny_csv)],
+        source_digest=stages.hash_source([str(tiny_csv)]), fmt=None, text_col=None,
+        label_col=None, id_col=None, encoding="utf-8", seed=1, valid_frac=0.2, test_frac=0.2,
+    )  # fmt: skip
+    assert again == corpus_ref
+    assert stages.artifact_path(again, "profile.json").stat().st_mtime_ns == marker
+
+
+def test_segment_then_tables_then_encode(tmp_path, corpus_ref) -> None:
+    tokens = _tokens(tmp_path, corpus_ref)
+    frame = pl.read_parquet(stages.artifact_path(tokens, "tokens.parquet"))
+    assert frame.columns == ["id", "tokens", "label", "split"]
+    assert frame["tokens"][0].to_list()[:3] == list(frame["tokens"][0].to_list()[:3])
+    workdir = str(tmp_path / "w")
+
+    ngrams = stages.build_ngram_table.fn(workdir=workdir, tokens=tokens, n_max=2)
+    table = pl.read_parquet(stages.artifact_path(ngrams, "ngrams.parquet"))
+    assert set(table["n"].unique().to_list()) == {1, 2}
+
+    vocab = stages.build_vocab_table.fn(workdir=workdir, tokens=tokens, min_freq=1, max_vocab=500)
+    vocab_df = pl.read_parquet(stages.artifact_path(vocab, "vocab.parquet"))
+    train_chars = {c for toks in stages.read_train_tokens(tokens)["tokens"].to_list() for c in toks}
+    assert set(vocab_df["token"].to_list()[2:]) == train_chars  # fitted on train only
+
+    encoded = stages.encode_corpus.fn(workdir=workdir, tokens=tokens, vocab=vocab, max_len=8)
+    train = load_file(str(stages.artifact_path(encoded, "train.safetensors")))
+    assert train["ids"].shape[1] == 8 and train["lengths"].max() <= 8
+    meta = json.loads(stages.artifact_path(encoded, "meta.json").read_text())
+    assert meta["vocab_size"] == vocab_df.height
+    assert stages.read_json(encoded, "labels.json") == {"labels": ["neg", "pos"]}
+
+
+def test_train_evaluate_bundle(tmp_path, corpus_ref) -> None:
+    workdir = str(tmp_path / "w")
+    tokens = _tokens(tmp_path, corpus_ref)
+    vocab = stages.build_vocab_table.fn(workdir=workdir, tokens=tokens, min_freq=1, max_vocab=500)
+    encoded = stages.encode_corpus.fn(workdir=workdir, tokens=tokens, vocab=vocab, max_len=16)
+    model_config = {"cell": "gru", "embedding_dim": 16, "hidden_size": 16}
+    model = stages.train_classifier.fn(
+        workdir=workdir, encoded=encoded, model_config=model_config,
+        train_config={"epochs": 2, "batch_size": 16, "seed": 3},
+    )  # fmt: skip
+    assert not (tmp_path / "w" / "checkpoints").exists() or not any(
+        (tmp_path / "w" / "checkpoints").iterdir()
+    )
+    metrics = stages.evaluate_classifier.fn(workdir=workdir, model=model, encoded=encoded)
+    scores = stages.read_json(metrics, "metrics.json")
+    assert 0.0 <= scores["accuracy"] <= 1.0 and scores["labels"] == ["neg", "pos"]
+    bundle = stages.package_bundle.fn(
+        workdir=workdir, model=model, vocab=vocab, encoded=encoded, metrics=metrics,
+        tokenizer=TokenizerSpec(engine="char").to_dict(),
+    )  # fmt: skip
+    loaded = load_bundle(bundle["path"])
+    assert loaded.labels == ["neg", "pos"] and loaded.max_len == 16
+    assert json.loads((loaded.path / "metrics.json").read_text())["n"] == scores["n"]
