@@ -70,6 +70,10 @@ def materialize(stage: str, inputs: dict[str, Any], build: Callable[[Path], None
         with FileLock(lock_path):
             ref = artifact_ref(workdir, stage, key)
             if ref is None:
+                # Builders of this key hold this lock, so a temp folder of it is a dead
+                # process's leftover (a killed run): remove it.
+                for stale in (Path(workdir) / stage).glob(f".{key[:12]}.*.tmp"):
+                    shutil.rmtree(stale, ignore_errors=True)
                 with building_artifact(workdir, stage, key) as tmp:
                     build(tmp)
                 ref = artifact_ref(workdir, stage, key)
@@ -103,7 +107,7 @@ def _log(message: str) -> None:
 # 1. corpus: read, validate, profile, split
 
 
-@artifact_task("corpus", ("tasks.corpus",), task_run_name="read-corpus-{fmt}", retries=0)
+@artifact_task("corpus", ("tasks.corpus",), task_run_name="read-corpus")
 def ingest_corpus(
     workdir: str,
     source: list[str],

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from flows.cli import main
+
+
+def test_help_lists_the_contract_flags() -> None:
+    out = CliRunner().invoke(main, ["run", "--help"]).output
+    for flag in ("--format", "--text-col", "--label-col", "--workdir", "--tokenizer", "--model",
+                 "--layers", "--hidden", "--embedding-dim", "--bidirectional", "--dropout",
+                 "--epochs", "--batch-size", "--max-len", "--min-freq", "--max-vocab", "--ngram",
+                 "--seed", "--until", "--json"):  # fmt: skip
+        assert flag in out
+    score_help = CliRunner().invoke(main, ["score", "--help"]).output
+    for flag in ("--model", "--output", "--format", "--text-col", "--id-col", "--batch-size"):
+        assert flag in score_help
+
+
+def test_bad_flag_value_is_a_usage_error() -> None:
+    result = CliRunner().invoke(main, ["run", "--model", "transformer"])
+    assert result.exit_code == 2 and "transformer" in result.output
+
+
+@pytest.mark.prefect
+def test_run_json_summary_is_the_last_stdout_line(prefect_server, tiny_csv, tmp_path) -> None:
+    args = ["run", str(tiny_csv), "--workdir", str(tmp_path / "w"), "--tokenizer", "char",
+            "--until", "vocab", "--json"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["workdir"] == str((tmp_path / "w").resolve())
+    assert [t["name"] for t in summary["tasks"]] == ["corpus", "tokens", "ngrams", "vocab"]
+    assert {t["state"] for t in summary["tasks"]} == {"Completed"}
+
+
+@pytest.mark.slow
+def test_user_error_is_one_line_without_traceback(tmp_path: Path) -> None:
+    corpus = tmp_path / "one_label.csv"
+    corpus.write_text("text,label\n很好吃,pos\n不错,pos\n", encoding="utf-8")
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", str(corpus), "--workdir", str(tmp_path / "w")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("zhflow: error:")]
+    assert errors == [f"zhflow: error: {corpus}: only one label ('pos'); a classifier needs at least two"]
+    assert not list((tmp_path / "w").glob("corpus/*"))  # nothing half-written
