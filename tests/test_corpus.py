@@ -370,3 +370,15 @@ def test_read_texts_in_chunks_ragged_row_is_an_error(tmp_path: Path) -> None:
     p = write(tmp_path / "z.tsv", "好\t体育\n坏\t体育\t多余\n")
     with pytest.raises(InputError, match=r"z\.tsv: line 2: 3 fields, but the first row has 2"):
         list(read_texts_in_chunks(p))
+
+
+def test_drop_duplicate_texts_keeps_first_and_counts() -> None:
+    from tasks.corpus import drop_duplicate_texts
+
+    df = pl.DataFrame(
+        {"id": ["0", "1", "2", "3", "4"], "text": ["好", "差", "好", "好", "差"],
+         "label": ["pos", "neg", "pos", "neg", "neg"]}  # fmt: skip
+    )
+    kept, counts = drop_duplicate_texts(df)
+    assert kept["id"].to_list() == ["0", "1"]
+    assert counts == {"duplicates_dropped": 3, "conflicting_labels": 1}
