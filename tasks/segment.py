@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 __all__ = [
     "ENGINES",
     "MODES",
+    "FlatIdEncoder",
+    "SegmentJob",
+    "Segmenter",
     "TokenizerSpec",
     "default_workers",
     "load_stopwords",
@@ -377,17 +380,21 @@ def _shard_bounds(
 _US, _RS = "\x1f", "\x1e"
 
 _worker_tokenize: Tokenizer | None = None
+_worker_post: Callable[[list[list[str]]], Any] | None = None
 
 
-def _init_worker(spec: TokenizerSpec) -> None:
-    global _worker_tokenize
+def _init_worker(spec: TokenizerSpec, post: Callable[[list[list[str]]], Any] | None = None) -> None:
+    global _worker_tokenize, _worker_post
     _worker_tokenize = make_tokenizer(spec)
+    _worker_post = post
 
 
-def _run_shard(texts: list[str]) -> str | list[list[str]]:
+def _run_shard(texts: list[str]) -> Any:
     tokenize = _worker_tokenize
     assert tokenize is not None, "worker not initialised"
     docs = [tokenize(t) for t in texts]
+    if _worker_post is not None:
+        return _worker_post(docs)
     return _pack(docs)
 
 
@@ -527,3 +534,167 @@ def segment_frame(
             "split": df.get_column("split"),
         }
     )
+
+
+# --------------------------------------------------------------------------- persistent pool
+
+
+@dataclass(frozen=True)
+class FlatIdEncoder:
+    """A picklable ``post`` for :class:`Segmenter`: token lists → ragged ids, in the worker.
+
+    Row for row the logic of ``tasks.encode.encode_tokens`` (first ``max_len`` tokens,
+    unknown → ``unk_id``, no tokens → one ``unk_id``), returned unpadded: ``flat`` int32 (all
+    ids, row after row) and ``lengths`` int64. Far cheaper to send back than token strings
+    or a padded array, and it moves the dictionary look-ups off the parent process. Kept
+    here, not in ``tasks.encode``, so workers never import polars or torch.
+    """
+
+    index: Mapping[str, int]
+    max_len: int
+    unk_id: int = 1
+
+    def __call__(self, docs: list[list[str]]) -> tuple[Any, Any]:
+        import itertools
+
+        import numpy as np
+
+        get, unk, cut = self.index.get, self.unk_id, self.max_len
+        rows = [[get(t, unk) for t in d[:cut]] or [unk] for d in docs]
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        flat = np.fromiter(
+            itertools.chain.from_iterable(rows), dtype=np.int32, count=int(lengths.sum())
+        )
+        return flat, lengths
+
+
+class SegmentJob:
+    """One :meth:`Segmenter.submit` call: its result in input order once the shards are done."""
+
+    def __init__(self, futures: list[Any] | None, parts: list[Any] | None, sizes: list[int],
+                 post: bool) -> None:  # fmt: skip
+        self._futures = futures
+        self._parts = parts
+        self._sizes = sizes
+        self._post = post
+
+    def done(self) -> bool:
+        return self._futures is None or all(f.done() for f in self._futures)
+
+    def parts(self) -> list[Any]:
+        """Per-shard results in order: ``post(tokens)`` each with a ``post``, else token lists."""
+        if self._parts is None:
+            assert self._futures is not None
+            try:
+                raw = [f.result() for f in self._futures]
+            except BaseException:
+                self.cancel()
+                raise
+            self._futures = None
+            if not self._post:
+                raw = [_unpack(r, n) for r, n in zip(raw, self._sizes, strict=True)]
+            self._parts = raw
+        return self._parts
+
+    def result(self) -> Any:
+        """Token lists for all texts (no ``post``), else the list of per-shard ``post`` results."""
+        parts = self.parts()
+        if self._post:
+            return parts
+        return [doc for part in parts for doc in part]
+
+    def cancel(self) -> None:
+        for fut in self._futures or ():
+            fut.cancel()
+
+
+class Segmenter:
+    """A persistent pool of segmentation processes for many calls (e.g. chunk after chunk).
+
+    ``segment_texts`` starts a pool per call (each worker loads its dictionary, ~1 s); a
+    ``Segmenter`` starts one pool, on the first batch large enough to use it, and keeps it
+    until :meth:`close` (or the end of a ``with`` block). :meth:`submit` returns at once with
+    a :class:`SegmentJob`, so the caller can work on the previous batch meanwhile; batches
+    of fewer than ``min_parallel`` texts (or any batch with ``workers=0``) are segmented in
+    this process, synchronously. Tokens are identical to :func:`segment_texts`.
+
+    ``post``, a picklable ``list[list[str]] -> Any`` sent to each worker once, runs on each
+    shard's token lists in the worker (e.g. :class:`FlatIdEncoder`); the job's result is
+    then the list of per-shard results, in order.
+    """
+
+    def __init__(
+        self,
+        spec: TokenizerSpec,
+        workers: int = 1,
+        *,
+        post: Callable[[list[list[str]]], Any] | None = None,
+        min_parallel: int = MIN_PARALLEL,
+        shards_per_batch: int = 4,
+    ) -> None:
+        if not isinstance(spec, TokenizerSpec):
+            raise InputError(f"spec must be a TokenizerSpec, got {type(spec).__name__}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise InputError(f"workers must be an integer >= 0, got {workers!r}")
+        _precheck(spec)  # fail here, clearly: an error in a worker's start-up breaks the pool
+        self.spec = spec
+        self.workers = workers
+        self.post = post
+        self.min_parallel = max(min_parallel, 2)
+        self.shards_per_batch = max(1, shards_per_batch)
+        self._pool: ProcessPoolExecutor | None = None
+        self._local: Tokenizer | None = None
+        self._closed = False
+
+    @property
+    def started(self) -> bool:
+        """Whether the worker processes are running."""
+        return self._pool is not None
+
+    def _tokenize_here(self, items: list[str]) -> list[list[str]]:
+        if self._local is None:
+            self._local = make_tokenizer(self.spec)
+        tokenize = self._local
+        return [tokenize(t) for t in items]
+
+    def submit(self, texts: Sequence[str | None]) -> SegmentJob:
+        """Start segmenting ``texts`` (None or "" → []); returns without waiting."""
+        if self._closed:
+            raise RuntimeError("Segmenter is closed")
+        items = _check_texts(texts)
+        post = self.post is not None
+        if self.workers == 0 or len(items) < self.min_parallel:
+            docs = self._tokenize_here(items)
+            part = self.post(docs) if self.post is not None else docs
+            return SegmentJob(None, [part], [len(items)], post)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=_mp_context(),
+                initializer=_init_worker,
+                initargs=(self.spec, self.post),
+            )
+        n_shards = min(
+            self.workers * self.shards_per_batch,
+            max(self.workers, len(items) // _MIN_SHARD_TEXTS),
+        )
+        bounds = _shard_bounds(items, n_shards)
+        futures = [self._pool.submit(_run_shard, items[a:b]) for a, b in bounds]
+        return SegmentJob(futures, None, [b - a for a, b in bounds], post)
+
+    def segment(self, texts: Sequence[str | None]) -> Any:
+        """``submit(texts).result()``."""
+        return self.submit(texts).result()
+
+    def close(self, cancel: bool = False) -> None:
+        """Stop the workers (after their current shards; queued ones too with ``cancel``)."""
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=cancel)
+
+    def __enter__(self) -> Segmenter:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.close(cancel=exc_type is not None)
