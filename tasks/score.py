@@ -3,12 +3,21 @@
 The input is read in chunks; each chunk is segmented with the bundle's own tokenizer,
 encoded with its vocab and predicted in batches, then appended to a Parquet file written
 under a temporary name and moved into place at the end, so a failed run leaves no half file.
+
+:func:`score_file` pipelines the work: one persistent pool of segmentation processes
+(:class:`tasks.segment.Segmenter`) for the whole run segments *and encodes* chunk k+1
+(the workers send back compact id arrays, not token strings) while this process runs the
+model on chunk k, with torch threads sized to the cores the workers leave. At most
+``depth`` chunks are in flight, so memory stays flat in the number of rows. The output is
+identical to the serial :func:`score_chunks` (same padded ids, same batches).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +29,17 @@ import torch
 
 from tasks.bundle import Bundle
 from tasks.corpus import read_texts_in_chunks
-from tasks.encode import encode_tokens
+from tasks.encode import UNK_ID, encode_tokens
 from tasks.errors import InputError
-from tasks.segment import segment_texts
+from tasks.segment import FlatIdEncoder, Segmenter, default_workers, segment_texts
 from tasks.storage import atomic_path
 from tasks.tables import vocab_to_index
 from tasks.train import predict_proba
 
 PROB_PREFIX = "prob_"
 EMPTY_REASON = "empty text"
+#: Chunks in flight in the pipelined scorer: one being predicted, one being segmented.
+PIPELINE_DEPTH = 2
 
 
 def prediction_schema(labels: list[str]) -> pa.Schema:
@@ -40,6 +51,31 @@ def prediction_schema(labels: list[str]) -> pa.Schema:
     )
 
 
+def _has_text(texts: list[str | None]) -> np.ndarray:
+    return np.array([bool(t and t.strip()) for t in texts], dtype=bool)
+
+
+def _prediction_frame(
+    bundle: Bundle, chunk: pl.DataFrame, has_text: np.ndarray, probs: np.ndarray
+) -> pl.DataFrame:
+    """The output rows of one chunk from its class probabilities (NaN rows = no text)."""
+    best = np.nan_to_num(probs, nan=-1.0).argmax(axis=1)
+    labels = np.asarray(bundle.labels, dtype=object)[best]
+    columns: dict[str, Any] = {
+        "id": chunk["id"].cast(pl.Utf8),
+        "label": pl.Series(
+            [lab if k else None for lab, k in zip(labels, has_text, strict=True)], dtype=pl.Utf8
+        ),
+        "confidence": pl.Series(
+            np.where(has_text, probs.max(axis=1, initial=0.0), np.nan), dtype=pl.Float32
+        ).fill_nan(None),
+    }
+    for j, label in enumerate(bundle.labels):
+        columns[f"{PROB_PREFIX}{label}"] = pl.Series(probs[:, j], dtype=pl.Float32).fill_nan(None)
+    columns["reason"] = pl.Series([None if k else EMPTY_REASON for k in has_text], dtype=pl.Utf8)
+    return pl.DataFrame(columns)
+
+
 def predict_chunk(
     bundle: Bundle,
     index: dict[str, int],
@@ -49,7 +85,7 @@ def predict_chunk(
 ) -> pl.DataFrame:
     """Predictions for one (id, text) chunk; empty or null texts get a null label and a reason."""
     texts = chunk["text"].to_list()
-    has_text = np.array([bool(t and t.strip()) for t in texts], dtype=bool)
+    has_text = _has_text(texts)
     kept = [t for t, keep in zip(texts, has_text, strict=True) if keep]
     probs = np.full((len(texts), len(bundle.labels)), np.nan, dtype=np.float32)
     if kept:
@@ -57,27 +93,84 @@ def predict_chunk(
         ids, lengths = encode_tokens(tokens, index, bundle.max_len)
         device = next(bundle.model.parameters()).device
         probs[has_text] = predict_proba(bundle.model, ids, lengths, batch_size, device)
-    best = np.nan_to_num(probs, nan=-1.0).argmax(axis=1)
-    labels = np.asarray(bundle.labels, dtype=object)[best]
-    columns: dict[str, Any] = {
-        "id": chunk["id"].cast(pl.Utf8),
-        "label": pl.Series([lab if k else None for lab, k in zip(labels, has_text, strict=True)],
-                           dtype=pl.Utf8),  # fmt: skip
-        "confidence": pl.Series(np.where(has_text, probs.max(axis=1, initial=0.0), np.nan),
-                                dtype=pl.Float32).fill_nan(None),  # fmt: skip
-    }
-    for j, label in enumerate(bundle.labels):
-        columns[f"{PROB_PREFIX}{label}"] = pl.Series(probs[:, j], dtype=pl.Float32).fill_nan(None)
-    columns["reason"] = pl.Series([None if k else EMPTY_REASON for k in has_text], dtype=pl.Utf8)
-    return pl.DataFrame(columns)
+    return _prediction_frame(bundle, chunk, has_text, probs)
 
 
 def score_chunks(
     bundle: Bundle, chunks: Iterable[pl.DataFrame], batch_size: int = 512, workers: int = 1
 ) -> Iterator[pl.DataFrame]:
+    """The serial path: each chunk segmented (a new pool per chunk), then predicted."""
     index = vocab_to_index(bundle.vocab)
     for chunk in chunks:
         yield predict_chunk(bundle, index, chunk, batch_size, workers)
+
+
+def pad_ragged(flat: np.ndarray, lengths: np.ndarray, max_len: int) -> np.ndarray:
+    """Ragged ids (all rows concatenated) → int32 ``(N, max_len)`` post-padded with 0."""
+    ids = np.zeros((len(lengths), max_len), dtype=np.int32)
+    ids[np.arange(max_len)[None, :] < lengths[:, None]] = flat
+    return ids
+
+
+def score_chunks_pipelined(
+    bundle: Bundle,
+    chunks: Iterable[pl.DataFrame],
+    batch_size: int = 512,
+    workers: int = 1,
+    depth: int = PIPELINE_DEPTH,
+    min_parallel: int | None = None,
+) -> Generator[pl.DataFrame, None, None]:
+    """Like :func:`score_chunks`, pipelined over one persistent pool of ``workers`` processes.
+
+    Up to ``depth`` chunks are submitted to the pool before the oldest is predicted here, so
+    segmentation of the next chunk overlaps the model's forward pass over this one. Chunks
+    smaller than ``min_parallel`` texts (default: ``tasks.segment.MIN_PARALLEL``) are
+    segmented in this process. Close the generator (or exhaust it) to stop the workers.
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    encoder = FlatIdEncoder(vocab_to_index(bundle.vocab), bundle.max_len, UNK_ID)
+    device = next(bundle.model.parameters()).device
+    n_labels = len(bundle.labels)
+    extra = {} if min_parallel is None else {"min_parallel": min_parallel}
+    with Segmenter(bundle.tokenizer, workers, post=encoder, **extra) as segmenter:
+        pending: deque[tuple[pl.DataFrame, np.ndarray, Any]] = deque()
+
+        def finish() -> pl.DataFrame:
+            chunk, has_text, job = pending.popleft()
+            probs = np.full((chunk.height, n_labels), np.nan, dtype=np.float32)
+            if job is not None:
+                parts = job.result()
+                lengths = np.concatenate([p[1] for p in parts])
+                ids = pad_ragged(np.concatenate([p[0] for p in parts]), lengths, bundle.max_len)
+                probs[has_text] = predict_proba(bundle.model, ids, lengths, batch_size, device)
+            return _prediction_frame(bundle, chunk, has_text, probs)
+
+        try:
+            for chunk in chunks:
+                texts = chunk["text"].to_list()
+                has_text = _has_text(texts)
+                kept = [t for t, keep in zip(texts, has_text, strict=True) if keep]
+                pending.append((chunk, has_text, segmenter.submit(kept) if kept else None))
+                if len(pending) >= depth:
+                    yield finish()
+            while pending:
+                yield finish()
+        finally:
+            for _, _, job in pending:
+                if job is not None:
+                    job.cancel()
+
+
+def scoring_threads(workers: int, cores: int | None = None) -> int:
+    """Torch threads for the forward pass beside ``workers`` segmentation processes.
+
+    The cores the workers leave, at least one: on 2 cores with 2 workers the forward pass
+    gets 1 thread (3 runnable threads on 2 cores only while all three are busy, which keeps
+    both cores working whichever stage is the slower).
+    """
+    cores = cores or default_workers()
+    return max(1, cores - workers)
 
 
 def score_file(
@@ -92,8 +185,15 @@ def score_file(
     chunk_rows: int = 50_000,
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
+    torch_threads: int | None = None,
+    depth: int = PIPELINE_DEPTH,
 ) -> dict[str, Any]:
-    """Score ``source`` into the Parquet file ``output``; return a summary dict."""
+    """Score ``source`` into the Parquet file ``output``; return a summary dict.
+
+    ``workers`` segmentation processes (one persistent pool, see
+    :func:`score_chunks_pipelined`); ``torch_threads`` for the forward pass (default
+    :func:`scoring_threads`; restored afterwards); ``depth`` chunks in flight at most.
+    """
     output = Path(output)
     if output.is_dir():
         raise InputError(f"{output}: is a directory; --output takes a .parquet file path")
@@ -103,10 +203,18 @@ def score_file(
     schema = prediction_schema(bundle.labels)
     rows, label_counts, empty = 0, dict.fromkeys(bundle.labels, 0), 0
     chunks = read_texts_in_chunks(source, fmt, text_col, id_col, encoding, chunk_rows)
+    threads = torch_threads or scoring_threads(workers)
+    previous_threads = torch.get_num_threads()
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(output) as tmp, pq.ParquetWriter(str(tmp), schema) as writer:
-            for frame in score_chunks(bundle, chunks, batch_size, workers):
+        torch.set_num_threads(threads)
+        frames = score_chunks_pipelined(bundle, chunks, batch_size, workers, depth)
+        with (
+            contextlib.closing(frames),
+            atomic_path(output) as tmp,
+            pq.ParquetWriter(str(tmp), schema) as writer,
+        ):
+            for frame in frames:
                 writer.write_table(frame.to_arrow().cast(schema))
                 rows += frame.height
                 empty += int(frame["label"].null_count())
@@ -118,14 +226,18 @@ def score_file(
         # Only errors about the output location (a folder that is a file, a read-only or
         # pseudo file system, a full disk); anything else is not the user's output path.
         named = Path(exc.filename) if exc.filename is not None else None
-        if named is not None and named.parent != output.parent and named not in (
-            output.parent, *output.parent.parents
+        if (
+            named is not None
+            and named.parent != output.parent
+            and named not in (output.parent, *output.parent.parents)
         ):
             raise
         why = exc.strerror or str(exc)
         if named is not None and isinstance(exc, FileExistsError | NotADirectoryError):
             why = f"{named} is a file, not a folder"
         raise InputError(f"{output}: cannot write ({why})") from None
+    finally:
+        torch.set_num_threads(previous_threads)
     seconds = time.perf_counter() - started
     return {
         "rows": rows,
@@ -136,5 +248,6 @@ def score_file(
         "labels": label_counts,
         "bundle": str(bundle.path),
         "device": str(next(bundle.model.parameters()).device),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads,
+        "workers": workers,
     }

@@ -16,7 +16,9 @@ def bundle(tmp_path_factory):
 
 
 def test_scoring_1000_rows_with_empties(bundle, tmp_path) -> None:
-    texts = [None if i % 50 == 0 else ("   " if i % 77 == 0 else f"味道不错{i}") for i in range(1000)]
+    texts = [
+        None if i % 50 == 0 else ("   " if i % 77 == 0 else f"味道不错{i}") for i in range(1000)
+    ]
     source = tmp_path / "in.csv"
     pl.DataFrame({"review": texts}).write_csv(source)
     out = tmp_path / "preds" / "out.parquet"
@@ -25,7 +27,9 @@ def test_scoring_1000_rows_with_empties(bundle, tmp_path) -> None:
     assert summary["rows"] == preds.height == 1000
     assert preds["id"].to_list() == [str(i) for i in range(1000)]
     prob_cols = [f"{PROB_PREFIX}{label}" for label in bundle.labels]
-    assert preds.columns[:3] == ["id", "label", "confidence"] and set(prob_cols) <= set(preds.columns)
+    assert preds.columns[:3] == ["id", "label", "confidence"] and set(prob_cols) <= set(
+        preds.columns
+    )
     empty = preds.filter(pl.col("reason").is_not_null())
     assert empty.height == sum(1 for t in texts if not (t and t.strip()))
     assert empty["label"].null_count() == empty.height
@@ -49,3 +53,80 @@ def test_output_that_is_a_directory_is_refused(bundle, tmp_path) -> None:
     pl.DataFrame({"text": ["很好"]}).write_csv(source)
     with pytest.raises(InputError, match="is a directory"):
         score_file(bundle, source, tmp_path)
+
+
+# ----------------------------------------------------------------------------- pipelined path
+
+
+def _mixed_texts(n: int) -> list[str | None]:
+    return [
+        None if i % 41 == 0 else ("  " if i % 53 == 0 else f"味道不错，送餐很快{i}号")
+        for i in range(n)
+    ]
+
+
+def test_pipelined_scoring_equals_serial_path(bundle, tmp_path) -> None:
+    import torch
+
+    from tasks.corpus import read_texts_in_chunks
+    from tasks.score import score_chunks, score_chunks_pipelined
+
+    source = tmp_path / "in.csv"
+    pl.DataFrame({"review": _mixed_texts(700)}).write_csv(source)
+
+    def chunks():
+        return read_texts_in_chunks(source, None, "review", None, "utf-8", 128)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = pl.concat(list(score_chunks(bundle, chunks(), batch_size=32)))
+        # min_parallel=2: every chunk goes through the worker pool, even tiny ones.
+        piped = pl.concat(
+            list(score_chunks_pipelined(bundle, chunks(), 32, workers=2, depth=2, min_parallel=2))
+        )
+        out = tmp_path / "o.parquet"
+        summary = score_file(bundle, source, out, text_col="review", batch_size=32,
+                             chunk_rows=128, workers=2, torch_threads=1)  # fmt: skip
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.get_num_threads() == previous
+    assert serial.height == piped.height == 700 == summary["rows"]
+    assert piped.equals(serial)
+    written = pl.read_parquet(out)
+    assert written["id"].to_list() == [str(i) for i in range(700)]
+    assert written.equals(serial.cast(dict(written.schema)))
+
+
+def test_pipelined_scoring_stops_its_workers_on_close(bundle) -> None:
+    from tasks.score import score_chunks_pipelined
+
+    frames = (pl.DataFrame({"id": [str(i + k * 50) for i in range(50)], "text": ["很好吃"] * 50})
+              for k in range(10))  # fmt: skip
+    gen = score_chunks_pipelined(bundle, frames, 16, workers=1, depth=3, min_parallel=2)
+    first = next(gen)
+    assert first.height == 50 and first["id"][0] == "0"
+    gen.close()  # must not hang or leak a pool
+
+
+def test_segmenter_matches_segment_texts_and_encode_tokens() -> None:
+    from tasks.encode import encode_tokens
+    from tasks.score import pad_ragged
+    from tasks.segment import FlatIdEncoder, Segmenter, TokenizerSpec, segment_texts
+
+    spec = TokenizerSpec(engine="char")
+    texts = [t or "" for t in _mixed_texts(300)]
+    expected = segment_texts(texts, spec)
+    index = {"<pad>": 0, "<unk>": 1, "味": 2, "道": 3, "快": 4}
+    with Segmenter(spec, 2, min_parallel=2) as seg:
+        assert seg.submit(texts).result() == expected
+        assert seg.started
+    with Segmenter(spec, 2, min_parallel=2, post=FlatIdEncoder(index, 6)) as seg:
+        parts = seg.segment(texts)
+    lengths = np.concatenate([p[1] for p in parts])
+    ids = pad_ragged(np.concatenate([p[0] for p in parts]), lengths, 6)
+    ref_ids, ref_lengths = encode_tokens(expected, index, 6)
+    assert np.array_equal(lengths, ref_lengths) and np.array_equal(ids, ref_ids)
+    local = Segmenter(spec, 2)  # below min_parallel: in this process, no pool
+    assert local.segment(texts[:10]) == expected[:10] and not local.started
+    local.close()
