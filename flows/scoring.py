@@ -7,13 +7,28 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
+from flows import artifacts
 from tasks.bundle import load_bundle
 from tasks.score import score_file
 from tasks.segment import default_workers
 from tasks.train import pick_device
 
 
-@task(name="score", task_run_name="score-{input}", tags=["zhflow", "score"])
+def resolve_bundle(bundle: str) -> str:
+    """A bundle folder as is; a work dir (no ``config.json``, has ``runs/latest.json``) means
+    the bundle of its last training run, so a scheduled scoring deployment follows retraining."""
+    import json
+
+    path = Path(bundle).expanduser()
+    latest = path / "runs" / "latest.json"
+    if not (path / "config.json").exists() and latest.is_file():
+        model = json.loads(latest.read_text(encoding="utf-8")).get("model")
+        if model:
+            return str(model)
+    return bundle
+
+
+@task(name="score", task_run_name="score-{input}-b{batch_size}", tags=["zhflow", "score"])
 def score_corpus(
     bundle: str,
     input: str | list[str],
@@ -26,14 +41,14 @@ def score_corpus(
     chunk_rows: int = 50_000,
     workers: int | None = None,
 ) -> dict[str, Any]:
-    loaded = load_bundle(bundle, device=pick_device("auto"))
+    loaded = load_bundle(resolve_bundle(bundle), device=pick_device("auto"))
     logger = get_run_logger()
     logger.info(f"scoring {input} with {loaded.path.name} ({len(loaded.labels)} labels)")
-    return score_file(
-        loaded, input, output, fmt, text_col, id_col, encoding, batch_size, chunk_rows,
-        workers or default_workers(),
-        progress=lambda rows: logger.info(f"scored {rows} rows"),
-    )  # fmt: skip
+    with artifacts.watch_scoring(input, fmt) as progress:
+        return score_file(
+            loaded, input, output, fmt, text_col, id_col, encoding, batch_size, chunk_rows,
+            workers or default_workers(), progress=progress,
+        )  # fmt: skip
 
 
 def score_run_name() -> str:
@@ -61,4 +76,5 @@ def score_pipeline(
                          chunk_rows, workers, return_state=True)  # fmt: skip
     summary = dict(state.result())
     summary["tasks"] = [{"name": "score", "state": state.name}]
+    artifacts.publish_score_summary(summary)
     return summary

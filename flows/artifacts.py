@@ -1,0 +1,492 @@
+"""Prefect artifacts (UI-visible tables, markdown and progress bars) with stable keys.
+
+Two halves:
+
+* pure builders (``*_rows``, ``*_markdown``, ``estimate_rows``): dicts in, table rows or
+  markdown out; no Prefect, no server, unit-tested directly;
+* publishers (``publish_*``, ``watch_*``): called by the flows after (or around) a task.
+  They only talk to the API inside a flow or task run (outside one they do nothing, so a
+  unit test never starts a server) and never fail the pipeline: a failed API call is
+  logged as a warning.
+
+Keys (lowercase and dashes, as Prefect requires; each run adds a version under its key):
+
+=============================  ==========  =================================================
+key                            type        content
+=============================  ==========  =================================================
+``zhflow-corpus-profile``      table       rows, empty texts, duplicates, labels, lengths
+``zhflow-top-ngrams``          table       most frequent n-grams per n (train split)
+``zhflow-vocab``               table       vocabulary size, coverage, most frequent tokens
+``zhflow-segment-progress``    progress    segmentation, updated per shard
+``zhflow-training-progress``   progress    training, updated each epoch
+``zhflow-test-metrics``        table       accuracy, macro-F1, per-class P/R/F1 (test split)
+``zhflow-confusion-matrix``    markdown    confusion matrix + the paths of the PNG plots
+``zhflow-score-progress``      progress    batch scoring, updated per chunk
+``zhflow-score-summary``       table       rows, seconds, label distribution of a scoring run
+=============================  ==========  =================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+KEY_PROFILE = "zhflow-corpus-profile"
+KEY_NGRAMS = "zhflow-top-ngrams"
+KEY_VOCAB = "zhflow-vocab"
+KEY_SEGMENT_PROGRESS = "zhflow-segment-progress"
+KEY_TRAINING_PROGRESS = "zhflow-training-progress"
+KEY_METRICS = "zhflow-test-metrics"
+KEY_CONFUSION = "zhflow-confusion-matrix"
+KEY_SCORE_PROGRESS = "zhflow-score-progress"
+KEY_SCORE = "zhflow-score-summary"
+KEYS = (
+    KEY_PROFILE,
+    KEY_NGRAMS,
+    KEY_VOCAB,
+    KEY_SEGMENT_PROGRESS,
+    KEY_TRAINING_PROGRESS,
+    KEY_METRICS,
+    KEY_CONFUSION,
+    KEY_SCORE_PROGRESS,
+    KEY_SCORE,
+)
+
+TOP_NGRAMS = 15  # per n
+TOP_TOKENS = 20
+
+# ------------------------------------------------------------------------------------------
+# pure builders
+
+
+def _num(x: Any, digits: int = 4) -> Any:
+    return round(float(x), digits) if isinstance(x, float) else x
+
+
+def profile_rows(profile: dict[str, Any]) -> list[dict[str, Any]]:
+    """``profile.json`` → ``[{"metric", "value"}]`` rows (labels and lengths flattened)."""
+    rows: list[dict[str, Any]] = []
+    for name in ("rows", "rows_kept", "empty_or_null_texts", "null_labels", "duplicate_texts"):
+        if name in profile:
+            rows.append({"metric": name, "value": profile[name]})
+    kept = profile.get("rows_kept") or sum(profile.get("labels", {}).values()) or 0
+    for label, count in profile.get("labels", {}).items():
+        share = f" ({count / kept:.1%})" if kept else ""
+        rows.append({"metric": f"label {label}", "value": f"{count}{share}"})
+    for split, count in (profile.get("splits") or {}).items():
+        rows.append({"metric": f"split {split}", "value": count})
+    for name, value in (profile.get("text_length") or {}).items():
+        rows.append({"metric": f"text length {name}", "value": _num(value, 1)})
+    if profile.get("small_labels"):
+        rows.append({"metric": "labels with < 3 rows", "value": ", ".join(profile["small_labels"])})
+    return rows
+
+
+def ngram_rows(ngrams: Any, top: int = TOP_NGRAMS) -> list[dict[str, Any]]:
+    """An n-gram table (polars: n, ngram, count, doc_freq) → the ``top`` most frequent per n."""
+    import polars as pl
+
+    frame = ngrams if isinstance(ngrams, pl.DataFrame) else pl.DataFrame(ngrams)
+    if frame.height == 0:
+        return []
+    best = (
+        frame.sort(["n", "count", "ngram"], descending=[False, True, False])
+        .group_by("n", maintain_order=True)
+        .head(top)
+    )
+    return [
+        {
+            "n": int(r["n"]),
+            "ngram": str(r["ngram"]),
+            "count": int(r["count"]),
+            "doc_freq": int(r["doc_freq"]),
+        }
+        for r in best.iter_rows(named=True)
+    ]
+
+
+def vocab_rows(
+    summary: dict[str, Any], vocab: Any = None, top: int = TOP_TOKENS
+) -> list[dict[str, Any]]:
+    """Vocabulary summary (size, coverage...) then its ``top`` most frequent real tokens."""
+    rows: list[dict[str, Any]] = [{"item": k, "value": _num(v)} for k, v in summary.items()]
+    if vocab is not None:
+        import polars as pl
+
+        frame = vocab if isinstance(vocab, pl.DataFrame) else pl.DataFrame(vocab)
+        real = frame.filter(pl.col("count") > 0) if "count" in frame.columns else frame
+        real = real.sort(["count", "token"], descending=[True, False]).head(top)
+        for r in real.iter_rows(named=True):
+            rows.append({"item": f"token {r['token']}", "value": int(r["count"])})
+    return rows
+
+
+def metrics_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Test metrics → per-class P/R/F1 rows, then ``macro avg`` and ``accuracy`` rows."""
+    rows: list[dict[str, Any]] = []
+    for label in metrics.get("labels", []):
+        c = metrics["per_class"][label]
+        rows.append(
+            {
+                "class": str(label),
+                "precision": _num(c["precision"]),
+                "recall": _num(c["recall"]),
+                "f1": _num(c["f1"]),
+                "support": int(c["support"]),
+            }
+        )
+    per = [metrics["per_class"][lab] for lab in metrics.get("labels", [])]
+    if per:
+        rows.append(
+            {
+                "class": "macro avg",
+                "precision": _num(sum(c["precision"] for c in per) / len(per)),
+                "recall": _num(sum(c["recall"] for c in per) / len(per)),
+                "f1": _num(metrics["macro_f1"]),
+                "support": int(metrics.get("n", 0)),
+            }
+        )
+    rows.append(
+        {
+            "class": "accuracy",
+            "precision": None,
+            "recall": None,
+            "f1": _num(metrics["accuracy"]),
+            "support": int(metrics.get("n", 0)),
+        }
+    )
+    return rows
+
+
+def metrics_description(metrics: dict[str, Any]) -> str:
+    return (
+        f"Test split: accuracy **{metrics['accuracy']:.4f}**, "
+        f"macro-F1 **{metrics['macro_f1']:.4f}** on {metrics.get('n', '?')} texts"
+    )
+
+
+def confusion_markdown(
+    metrics: dict[str, Any], plots: dict[str, Sequence[str]] | None = None
+) -> str:
+    """The confusion matrix as markdown, with accuracy, macro-F1 and where the plots are."""
+    from tasks.evaluate import format_confusion_markdown
+
+    lines = [
+        "# zhflow: confusion matrix (test split)",
+        "",
+        f"accuracy **{metrics['accuracy']:.4f}** · macro-F1 **{metrics['macro_f1']:.4f}** · "
+        f"{metrics.get('n', '?')} texts",
+        "",
+        format_confusion_markdown(metrics).rstrip(),
+        "",
+    ]
+    if plots:
+        lines += ["## Plots", ""]
+        for name, paths in plots.items():
+            lines.append(f"- **{name}**: " + ", ".join(f"`{p}`" for p in paths))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def score_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Scoring summary → ``[{"item", "value"}]``: rows, seconds, speed, label distribution."""
+    rows: list[dict[str, Any]] = []
+    for name in ("rows", "seconds", "docs_per_s", "empty_texts", "output", "bundle", "device"):
+        if name in summary:
+            rows.append({"item": name, "value": _num(summary[name], 3)})
+    scored = sum((summary.get("labels") or {}).values())
+    for label, count in (summary.get("labels") or {}).items():
+        share = f" ({count / scored:.1%})" if scored else ""
+        rows.append({"item": f"label {label}", "value": f"{count}{share}"})
+    return rows
+
+
+def progress_percent(done: float, total: float | None) -> float:
+    """0..100, never above 99.0 while work remains (an estimated total may be short)."""
+    if not total or total <= 0:
+        return 0.0
+    pct = 100.0 * done / total
+    return max(0.0, min(pct, 99.0 if done < total else 100.0))
+
+
+def estimate_rows(source: str | Sequence[str], fmt: str | None = None) -> int | None:
+    """A cheap row-count estimate of a scoring input (for a progress bar), or None.
+
+    Parquet: exact, from the footer. Text formats: newline count (less the header line for
+    csv/tsv), read in 1 MiB blocks. Folders: all files under them.
+    """
+    paths = [Path(source)] if isinstance(source, str | Path) else [Path(p) for p in source]
+    files: list[Path] = []
+    for p in paths:
+        files += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    total = 0
+    try:
+        for f in files:
+            kind = fmt or f.suffix.lower().lstrip(".")
+            if kind == "parquet":
+                import pyarrow.parquet as pq
+
+                total += pq.ParquetFile(f).metadata.num_rows
+                continue
+            newlines, last = 0, b"\n"
+            with open(f, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    newlines += block.count(b"\n")
+                    last = block[-1:]
+            lines = newlines + (last != b"\n")
+            total += max(0, lines - (1 if kind in ("csv", "tsv") else 0))
+    except OSError:
+        return None
+    return total or None
+
+
+# ------------------------------------------------------------------------------------------
+# publishers (inside a flow or task run only)
+
+_log = logging.getLogger("zhflow.artifacts")
+
+
+def in_prefect_run() -> bool:
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+def _say(message: str, warning: bool = False) -> None:
+    try:
+        from prefect import get_run_logger
+
+        logger: Any = get_run_logger()
+    except Exception:
+        logger = _log
+    (logger.warning if warning else logger.info)(message)
+
+
+def _safely(what: str, fn: Callable[[], Any]) -> Any:
+    if not in_prefect_run():
+        return None
+    try:
+        return fn()
+    except Exception as exc:  # the UI is a view; never fail a pipeline over it
+        _say(f"artifact {what}: not published ({type(exc).__name__}: {exc})", warning=True)
+        return None
+
+
+def _table(key: str, rows: list[dict[str, Any]], description: str) -> Any:
+    from prefect.artifacts import create_table_artifact
+
+    return _safely(key, lambda: create_table_artifact(table=rows, key=key, description=description))
+
+
+def _read_json(ref: dict, name: str) -> Any:
+    import json
+
+    return json.loads((Path(ref["path"]) / name).read_text(encoding="utf-8"))
+
+
+def publish_corpus_profile(profile: dict[str, Any], source: Sequence[str]) -> Any:
+    names = ", ".join(Path(s).name for s in source)
+    return _table(
+        KEY_PROFILE,
+        profile_rows(profile),
+        f"Corpus profile of {names}: {profile.get('rows_kept')} texts kept "
+        f"of {profile.get('rows')}",
+    )
+
+
+def publish_ngrams(ngrams_ref: dict) -> Any:
+    def rows() -> list[dict[str, Any]]:
+        import polars as pl
+
+        return ngram_rows(pl.read_parquet(Path(ngrams_ref["path"]) / "ngrams.parquet"))
+
+    built = _safely(KEY_NGRAMS, rows)
+    if built is None:
+        return None
+    return _table(
+        KEY_NGRAMS,
+        built,
+        f"Top {TOP_NGRAMS} n-grams per n (train split), from `{ngrams_ref['path']}`",
+    )
+
+
+def publish_vocab(vocab_ref: dict) -> Any:
+    def rows() -> list[dict[str, Any]]:
+        import polars as pl
+
+        vocab = pl.read_parquet(Path(vocab_ref["path"]) / "vocab.parquet")
+        return vocab_rows(_read_json(vocab_ref, "summary.json"), vocab)
+
+    built = _safely(KEY_VOCAB, rows)
+    if built is None:
+        return None
+    return _table(
+        KEY_VOCAB,
+        built,
+        f"Vocabulary summary and top {TOP_TOKENS} tokens, from `{vocab_ref['path']}`",
+    )
+
+
+def plot_paths(metrics_ref: dict, bundle_ref: dict | None = None) -> dict[str, list[str]]:
+    from tasks.plots import CONFUSION_PNG, TRAINING_CURVE
+
+    out: dict[str, list[str]] = {}
+    for title, name in (("training curve", TRAINING_CURVE), ("confusion matrix", CONFUSION_PNG)):
+        where = [Path(r["path"]) / name for r in (metrics_ref, bundle_ref) if r is not None]
+        found = [str(p) for p in where if p.exists()]
+        if found:
+            out[title] = found
+    return out
+
+
+def publish_metrics(metrics_ref: dict, bundle_ref: dict | None = None) -> Any:
+    """``zhflow-test-metrics`` (table) and ``zhflow-confusion-matrix`` (markdown)."""
+    from prefect.artifacts import create_markdown_artifact
+
+    metrics = _read_json(metrics_ref, "metrics.json")
+    description = metrics_description(metrics)
+    if bundle_ref is not None:
+        description += f"; model bundle `{bundle_ref['path']}`"
+    table = _table(KEY_METRICS, metrics_rows(metrics), description)
+    markdown = confusion_markdown(metrics, plot_paths(metrics_ref, bundle_ref))
+    _safely(
+        KEY_CONFUSION,
+        lambda: create_markdown_artifact(
+            markdown=markdown, key=KEY_CONFUSION, description=description
+        ),
+    )
+    return table
+
+
+def publish_score_summary(summary: dict[str, Any]) -> Any:
+    return _table(
+        KEY_SCORE,
+        score_rows(summary),
+        f"Scored {summary.get('rows')} rows in {summary.get('seconds')} s "
+        f"→ `{summary.get('output')}`",
+    )
+
+
+class Progress:
+    """A progress artifact created on the first update (so a cached task makes none), plus
+    throttled terminal log lines (every ``log_every`` percent, and the last)."""
+
+    def __init__(
+        self, key: str, what: str, log_every: float | None = 10.0, min_seconds: float = 0.5
+    ) -> None:
+        self.key, self.what = key, what
+        self.log_every, self.min_seconds = log_every, min_seconds
+        self.artifact_id: Any = None
+        self.failed = False
+        self.last_logged = -1.0
+        self.last_sent = 0.0
+
+    def update(self, percent: float, message: str) -> None:
+        percent = max(0.0, min(100.0, float(percent)))
+        step = int(percent // self.log_every) if self.log_every else 0
+        if self.log_every is not None and (percent >= 100.0 or step > self.last_logged):
+            self.last_logged = step
+            _say(f"{self.what}: {message}")
+        now = time.monotonic()
+        if self.failed or (
+            percent < 100.0
+            and now - self.last_sent < self.min_seconds
+            and self.artifact_id is not None
+        ):
+            return
+        self.last_sent = now
+        self._send(percent, f"{self.what}: {message}")
+
+    def _send(self, percent: float, description: str) -> None:
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        if self.artifact_id is None:
+            self.artifact_id = _safely(
+                self.key,
+                lambda: create_progress_artifact(
+                    progress=percent, key=self.key, description=description
+                ),
+            )
+            self.failed = self.artifact_id is None
+        else:
+            ok = _safely(
+                self.key,
+                lambda: update_progress_artifact(
+                    artifact_id=self.artifact_id, progress=percent, description=description
+                ),
+            )
+            self.failed = ok is None
+
+    def finish(self, message: str) -> None:
+        if self.artifact_id is not None and not self.failed:
+            self._send(100.0, f"{self.what}: {message}")
+
+
+@contextmanager
+def watch_segmentation() -> Iterator[Progress]:
+    """Around the segmentation task: terminal lines + ``zhflow-segment-progress``."""
+    from tasks.stages import SEGMENT_HOOKS
+
+    bar = Progress(KEY_SEGMENT_PROGRESS, "segmentation")
+
+    def hook(record: dict) -> None:
+        done, total = int(record["done"]), int(record["total"])
+        bar.update(progress_percent(done, total), f"{done}/{total} texts")
+
+    SEGMENT_HOOKS.hooks.append(hook)
+    try:
+        yield bar
+    finally:
+        SEGMENT_HOOKS.hooks.remove(hook)
+
+
+@contextmanager
+def watch_training(epochs: int) -> Iterator[Progress]:
+    """Around the training task: ``zhflow-training-progress``, updated each epoch (the
+    train loop itself logs one line per epoch). Early stopping completes the bar."""
+    from tasks.stages import EPOCH_HOOKS
+
+    bar = Progress(KEY_TRAINING_PROGRESS, "training", log_every=None, min_seconds=0.0)
+    last: dict[str, Any] = {}
+
+    def hook(record: dict) -> None:
+        last.update(record)
+        bar.update(progress_percent(record["epoch"], epochs), _epoch_text(record, epochs))
+
+    EPOCH_HOOKS.hooks.append(hook)
+    try:
+        yield bar
+        if last and last["epoch"] < epochs:
+            bar.finish(_epoch_text(last, epochs) + " (early stop)")
+    finally:
+        EPOCH_HOOKS.hooks.remove(hook)
+
+
+def _epoch_text(record: dict, epochs: int) -> str:
+    return (
+        f"epoch {record['epoch']}/{epochs}, train loss {record['train_loss']:.4f}, "
+        f"valid acc {record['valid_accuracy']:.4f}, macro-F1 {record['valid_macro_f1']:.4f}"
+    )
+
+
+@contextmanager
+def watch_scoring(source: str | Sequence[str], fmt: str | None) -> Iterator[Callable[[int], None]]:
+    """A ``progress(rows)`` callback for ``score_file``: a terminal line per chunk and
+    ``zhflow-score-progress`` (against an estimated total); completed when the block ends."""
+    total = estimate_rows(source, fmt)
+    bar = Progress(KEY_SCORE_PROGRESS, "scoring", log_every=None)
+    seen = [0]
+
+    def progress(rows: int) -> None:
+        seen[0] = rows
+        pct = progress_percent(rows, total)
+        text = f"{rows} rows" + (f" of ~{total} ({pct:.0f}%)" if total else "")
+        _say(f"scored {text}")
+        bar.update(pct, text)
+
+    yield progress
+    bar.finish(f"{seen[0]} rows")

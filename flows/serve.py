@@ -1,0 +1,275 @@
+"""``zhflow serve``: scheduled deployments of the training and scoring flows.
+
+One long-running process registers two deployments with a Prefect server (``prefect server
+start``) and runs their flow runs as they come due: no work pool and no worker needed (for
+the work-pool style see ``prefect.yaml``). Stop it with Ctrl-C; its schedules are paused.
+
+    prefect server start --host 127.0.0.1 --port 4200 &
+    export PREFECT_API_URL=http://127.0.0.1:4200/api
+    zhflow serve --corpus reviews.csv --score-input incoming/ --train-cron "0 2 * * *"
+
+The click command lives here (``flows/cli.py`` registers it); Prefect is imported only
+when it runs, so ``zhflow --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+TRAIN_FLOW = "zhflow-train"
+SCORE_FLOW = "zhflow-score"
+DEFAULT_NAME = "nightly"
+DEFAULT_TRAIN_CRON = "0 2 * * *"  # 02:00
+DEFAULT_SCORE_CRON = "0 6 * * *"  # 06:00, after training
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+NO_SERVER = (
+    "zhflow serve needs a Prefect server: run `prefect server start --host 127.0.0.1 "
+    "--port 4200` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+)
+
+
+class ServeError(click.ClickException):
+    """One line on stderr, ``zhflow: error: ...``, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"zhflow: error: {self.message}", err=True)
+
+
+def parse_params(pairs: tuple[str, ...], allowed: set[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs → parameters; VALUE is JSON when it parses (``3``, ``true``,
+    ``["a","b"]``), else a string. KEY may use dashes (``embedding-dim``)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ServeError(f"{flag} {pair!r}: expected KEY=VALUE")
+        if key not in allowed:
+            raise ServeError(f"{flag} {pair!r}: unknown parameter {key!r}; one of "
+                             f"{', '.join(sorted(allowed))}")  # fmt: skip
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+def make_schedule(
+    cron: str | None, interval: float | None, timezone: str, default_cron: str
+) -> Any:
+    from prefect.schedules import Cron, Interval
+
+    if interval is not None:
+        return Interval(interval, timezone=timezone)
+    return Cron(cron or default_cron, timezone=timezone)
+
+
+def _abs(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def build_deployments(
+    *,
+    corpus: tuple[str, ...] = (),
+    workdir: str = "data/work",
+    bundle: str | None = None,
+    score_input: tuple[str, ...] = (),
+    score_output: str | None = None,
+    train_cron: str | None = None,
+    train_interval: float | None = None,
+    score_cron: str | None = None,
+    score_interval: float | None = None,
+    timezone: str = DEFAULT_TIMEZONE,
+    train_name: str = DEFAULT_NAME,
+    score_name: str = DEFAULT_NAME,
+    train_params: dict[str, Any] | None = None,
+    score_params: dict[str, Any] | None = None,
+) -> list[Any]:
+    """The RunnerDeployments to serve: training always, scoring when there is an input.
+
+    Paths are made absolute here, so runs do not depend on the server's or runner's cwd.
+    The scoring deployment's ``bundle`` defaults to the work dir: each run scores with the
+    bundle of the last training run (``runs/latest.json``)."""
+    from flows.pipeline import train_pipeline
+    from flows.scoring import score_pipeline
+
+    root = _abs(workdir)
+    train = {"corpus": [_abs(c) for c in corpus] or None, "workdir": root, **(train_params or {})}
+    deployments = [
+        train_pipeline.to_deployment(
+            name=train_name,
+            schedules=[make_schedule(train_cron, train_interval, timezone, DEFAULT_TRAIN_CRON)],
+            parameters=train,
+            tags=["zhflow", "train"],
+            description="zhflow training: corpus → tokens → vocab → model → metrics → bundle",
+        )
+    ]
+    if score_input:
+        inputs = [_abs(p) for p in score_input]
+        score = {
+            "bundle": _abs(bundle) if bundle else root,
+            "input": inputs[0] if len(inputs) == 1 else inputs,
+            "output": _abs(score_output or str(Path(root) / "scores" / "predictions.parquet")),
+            **(score_params or {}),
+        }
+        deployments.append(
+            score_pipeline.to_deployment(
+                name=score_name,
+                schedules=[make_schedule(score_cron, score_interval, timezone, DEFAULT_SCORE_CRON)],
+                parameters=score,
+                tags=["zhflow", "score"],
+                description="zhflow batch scoring with the latest (or a given) model bundle",
+            )
+        )
+    return deployments
+
+
+def check_server() -> str:
+    """The API URL, or a one-line error: serving needs ``prefect server start``, not the
+    temporary server each command starts when ``PREFECT_API_URL`` is unset."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        raise ServeError(NO_SERVER)
+    import httpx
+
+    try:
+        httpx.get(url.rstrip("/") + "/health", timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ServeError(
+            f"no Prefect server answers at PREFECT_API_URL={url} ({exc}); "
+            "start it with `prefect server start --host 127.0.0.1`"
+        ) from None
+    return url
+
+
+def _param_names(fn: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(fn.fn).parameters)
+
+
+@click.command("serve")
+@click.option(
+    "--corpus",
+    multiple=True,
+    type=click.Path(),
+    help="Training corpus file or folder (repeatable; default: the demo corpus).",
+)
+@click.option(
+    "--workdir",
+    default="data/work",
+    show_default=True,
+    help="Work dir of the training runs (and the scoring runs' default bundle).",
+)
+@click.option(
+    "--bundle",
+    type=click.Path(),
+    help="Scoring: a model bundle folder (default: the work dir's latest bundle at run time).",
+)
+@click.option(
+    "--score-input",
+    multiple=True,
+    type=click.Path(),
+    help="Scoring input file or folder (repeatable); without it only training is served.",
+)
+@click.option(
+    "--score-output",
+    type=click.Path(),
+    help="Predictions Parquet file (default: WORKDIR/scores/predictions.parquet).",
+)
+@click.option("--train-cron", help=f"Cron schedule of training (default: {DEFAULT_TRAIN_CRON!r}).")
+@click.option(
+    "--train-interval", type=click.FloatRange(min=1), help="Train every N seconds instead of cron."
+)
+@click.option("--score-cron", help=f"Cron schedule of scoring (default: {DEFAULT_SCORE_CRON!r}).")
+@click.option(
+    "--score-interval", type=click.FloatRange(min=1), help="Score every N seconds instead of cron."
+)
+@click.option(
+    "--timezone",
+    default=DEFAULT_TIMEZONE,
+    show_default=True,
+    help="IANA time zone of the schedules.",
+)
+@click.option(
+    "--train-name",
+    default=DEFAULT_NAME,
+    show_default=True,
+    help="Deployment name: zhflow-train/NAME.",
+)
+@click.option(
+    "--score-name",
+    default=DEFAULT_NAME,
+    show_default=True,
+    help="Deployment name: zhflow-score/NAME.",
+)
+@click.option(
+    "--train-param",
+    "train_param",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Another training parameter, e.g. epochs=4, tokenizer=char (repeatable).",
+)
+@click.option(
+    "--score-param",
+    "score_param",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Another scoring parameter, e.g. text_col=review (repeatable).",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=1, show_default=True, help="Flow runs at once."
+)
+def serve_command(
+    train_param: tuple[str, ...], score_param: tuple[str, ...], limit: int, **options: Any
+) -> None:
+    """Serve scheduled deployments zhflow-train/NAME and zhflow-score/NAME (needs a server
+    from `prefect server start` and PREFECT_API_URL). Ctrl-C stops and pauses them."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(options["timezone"])
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ServeError(f"--timezone {options['timezone']!r}: unknown IANA time zone") from None
+    for flag in ("train", "score"):
+        if options[f"{flag}_cron"] and options[f"{flag}_interval"]:
+            raise ServeError(f"--{flag}-cron and --{flag}-interval: give one of them")
+        cron = options[f"{flag}_cron"]
+        if cron:
+            from prefect.client.schemas.schedules import CronSchedule
+
+            try:
+                CronSchedule(cron=cron, timezone=options["timezone"])
+            except ValueError:
+                raise ServeError(f"--{flag}-cron {cron!r}: not a valid cron expression") from None
+    url = check_server()
+
+    from prefect import serve
+
+    from flows.pipeline import train_pipeline
+    from flows.scoring import score_pipeline
+
+    deployments = build_deployments(
+        **options,
+        train_params=parse_params(train_param, _param_names(train_pipeline), "--train-param"),
+        score_params=parse_params(score_param, _param_names(score_pipeline), "--score-param"),
+    )
+    names = [f"{d.flow_name}/{d.name}" for d in deployments]
+    if not options["score_input"]:
+        click.echo("zhflow serve: no --score-input, serving training only", err=True)
+    click.echo(
+        f"zhflow serve: {', '.join(names)} on {url} (UI: {url.removesuffix('/api')})", err=True
+    )
+    sys.stdout.flush()
+    os.environ.setdefault("PREFECT_API_URL", url)  # the runs the runner starts
+    serve(*deployments, limit=limit)

@@ -1,0 +1,187 @@
+"""Artifact builders (pure: rows and markdown from dicts) and plots; no Prefect server."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from flows import artifacts as art
+from tasks import plots
+
+METRICS = {
+    "n": 20,
+    "accuracy": 0.85,
+    "macro_f1": 0.8484848,
+    "labels": ["neg", "pos"],
+    "per_class": {
+        "neg": {"precision": 0.9, "recall": 0.8, "f1": 0.847058, "support": 10},
+        "pos": {"precision": 0.818181, "recall": 0.9, "f1": 0.857142, "support": 10},
+    },
+    "confusion_matrix": [[8, 2], [1, 9]],
+    "split": "test",
+}
+PROFILE = {
+    "rows": 100,
+    "rows_kept": 96,
+    "empty_or_null_texts": 4,
+    "null_labels": 0,
+    "duplicate_texts": 2,
+    "labels": {"neg": 48, "pos": 48},
+    "text_length": {"min": 3, "p50": 14.0, "max": 40, "mean": 15.1234},
+    "small_labels": [],
+    "splits": {"test": 10, "train": 76, "valid": 10},
+}
+HISTORY = [
+    {
+        "epoch": e,
+        "train_loss": 1 / e,
+        "valid_loss": 1.2 / e,
+        "valid_accuracy": 0.5 + e / 10,
+        "valid_macro_f1": 0.45 + e / 10,
+    }  # fmt: skip
+    for e in (1, 2, 3)
+]
+
+
+def test_keys_are_valid_prefect_keys() -> None:
+    assert len(set(art.KEYS)) == len(art.KEYS)
+    for key in art.KEYS:
+        assert re.fullmatch(r"[a-z0-9-]+", key), key
+        assert key.startswith("zhflow-")
+
+
+def test_profile_rows_flatten_labels_splits_and_lengths() -> None:
+    rows = {r["metric"]: r["value"] for r in art.profile_rows(PROFILE)}
+    assert rows["rows"] == 100 and rows["rows_kept"] == 96 and rows["empty_or_null_texts"] == 4
+    assert rows["label pos"] == "48 (50.0%)"
+    assert rows["split train"] == 76
+    assert rows["text length mean"] == 15.1
+    assert all(set(r) == {"metric", "value"} for r in art.profile_rows(PROFILE))
+
+
+def test_ngram_rows_keep_the_top_per_n_in_count_order() -> None:
+    table = pl.DataFrame(
+        {
+            "n": [1, 1, 1, 2, 2],
+            "ngram": ["很", "好", "差", "很 好", "太 差"],
+            "count": [9, 7, 8, 5, 6],
+            "doc_freq": [5, 4, 4, 3, 3],
+        }
+    )
+    rows = art.ngram_rows(table, top=2)
+    assert [(r["n"], r["ngram"]) for r in rows] == [
+        (1, "很"),
+        (1, "差"),
+        (2, "太 差"),
+        (2, "很 好"),
+    ]
+    assert art.ngram_rows(table.head(0)) == []
+
+
+def test_vocab_rows_summary_then_top_tokens() -> None:
+    vocab = pl.DataFrame(
+        {
+            "id": [0, 1, 2, 3],
+            "token": ["<pad>", "<unk>", "好", "差"],
+            "count": [0, 0, 5, 9],
+            "doc_freq": [0, 0, 3, 4],
+        }  # fmt: skip
+    )
+    rows = art.vocab_rows({"size": 4, "token_occurrences": 20, "coverage": 0.7}, vocab, top=5)
+    assert rows[:3] == [
+        {"item": "size", "value": 4},
+        {"item": "token_occurrences", "value": 20},
+        {"item": "coverage", "value": 0.7},
+    ]
+    assert [r["item"] for r in rows[3:]] == ["token 差", "token 好"]
+
+
+def test_metrics_rows_per_class_macro_and_accuracy() -> None:
+    rows = art.metrics_rows(METRICS)
+    assert [r["class"] for r in rows] == ["neg", "pos", "macro avg", "accuracy"]
+    assert rows[0] == {"class": "neg", "precision": 0.9, "recall": 0.8, "f1": 0.8471, "support": 10}
+    assert rows[-1]["f1"] == 0.85 and rows[-1]["support"] == 20
+    assert rows[2]["f1"] == 0.8485
+    assert "0.8500" in art.metrics_description(METRICS)
+
+
+def test_confusion_markdown_names_the_plots() -> None:
+    text = art.confusion_markdown(METRICS, {"training curve": ["/w/metrics/k/training_curve.png"]})
+    assert "| true \\ predicted | neg | pos |" in text
+    assert "| neg | 8 | 2 |" in text.replace("**", "")
+    assert "`/w/metrics/k/training_curve.png`" in text
+    assert "accuracy **0.8500**" in text
+    assert "## Plots" not in art.confusion_markdown(METRICS)
+
+
+def test_score_rows_label_distribution() -> None:
+    summary = {"rows": 10, "seconds": 0.12345, "docs_per_s": 81.0, "empty_texts": 1,
+               "output": "/o.parquet", "labels": {"neg": 3, "pos": 6}}  # fmt: skip
+    rows = {r["item"]: r["value"] for r in art.score_rows(summary)}
+    assert rows["rows"] == 10 and rows["seconds"] == 0.123
+    assert rows["label pos"] == "6 (66.7%)" and rows["label neg"] == "3 (33.3%)"
+
+
+def test_progress_percent_is_bounded() -> None:
+    assert art.progress_percent(0, 10) == 0.0
+    assert art.progress_percent(5, 10) == 50.0
+    assert art.progress_percent(10, 10) == 100.0
+    assert art.progress_percent(12, 10) == 100.0
+    assert art.progress_percent(3, None) == 0.0
+    assert art.progress_percent(999, 1000) <= 99.9
+
+
+def test_estimate_rows(tmp_path: Path) -> None:
+    csv = tmp_path / "a.csv"
+    csv.write_text("text,label\n好,pos\n差,neg\n差,neg", encoding="utf-8")
+    assert art.estimate_rows(str(csv)) == 3
+    pq = tmp_path / "b.parquet"
+    pl.DataFrame({"text": ["x"] * 7}).write_parquet(pq)
+    assert art.estimate_rows(str(pq)) == 7
+    folder = tmp_path / "lines"
+    folder.mkdir()
+    (folder / "pos.txt").write_text("好\n很好\n", encoding="utf-8")
+    assert art.estimate_rows(str(folder), "lines") == 2
+    assert art.estimate_rows(str(tmp_path / "missing.csv")) is None
+
+
+def test_publishers_do_nothing_outside_a_prefect_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside a flow or task run no API call is made (a unit test must not start a server)."""
+    import prefect.artifacts
+
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("artifact API called outside a run")
+
+    monkeypatch.setattr(prefect.artifacts, "create_table_artifact", boom)
+    monkeypatch.setattr(prefect.artifacts, "create_progress_artifact", boom)
+    assert not art.in_prefect_run()
+    assert art.publish_corpus_profile(PROFILE, ["/x/tiny.csv"]) is None
+    assert art.publish_score_summary({"rows": 1, "labels": {}}) is None
+    bar = art.Progress(art.KEY_TRAINING_PROGRESS, "training")
+    bar.update(50.0, "half")
+    bar.finish("done")
+    assert bar.artifact_id is None
+
+
+def _is_png(path: Path) -> bool:
+    return (
+        path.is_file()
+        and path.stat().st_size > 1000
+        and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    )
+
+
+def test_training_curve_png(tmp_path: Path) -> None:
+    out = plots.plot_training_curve(HISTORY, tmp_path / "m" / plots.TRAINING_CURVE, best_epoch=3)
+    assert _is_png(out)
+    assert _is_png(plots.plot_training_curve([], tmp_path / "empty.png"))
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_confusion_png_with_chinese_labels(tmp_path: Path) -> None:
+    out = plots.plot_confusion([[8, 2, 0], [1, 9, 0], [0, 1, 4]], ["负面", "正面", "中性"],
+                               tmp_path / plots.CONFUSION_PNG)  # fmt: skip
+    assert _is_png(out)
