@@ -74,6 +74,8 @@ def train_pipeline(
     embedding_dim: int = 128,
     bidirectional: bool = True,
     dropout: float = 0.2,
+    input: str = "embedding",
+    ngram_features: int = 0,
     epochs: int = 8,
     batch_size: int = 64,
     lr: float = 2e-3,
@@ -121,7 +123,8 @@ def train_pipeline(
         return _finish(root, summary)
 
     model_config = {"cell": model, "embedding_dim": embedding_dim, "hidden_size": hidden,
-                    "num_layers": layers, "bidirectional": bidirectional, "dropout": dropout}  # fmt: skip
+                    "num_layers": layers, "bidirectional": bidirectional, "dropout": dropout,
+                    "input": input, "ngram_features": ngram_features}  # fmt: skip
     train_config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
     trained = run(stages.train_classifier, encoded=encoded, model_config=model_config,
                   train_config=train_config)  # fmt: skip

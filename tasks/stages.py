@@ -250,7 +250,11 @@ def train_classifier(workdir: str, encoded: dict, model_config: dict, train_conf
     def build(out: Path) -> None:
         meta = read_json(encoded, "meta.json")
         labels = encode_fns.load_label_map(artifact_path(encoded, "labels.json"))
-        cfg = RNNConfig(vocab_size=meta["vocab_size"], num_classes=len(labels), **model_config)
+        try:
+            cfg = RNNConfig(vocab_size=meta["vocab_size"], num_classes=len(labels), **model_config)
+        except ValueError as exc:
+            hint = " (--tokenizer char or --max-vocab)" if "one-hot" in str(exc) else ""
+            raise InputError(f"{exc}{hint}") from None
         result = train_fns.train_model(
             cfg,
             train_fns.TrainConfig.from_dict(train_config),
