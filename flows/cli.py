@@ -1,4 +1,5 @@
-"""``zhflow`` command line: ``run`` trains (or stops early), ``score`` batch-scores a corpus.
+"""``zhflow`` command line: ``run`` trains (or stops early), ``score`` batch-scores a corpus,
+``serve`` serves both as scheduled Prefect deployments.
 
 Errors in the user's input print one line, ``zhflow: error: ...``, and exit non-zero:
 2 for bad input (corpus, columns, flags), 3 for a refused model bundle, 1 for anything else.
@@ -13,6 +14,7 @@ from typing import Any
 
 import click
 
+from flows.serve import serve_command
 from flows.settings import apply_defaults
 
 apply_defaults()
@@ -133,6 +135,9 @@ def score(input: tuple[str, ...], as_json: bool, **options: Any) -> None:
     summary = _run_guarded(score_pipeline, **options)
     lines = [f"scored {summary['rows']} rows in {summary['seconds']:.1f} s → {summary['output']}"]
     _emit(summary, as_json, lines)
+
+
+main.add_command(serve_command)  # `zhflow serve`: scheduled deployments (flows/serve.py)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Any
 from prefect import flow
 from prefect.states import State
 
+from flows import artifacts
 from tasks import stages
 from tasks.corpus import demo_corpus_paths
 from tasks.segment import TokenizerSpec, default_workers
@@ -103,18 +104,22 @@ def train_pipeline(
                      encoding=encoding, seed=seed, valid_frac=valid_frac,
                      test_frac=test_frac)  # fmt: skip
     summary["profile"] = stages.read_json(corpus_ref, "profile.json")
-    tokens = run(stages.segment_corpus, corpus=corpus_ref, tokenizer=spec.to_dict(),
-                 identity=spec.identity(), workers=workers or default_workers())  # fmt: skip
+    artifacts.publish_corpus_profile(summary["profile"], source)
+    with artifacts.watch_segmentation():
+        tokens = run(stages.segment_corpus, corpus=corpus_ref, tokenizer=spec.to_dict(),
+                     identity=spec.identity(), workers=workers or default_workers())  # fmt: skip
     summary["artifacts"] = {"corpus": corpus_ref["path"], "tokens": tokens["path"]}
     if until == "tokenize":
         return _finish(root, summary)
     ngrams = run(stages.build_ngram_table, tokens=tokens, n_max=ngram)
+    artifacts.publish_ngrams(ngrams)
     summary["artifacts"]["ngrams"] = ngrams["path"]
     if until == "ngrams":
         return _finish(root, summary)
     vocab = run(stages.build_vocab_table, tokens=tokens, min_freq=min_freq, max_vocab=max_vocab)
     summary["artifacts"]["vocab"] = vocab["path"]
     summary["vocab"] = stages.read_json(vocab, "summary.json")
+    artifacts.publish_vocab(vocab)
     if until == "vocab":
         return _finish(root, summary)
     encoded = run(stages.encode_corpus, tokens=tokens, vocab=vocab, max_len=max_len)
@@ -126,11 +131,13 @@ def train_pipeline(
                     "num_layers": layers, "bidirectional": bidirectional, "dropout": dropout,
                     "input": input, "ngram_features": ngram_features}  # fmt: skip
     train_config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
-    trained = run(stages.train_classifier, encoded=encoded, model_config=model_config,
-                  train_config=train_config)  # fmt: skip
+    with artifacts.watch_training(epochs):
+        trained = run(stages.train_classifier, encoded=encoded, model_config=model_config,
+                      train_config=train_config)  # fmt: skip
     metrics = run(stages.evaluate_classifier, model=trained, encoded=encoded)
     bundle = run(stages.package_bundle, model=trained, vocab=vocab, encoded=encoded,
                  metrics=metrics, tokenizer=spec.to_dict())  # fmt: skip
+    artifacts.publish_metrics(metrics, bundle)
     scores = stages.read_json(metrics, "metrics.json")
     summary.update(accuracy=scores["accuracy"], macro_f1=scores["macro_f1"], model=bundle["path"])
     summary["artifacts"].update(model=trained["path"], metrics=metrics["path"])

@@ -28,6 +28,7 @@ from tasks import bundle as bundle_fns
 from tasks import corpus as corpus_fns
 from tasks import encode as encode_fns
 from tasks import evaluate as eval_fns
+from tasks import plots as plot_fns
 from tasks import segment as segment_fns
 from tasks import tables as table_fns
 from tasks import train as train_fns
@@ -146,7 +147,8 @@ def ingest_corpus(
 # 2. segmentation
 
 
-@artifact_task("tokens", ("tasks.segment",), task_run_name="segment-{tokenizer[engine]}")
+@artifact_task("tokens", ("tasks.segment",),
+               task_run_name="segment-{tokenizer[engine]}-{tokenizer[mode]}-w{workers}")
 def segment_corpus(
     workdir: str, corpus: dict, tokenizer: dict, identity: dict, workers: int
 ) -> dict:
@@ -157,7 +159,7 @@ def segment_corpus(
 
     def build(out: Path) -> None:
         frame = pl.read_parquet(artifact_path(corpus, "corpus.parquet"))
-        tokens = segment_fns.segment_frame(frame, spec, workers)
+        tokens = segment_fns.segment_frame(frame, spec, workers, progress=_segment_progress)
         tokens.write_parquet(out / "tokens.parquet")
         write_json_atomic(out / "tokenizer.json", {"spec": tokenizer, "identity": identity})
 
@@ -239,7 +241,9 @@ def load_encoded_split(encoded: dict, split: str) -> dict[str, torch.Tensor]:
 # 5. training and evaluation
 
 
-@artifact_task("model", ("tasks.train", "models.rnn"), task_run_name="train-{model_config[cell]}")
+@artifact_task("model", ("tasks.train", "models.rnn"),
+               task_run_name="train-{model_config[cell]}-h{model_config[hidden_size]}"
+               "-e{train_config[epochs]}")
 def train_classifier(workdir: str, encoded: dict, model_config: dict, train_config: dict) -> dict:
     inputs = dict(workdir=workdir, encoded=encoded, model_config=model_config,
                   train_config=train_config)  # fmt: skip
@@ -283,7 +287,7 @@ def load_trained_model(model: dict) -> RNNClassifier:
     return net.eval()
 
 
-@artifact_task("metrics", ("tasks.evaluate",), task_run_name="evaluate")
+@artifact_task("metrics", ("tasks.evaluate", "tasks.plots"), task_run_name="evaluate-test")
 def evaluate_classifier(workdir: str, model: dict, encoded: dict) -> dict:
     inputs = dict(workdir=workdir, model=model, encoded=encoded)
 
@@ -297,6 +301,10 @@ def evaluate_classifier(workdir: str, model: dict, encoded: dict) -> dict:
         metrics["split"] = "test"
         write_json_atomic(out / "metrics.json", metrics)
         (out / "confusion.md").write_text(eval_fns.format_confusion_markdown(metrics), "utf-8")
+        history = read_json(model, "history.json")
+        plot_fns.plot_training_curve(history["epochs"], out / plot_fns.TRAINING_CURVE,
+                                     history.get("best_epoch"))  # fmt: skip
+        plot_fns.plot_confusion(metrics["confusion_matrix"], labels, out / plot_fns.CONFUSION_PNG)
         _log(f"test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
 
     return materialize("metrics", inputs, build)
@@ -321,6 +329,9 @@ def package_bundle(
             max_len=read_json(encoded, "meta.json")["max_len"],
             metrics=read_json(metrics, "metrics.json"),
         )
+        for name in (plot_fns.TRAINING_CURVE, plot_fns.CONFUSION_PNG):
+            if artifact_path(metrics, name).is_file():
+                shutil.copyfile(artifact_path(metrics, name), out / name)
 
     return materialize("bundle", inputs, build)
 
@@ -338,3 +349,9 @@ class _EpochHooks:
 
 
 EPOCH_HOOKS = _EpochHooks()
+#: Segmentation progress: records ``{"done": texts, "total": texts}`` after each shard.
+SEGMENT_HOOKS = _EpochHooks()
+
+
+def _segment_progress(done: int, total: int) -> None:
+    SEGMENT_HOOKS.notify({"done": done, "total": total})
