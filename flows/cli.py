@@ -97,6 +97,7 @@ def main() -> None:
 @click.option("--min-freq", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--max-vocab", type=click.IntRange(min=3), default=50_000, show_default=True)
 @click.option("--ngram", type=click.IntRange(min=1), default=2, show_default=True, help="Largest n of the n-gram table.")
+@click.option("--dedup/--keep-duplicates", "dedupe", default=False, show_default=True, help="Drop rows whose text repeats an earlier row (they leak between splits).")
 @click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True)
 @click.option("--until", type=click.Choice(["tokenize", "ngrams", "vocab", "encode", "train"]), default="train", show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), help="Segmentation processes (default: cores).")

@@ -87,6 +87,7 @@ def train_pipeline(
     seed: int = 42,
     valid_frac: float = 0.1,
     test_frac: float = 0.1,
+    dedupe: bool = False,
     until: str = "train",
     workers: int | None = None,
 ) -> dict[str, Any]:
@@ -102,7 +103,7 @@ def train_pipeline(
     corpus_ref = run(stages.ingest_corpus, source=source, source_digest=stages.hash_source(source),
                      fmt=fmt, text_col=text_col, label_col=label_col, id_col=id_col,
                      encoding=encoding, seed=seed, valid_frac=valid_frac,
-                     test_frac=test_frac)  # fmt: skip
+                     test_frac=test_frac, dedupe=dedupe)  # fmt: skip
     summary["profile"] = stages.read_json(corpus_ref, "profile.json")
     artifacts.publish_corpus_profile(summary["profile"], source)
     with artifacts.watch_segmentation():

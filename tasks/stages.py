@@ -121,18 +121,26 @@ def ingest_corpus(
     seed: int,
     valid_frac: float,
     test_frac: float,
+    dedupe: bool,
 ) -> dict:
     inputs = dict(workdir=workdir, source=source, source_digest=source_digest, fmt=fmt,
                   text_col=text_col, label_col=label_col, id_col=id_col, encoding=encoding,
-                  seed=seed, valid_frac=valid_frac, test_frac=test_frac)  # fmt: skip
+                  seed=seed, valid_frac=valid_frac, test_frac=test_frac,
+                  dedupe=dedupe)  # fmt: skip
 
     def build(out: Path) -> None:
         where = source[0] if len(source) == 1 else source
         raw = corpus_fns.read_corpus(source, fmt, text_col, label_col, id_col, encoding)
         clean, counts = corpus_fns.clean_corpus(raw, source=where)
+        profile = corpus_fns.profile_corpus(raw, clean, counts)
+        if dedupe:
+            clean, dropped = corpus_fns.drop_duplicate_texts(clean)
+            profile.update(dropped, rows_kept=clean.height)
+        elif profile["duplicate_texts"]:
+            _log(f"corpus: {profile['duplicate_texts']} rows repeat an earlier text and may land "
+                 "in both train and test; pass --dedup to drop them")  # fmt: skip
         small = corpus_fns.validate_labels(clean, where)
         split = corpus_fns.split_corpus(clean, seed, valid_frac, test_frac)
-        profile = corpus_fns.profile_corpus(raw, clean, counts)
         profile["small_labels"] = small
         profile["splits"] = dict(split.group_by("split").len().sort("split").iter_rows())
         split.write_parquet(out / "corpus.parquet")

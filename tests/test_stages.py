@@ -18,7 +18,7 @@ def corpus_ref(tmp_path, tiny_csv) -> dict:
     return stages.ingest_corpus.fn(
         workdir=str(tmp_path / "w"), source=[str(tiny_csv)],
         source_digest=stages.hash_source([str(tiny_csv)]), fmt=None, text_col=None,
-        label_col=None, id_col=None, encoding="utf-8", seed=1, valid_frac=0.2, test_frac=0.2,
+        label_col=None, id_col=None, encoding="utf-8", seed=1, valid_frac=0.2, test_frac=0.2, dedupe=False,
     )  # fmt: skip
 
 
@@ -43,7 +43,7 @@ def test_ingest_is_reused_not_rebuilt(tmp_path, tiny_csv, corpus_ref) -> None:
     again = stages.ingest_corpus.fn(
         workdir=str(tmp_path / "w"), source=[str(tiny_csv)],
         source_digest=stages.hash_source([str(tiny_csv)]), fmt=None, text_col=None,
-        label_col=None, id_col=None, encoding="utf-8", seed=1, valid_frac=0.2, test_frac=0.2,
+        label_col=None, id_col=None, encoding="utf-8", seed=1, valid_frac=0.2, test_frac=0.2, dedupe=False,
     )  # fmt: skip
     assert again == corpus_ref
     assert stages.artifact_path(again, "profile.json").stat().st_mtime_ns == marker
@@ -96,3 +96,20 @@ def test_train_evaluate_bundle(tmp_path, corpus_ref) -> None:
     loaded = load_bundle(bundle["path"])
     assert loaded.labels == ["neg", "pos"] and loaded.max_len == 16
     assert json.loads((loaded.path / "metrics.json").read_text())["n"] == scores["n"]
+
+
+def test_ingest_can_drop_duplicate_texts(tmp_path) -> None:
+    source = tmp_path / "dups.csv"
+    rows = [("很好吃", "pos"), ("很好吃", "pos"), ("太难吃", "neg"), ("太难吃", "pos")] + [
+        (f"一般{i}", "pos" if i % 2 else "neg") for i in range(10)
+    ]
+    pl.DataFrame({"text": [r[0] for r in rows], "label": [r[1] for r in rows]}).write_csv(source)
+    ref = stages.ingest_corpus.fn(
+        workdir=str(tmp_path / "w"), source=[str(source)],
+        source_digest=stages.hash_source([str(source)]), fmt=None, text_col=None,
+        label_col=None, id_col=None, encoding="utf-8", seed=1, valid_frac=0.1, test_frac=0.1,
+        dedupe=True,
+    )  # fmt: skip
+    profile = stages.read_json(ref, "profile.json")
+    assert profile["duplicates_dropped"] == 2 and profile["conflicting_labels"] == 1
+    assert pl.read_parquet(stages.artifact_path(ref, "corpus.parquet")).height == 12
