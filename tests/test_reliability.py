@@ -402,11 +402,15 @@ class Proc:
 
 
 def fingerprint(summary: dict[str, Any]) -> dict[str, Any]:
-    """What must not depend on crashes: data artifacts by key and hash, weights, metrics."""
+    """What must not depend on crashes: the content of data artifacts, weights, metrics.
+
+    (Not the artifact keys: they hash the stage code too, so they differ between checkouts.)
+    """
     art = {k: Path(v) for k, v in summary["artifacts"].items()}
     return {
-        "keys": {k: art[k].name for k in ("corpus", "tokens", "ngrams", "vocab", "encoded")},
         "tokens": _sha(art["tokens"] / "tokens.parquet"),
+        "ngrams": _sha(art["ngrams"] / "ngrams.parquet"),
+        "vocab": _sha(art["vocab"] / "vocab.parquet"),
         "train": _sha(art["encoded"] / "train.safetensors"),
         "model_weights": _sha(art["model"] / "weights.safetensors"),
         "bundle_weights": _sha(Path(summary["model"]) / "weights.safetensors"),
