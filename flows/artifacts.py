@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -170,7 +170,7 @@ def metrics_description(metrics: dict[str, Any]) -> str:
 
 
 def confusion_markdown(
-    metrics: dict[str, Any], plots: dict[str, Sequence[str]] | None = None
+    metrics: dict[str, Any], plots: Mapping[str, Sequence[str]] | None = None
 ) -> str:
     """The confusion matrix as markdown, with accuracy, macro-F1 and where the plots are."""
     from tasks.evaluate import format_confusion_markdown
