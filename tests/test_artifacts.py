@@ -41,7 +41,7 @@ HISTORY = [
         "valid_loss": 1.2 / e,
         "valid_accuracy": 0.5 + e / 10,
         "valid_macro_f1": 0.45 + e / 10,
-    }  # fmt: skip
+    }
     for e in (1, 2, 3)
 ]
 
@@ -88,7 +88,7 @@ def test_vocab_rows_summary_then_top_tokens() -> None:
             "token": ["<pad>", "<unk>", "好", "差"],
             "count": [0, 0, 5, 9],
             "doc_freq": [0, 0, 3, 4],
-        }  # fmt: skip
+        }
     )
     rows = art.vocab_rows({"size": 4, "token_occurrences": 20, "coverage": 0.7}, vocab, top=5)
     assert rows[:3] == [
