@@ -7,9 +7,12 @@ under a temporary name and moved into place at the end, so a failed run leaves n
 :func:`score_file` pipelines the work: one persistent pool of segmentation processes
 (:class:`tasks.segment.Segmenter`) for the whole run segments *and encodes* chunk k+1
 (the workers send back compact id arrays, not token strings) while this process runs the
-model on chunk k, with torch threads sized to the cores the workers leave. At most
-``depth`` chunks are in flight, so memory stays flat in the number of rows. The output is
-identical to the serial :func:`score_chunks` (same padded ids, same batches).
+model on chunk k. The forward pass runs its batches on ``forward_threads`` Python threads
+with one torch (intra-op) thread each: on a busy 2-core machine torch's own OpenMP threads
+spin at their barriers and cost ~4x the CPU per document, while independent batches on
+plain threads do not. At most ``depth`` chunks are in flight (the workers wait when they
+are ahead), so memory stays flat in the number of rows. The output is identical to the
+serial :func:`score_chunks` (same padded ids, same batches, same order).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+import torch.nn.functional as F
 
 from tasks.bundle import Bundle
 from tasks.corpus import read_texts_in_chunks
@@ -112,6 +117,40 @@ def pad_ragged(flat: np.ndarray, lengths: np.ndarray, max_len: int) -> np.ndarra
     return ids
 
 
+def forward_probs(
+    model: torch.nn.Module,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    batch_size: int = 512,
+    executor: ThreadPoolExecutor | None = None,
+) -> np.ndarray:
+    """``tasks.train.predict_proba`` with its batches spread over ``executor``'s threads.
+
+    The same batches (longest first, ``batch_size`` rows, trimmed to their longest text) and
+    the same arithmetic per batch, so the same probabilities; only which thread runs a batch
+    changes. The model must be in eval mode. Without an executor: this thread, in order.
+    """
+    device = next(model.parameters()).device
+    ids_t = torch.as_tensor(ids)
+    lengths_t = torch.as_tensor(lengths).to("cpu", torch.int64)
+    order = torch.argsort(lengths_t, descending=True, stable=True)
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+    def run(index: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():  # thread-local: entered in the thread that computes
+            b_lengths = lengths_t[index]
+            b_ids = ids_t[index, : int(b_lengths.max())].to(device, non_blocking=True)
+            return model(b_ids, b_lengths).float().cpu()
+
+    if not batches:
+        config: Any = getattr(model, "config", None)  # an RNNClassifier knows its width
+        return np.empty((0, int(config.num_classes)), dtype=np.float32)
+    parts = list(executor.map(run, batches)) if executor is not None else [run(b) for b in batches]
+    logits = torch.empty(len(order), parts[0].shape[1])
+    logits[order] = torch.cat(parts)
+    return F.softmax(logits, dim=-1).numpy().astype(np.float32, copy=False)
+
+
 def score_chunks_pipelined(
     bundle: Bundle,
     chunks: Iterable[pl.DataFrame],
@@ -119,21 +158,28 @@ def score_chunks_pipelined(
     workers: int = 1,
     depth: int = PIPELINE_DEPTH,
     min_parallel: int | None = None,
+    forward_threads: int = 1,
 ) -> Generator[pl.DataFrame, None, None]:
     """Like :func:`score_chunks`, pipelined over one persistent pool of ``workers`` processes.
 
     Up to ``depth`` chunks are submitted to the pool before the oldest is predicted here, so
-    segmentation of the next chunk overlaps the model's forward pass over this one. Chunks
-    smaller than ``min_parallel`` texts (default: ``tasks.segment.MIN_PARALLEL``) are
-    segmented in this process. Close the generator (or exhaust it) to stop the workers.
+    segmentation of the next chunk overlaps the model's forward pass over this one; the
+    forward pass runs its batches on ``forward_threads`` threads (:func:`forward_probs`).
+    Chunks smaller than ``min_parallel`` texts (default: ``tasks.segment.MIN_PARALLEL``)
+    are segmented in this process. Close the generator (or exhaust it) to stop the workers.
     """
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
+    if forward_threads < 1:
+        raise ValueError(f"forward_threads must be >= 1, got {forward_threads}")
     encoder = FlatIdEncoder(vocab_to_index(bundle.vocab), bundle.max_len, UNK_ID)
-    device = next(bundle.model.parameters()).device
     n_labels = len(bundle.labels)
     extra = {} if min_parallel is None else {"min_parallel": min_parallel}
-    with Segmenter(bundle.tokenizer, workers, post=encoder, **extra) as segmenter:
+    bundle.model.eval()
+    with (
+        Segmenter(bundle.tokenizer, workers, post=encoder, **extra) as segmenter,
+        ThreadPoolExecutor(forward_threads, thread_name_prefix="zhflow-forward") as executor,
+    ):
         pending: deque[tuple[pl.DataFrame, np.ndarray, Any]] = deque()
 
         def finish() -> pl.DataFrame:
@@ -143,7 +189,8 @@ def score_chunks_pipelined(
                 parts = job.result()
                 lengths = np.concatenate([p[1] for p in parts])
                 ids = pad_ragged(np.concatenate([p[0] for p in parts]), lengths, bundle.max_len)
-                probs[has_text] = predict_proba(bundle.model, ids, lengths, batch_size, device)
+                pool = executor if forward_threads > 1 else None
+                probs[has_text] = forward_probs(bundle.model, ids, lengths, batch_size, pool)
             return _prediction_frame(bundle, chunk, has_text, probs)
 
         try:
@@ -162,15 +209,9 @@ def score_chunks_pipelined(
                     job.cancel()
 
 
-def scoring_threads(workers: int, cores: int | None = None) -> int:
-    """Torch threads for the forward pass beside ``workers`` segmentation processes.
-
-    The cores the workers leave, at least one: on 2 cores with 2 workers the forward pass
-    gets 1 thread (3 runnable threads on 2 cores only while all three are busy, which keeps
-    both cores working whichever stage is the slower).
-    """
-    cores = cores or default_workers()
-    return max(1, cores - workers)
+def forward_threads_for(device: torch.device) -> int:
+    """Threads for the forward pass: one per core on the CPU, one for an accelerator."""
+    return default_workers() if device.type == "cpu" else 1
 
 
 def score_file(
@@ -185,14 +226,16 @@ def score_file(
     chunk_rows: int = 50_000,
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
-    torch_threads: int | None = None,
+    torch_threads: int = 1,
     depth: int = PIPELINE_DEPTH,
+    forward_threads: int | None = None,
 ) -> dict[str, Any]:
     """Score ``source`` into the Parquet file ``output``; return a summary dict.
 
     ``workers`` segmentation processes (one persistent pool, see
-    :func:`score_chunks_pipelined`); ``torch_threads`` for the forward pass (default
-    :func:`scoring_threads`; restored afterwards); ``depth`` chunks in flight at most.
+    :func:`score_chunks_pipelined`), ``forward_threads`` threads running model batches
+    (default: one per core on the CPU) with ``torch_threads`` intra-op threads in this
+    process meanwhile (restored afterwards), ``depth`` chunks in flight at most.
     """
     output = Path(output)
     if output.is_dir():
@@ -203,12 +246,15 @@ def score_file(
     schema = prediction_schema(bundle.labels)
     rows, label_counts, empty = 0, dict.fromkeys(bundle.labels, 0), 0
     chunks = read_texts_in_chunks(source, fmt, text_col, id_col, encoding, chunk_rows)
-    threads = torch_threads or scoring_threads(workers)
+    device = next(bundle.model.parameters()).device
+    fwd_threads = forward_threads or forward_threads_for(device)
     previous_threads = torch.get_num_threads()
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        torch.set_num_threads(threads)
-        frames = score_chunks_pipelined(bundle, chunks, batch_size, workers, depth)
+        torch.set_num_threads(torch_threads)
+        frames = score_chunks_pipelined(
+            bundle, chunks, batch_size, workers, depth, forward_threads=fwd_threads
+        )
         with (
             contextlib.closing(frames),
             atomic_path(output) as tmp,
@@ -247,7 +293,8 @@ def score_file(
         "empty_texts": empty,
         "labels": label_counts,
         "bundle": str(bundle.path),
-        "device": str(next(bundle.model.parameters()).device),
-        "torch_threads": threads,
+        "device": str(device),
+        "torch_threads": torch_threads,
+        "forward_threads": fwd_threads,
         "workers": workers,
     }

@@ -85,14 +85,18 @@ def test_pipelined_scoring_equals_serial_path(bundle, tmp_path) -> None:
         piped = pl.concat(
             list(score_chunks_pipelined(bundle, chunks(), 32, workers=2, depth=2, min_parallel=2))
         )
+        threaded = pl.concat(
+            list(score_chunks_pipelined(bundle, chunks(), 32, 1, 3, 2, forward_threads=3))
+        )
         out = tmp_path / "o.parquet"
         summary = score_file(bundle, source, out, text_col="review", batch_size=32,
-                             chunk_rows=128, workers=2, torch_threads=1)  # fmt: skip
+                             chunk_rows=128, workers=2, forward_threads=2)  # fmt: skip
     finally:
         torch.set_num_threads(previous)
     assert torch.get_num_threads() == previous
     assert serial.height == piped.height == 700 == summary["rows"]
-    assert piped.equals(serial)
+    assert piped.equals(serial) and threaded.equals(serial)
+    assert summary["forward_threads"] == 2 and summary["torch_threads"] == 1
     written = pl.read_parquet(out)
     assert written["id"].to_list() == [str(i) for i in range(700)]
     assert written.equals(serial.cast(dict(written.schema)))
