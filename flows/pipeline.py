@@ -33,7 +33,7 @@ class _Runner:
     def __call__(self, task: Any, **kwargs: Any) -> dict:
         configured = task.with_options(result_storage=self.workdir / "cache")
         state: State = configured(workdir=str(self.workdir), **kwargs, return_state=True)
-        self.states.append({"name": task.name, "state": state.name})
+        self.states.append({"name": task.name, "state": str(state.name)})
         return state.result()  # re-raises the task's exception if it failed
 
 

@@ -44,7 +44,7 @@ def artifact_task(stage: str, modules: tuple[str, ...], **task_options: Any) -> 
 
     def decorate(fn: Callable) -> Any:
         STAGE_MODULES[stage] = (*modules, fn.__module__)
-        return task(
+        return task(  # type: ignore[call-overload]  # options pass through **task_options
             fn,
             name=stage,
             cache_policy=ArtifactPolicy(stage=stage, modules=STAGE_MODULES[stage]),
