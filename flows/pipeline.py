@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from prefect import flow
 from prefect.states import State
 
@@ -17,6 +18,7 @@ from flows import artifacts
 from tasks import stages
 from tasks.corpus import demo_corpus_paths
 from tasks.segment import TokenizerSpec, default_workers
+from tasks.train import default_train_threads
 from tasks.storage import write_json_atomic
 
 STAGES = ("tokenize", "ngrams", "vocab", "encode", "train")
@@ -93,6 +95,7 @@ def train_pipeline(
 ) -> dict[str, Any]:
     if until not in STAGES:
         raise ValueError(f"until must be one of {', '.join(STAGES)}, got {until!r}")
+    torch.set_num_threads(default_train_threads())  # see TrainConfig.num_threads
     root = Path(workdir).expanduser().resolve()
     run = _Runner(root)
     source, fmt = resolve_corpus(corpus, fmt)
