@@ -90,7 +90,7 @@ def main() -> None:
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True, help="Between stacked layers.")
 @click.option("--input", type=click.Choice(["embedding", "onehot"]), default="embedding", show_default=True, help="Token vectors: a learned embedding table, or one-hot (small vocabularies: --tokenizer char).")
 @click.option("--ngram-features", type=click.IntRange(min=0), default=0, show_default=True, help="N >= 2: add hashed 2..N-gram embeddings (fastText style); 0 = off.")
-@click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True, help="Upper bound; early stopping on validation macro-F1.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
 @click.option("--max-len", type=click.IntRange(min=1), default=200, show_default=True, help="Tokens kept per text.")

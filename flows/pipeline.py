@@ -79,7 +79,7 @@ def train_pipeline(
     dropout: float = 0.2,
     input: str = "embedding",
     ngram_features: int = 0,
-    epochs: int = 8,
+    epochs: int = 6,
     batch_size: int = 64,
     lr: float = 2e-3,
     max_len: int = 200,
