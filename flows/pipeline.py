@@ -18,8 +18,8 @@ from flows import artifacts
 from tasks import stages
 from tasks.corpus import demo_corpus_paths
 from tasks.segment import TokenizerSpec, default_workers
-from tasks.train import default_train_threads
 from tasks.storage import write_json_atomic
+from tasks.train import default_train_threads
 
 STAGES = ("tokenize", "ngrams", "vocab", "encode", "train")
 DEFAULT_WORKDIR = "data/work"

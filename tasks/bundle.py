@@ -119,7 +119,9 @@ def _check_files(path: Path) -> str:
             if not (path / rel).is_file() or (path / rel).stat().st_size != meta["size"]
             or sha256_file(path / rel) != meta["sha256"]
         ]  # fmt: skip
-        raise _fail(path, f"{', '.join(changed) or MANIFEST} altered or truncated since it was written")
+        raise _fail(
+            path, f"{', '.join(changed) or MANIFEST} altered or truncated since it was written"
+        )
     return digest
 
 
@@ -155,7 +157,9 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     except (ValueError, KeyError, TypeError, OSError, pl.exceptions.PolarsError) as exc:
         raise _fail(path, f"unreadable config, vocab or labels ({exc})") from None
     if vocab.height != model_config.vocab_size:
-        raise _fail(path, f"vocab has {vocab.height} rows, the model expects {model_config.vocab_size}")
+        raise _fail(
+            path, f"vocab has {vocab.height} rows, the model expects {model_config.vocab_size}"
+        )
     if len(labels) != model_config.num_classes:
         raise _fail(path, f"{len(labels)} labels, the model expects {model_config.num_classes}")
     try:

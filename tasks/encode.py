@@ -56,7 +56,9 @@ def encode_labels(labels: Iterable[str], label_map: Sequence[str]) -> np.ndarray
     try:
         return np.fromiter((lookup[str(x)] for x in labels), dtype=np.int64)
     except KeyError as exc:
-        raise ValueError(f"label {exc.args[0]!r} is not in the label map {list(label_map)}") from None
+        raise ValueError(
+            f"label {exc.args[0]!r} is not in the label map {list(label_map)}"
+        ) from None
 
 
 def save_split(path: Path, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray) -> None:
@@ -70,7 +72,9 @@ def load_split(path: Path) -> dict[str, np.ndarray]:
 
 def save_label_map(path: Path, label_map: Sequence[str]) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"labels": list(label_map)}, ensure_ascii=False), encoding="utf-8")
+        tmp.write_text(
+            json.dumps({"labels": list(label_map)}, ensure_ascii=False), encoding="utf-8"
+        )
 
 
 def load_label_map(path: Path) -> list[str]:

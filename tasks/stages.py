@@ -155,8 +155,11 @@ def ingest_corpus(
 # 2. segmentation
 
 
-@artifact_task("tokens", ("tasks.segment",),
-               task_run_name="segment-{tokenizer[engine]}-{tokenizer[mode]}-w{workers}")
+@artifact_task(
+    "tokens",
+    ("tasks.segment",),
+    task_run_name="segment-{tokenizer[engine]}-{tokenizer[mode]}-w{workers}",
+)
 def segment_corpus(
     workdir: str, corpus: dict, tokenizer: dict, identity: dict, workers: int
 ) -> dict:
@@ -249,9 +252,11 @@ def load_encoded_split(encoded: dict, split: str) -> dict[str, torch.Tensor]:
 # 5. training and evaluation
 
 
-@artifact_task("model", ("tasks.train", "models.rnn"),
-               task_run_name="train-{model_config[cell]}-h{model_config[hidden_size]}"
-               "-e{train_config[epochs]}")
+@artifact_task(
+    "model",
+    ("tasks.train", "models.rnn"),
+    task_run_name="train-{model_config[cell]}-h{model_config[hidden_size]}-e{train_config[epochs]}",
+)
 def train_classifier(workdir: str, encoded: dict, model_config: dict, train_config: dict) -> dict:
     inputs = dict(workdir=workdir, encoded=encoded, model_config=model_config,
                   train_config=train_config)  # fmt: skip

@@ -54,13 +54,20 @@ def tiny_csv(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     """One temporary Prefect server for the session (~20 s to start), isolated from ~/.prefect."""
-    from prefect.settings import PREFECT_HOME, PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.settings import (
+        PREFECT_HOME,
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH,
+        temporary_settings,
+    )
     from prefect.testing.utilities import prefect_test_harness
 
     home = tmp_path_factory.mktemp("prefect_home")
-    with temporary_settings(
-        {PREFECT_HOME: str(home), PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(home / "storage")}
-    ), prefect_test_harness(server_startup_timeout=90):
+    with (
+        temporary_settings(
+            {PREFECT_HOME: str(home), PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(home / "storage")}
+        ),
+        prefect_test_harness(server_startup_timeout=90),
+    ):
         yield
 
 

@@ -51,7 +51,7 @@ def test_truncated_weights_are_refused(bundle_dir, tmp_path) -> None:
     copy = _copy(bundle_dir, tmp_path)
     weights = copy / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(BundleError, match="weights.safetensors"):
+    with pytest.raises(BundleError, match=r"weights\.safetensors"):
         load_bundle(copy)
     seal_bundle(copy)  # even with a matching manifest, the file itself is unreadable
     with pytest.raises(BundleError, match="not a valid safetensors"):
@@ -73,7 +73,7 @@ def test_vocab_size_mismatch_is_refused(bundle_dir, tmp_path) -> None:
     copy = _copy(bundle_dir, tmp_path)
     pl.read_parquet(copy / "vocab.parquet").head(5).write_parquet(copy / "vocab.parquet")
     seal_bundle(copy)
-    with pytest.raises(BundleError, match="the model expects"):
+    with pytest.raises(BundleError, match=r"the model expects"):
         load_bundle(copy)
 
 
@@ -82,5 +82,5 @@ def test_missing_bundle_and_files(tmp_path, bundle_dir) -> None:
         load_bundle(tmp_path / "nope")
     copy = _copy(bundle_dir, tmp_path)
     (copy / "labels.json").unlink()
-    with pytest.raises(BundleError, match="missing labels.json"):
+    with pytest.raises(BundleError, match=r"missing labels\.json"):
         load_bundle(copy)

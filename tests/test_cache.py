@@ -12,10 +12,18 @@ def _ref(digest: str) -> dict:
 
 def test_key_depends_on_content_and_params_not_location() -> None:
     base = stage_key("vocab", MODULES, {"workdir": "/a", "tokens": _ref("d1"), "min_freq": 2})
-    assert base == stage_key("vocab", MODULES, {"workdir": "/b", "tokens": _ref("d1"), "min_freq": 2})
-    assert base != stage_key("vocab", MODULES, {"workdir": "/a", "tokens": _ref("d2"), "min_freq": 2})
-    assert base != stage_key("vocab", MODULES, {"workdir": "/a", "tokens": _ref("d1"), "min_freq": 3})
-    assert base != stage_key("ngrams", MODULES, {"workdir": "/a", "tokens": _ref("d1"), "min_freq": 2})
+    assert base == stage_key(
+        "vocab", MODULES, {"workdir": "/b", "tokens": _ref("d1"), "min_freq": 2}
+    )
+    assert base != stage_key(
+        "vocab", MODULES, {"workdir": "/a", "tokens": _ref("d2"), "min_freq": 2}
+    )
+    assert base != stage_key(
+        "vocab", MODULES, {"workdir": "/a", "tokens": _ref("d1"), "min_freq": 3}
+    )
+    assert base != stage_key(
+        "ngrams", MODULES, {"workdir": "/a", "tokens": _ref("d1"), "min_freq": 2}
+    )
     # the worker count changes speed, not the result
     assert stage_key("t", MODULES, {"workdir": "/a", "workers": 1}) == stage_key(
         "t", MODULES, {"workdir": "/a", "workers": 4}

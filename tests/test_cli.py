@@ -53,5 +53,7 @@ def test_user_error_is_one_line_without_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("zhflow: error:")]
-    assert errors == [f"zhflow: error: {corpus}: only one label ('pos'); a classifier needs at least two"]
+    assert errors == [
+        f"zhflow: error: {corpus}: only one label ('pos'); a classifier needs at least two"
+    ]
     assert not list((tmp_path / "w").glob("corpus/*"))  # nothing half-written

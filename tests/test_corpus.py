@@ -376,8 +376,11 @@ def test_drop_duplicate_texts_keeps_first_and_counts() -> None:
     from tasks.corpus import drop_duplicate_texts
 
     df = pl.DataFrame(
-        {"id": ["0", "1", "2", "3", "4"], "text": ["好", "差", "好", "好", "差"],
-         "label": ["pos", "neg", "pos", "neg", "neg"]}  # fmt: skip
+        {
+            "id": ["0", "1", "2", "3", "4"],
+            "text": ["好", "差", "好", "好", "差"],
+            "label": ["pos", "neg", "pos", "neg", "neg"],
+        }
     )
     kept, counts = drop_duplicate_texts(df)
     assert kept["id"].to_list() == ["0", "1"]

@@ -18,7 +18,8 @@ def corpus_ref(tmp_path, tiny_csv) -> dict:
     return stages.ingest_corpus.fn(
         workdir=str(tmp_path / "w"), source=[str(tiny_csv)],
         source_digest=stages.hash_source([str(tiny_csv)]), fmt=None, text_col=None,
-        label_col=None, id_col=None, encoding="utf-8", seed=1, valid_frac=0.2, test_frac=0.2, dedupe=False,
+        label_col=None, id_col=None, encoding="utf-8", seed=1, valid_frac=0.2, test_frac=0.2,
+        dedupe=False,
     )  # fmt: skip
 
 
@@ -43,7 +44,8 @@ def test_ingest_is_reused_not_rebuilt(tmp_path, tiny_csv, corpus_ref) -> None:
     again = stages.ingest_corpus.fn(
         workdir=str(tmp_path / "w"), source=[str(tiny_csv)],
         source_digest=stages.hash_source([str(tiny_csv)]), fmt=None, text_col=None,
-        label_col=None, id_col=None, encoding="utf-8", seed=1, valid_frac=0.2, test_frac=0.2, dedupe=False,
+        label_col=None, id_col=None, encoding="utf-8", seed=1, valid_frac=0.2, test_frac=0.2,
+        dedupe=False,
     )  # fmt: skip
     assert again == corpus_ref
     assert stages.artifact_path(again, "profile.json").stat().st_mtime_ns == marker
