@@ -110,6 +110,27 @@ def score_chunks(
         yield predict_chunk(bundle, index, chunk, batch_size, workers)
 
 
+def _trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``; elsewhere a no-op).
+
+    Forward threads allocate activation buffers of every size in their own malloc arenas;
+    without a trim, freed-but-kept memory crept up chunk after chunk (~10 MB per chunk).
+    """
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
+
+
 def pad_ragged(flat: np.ndarray, lengths: np.ndarray, max_len: int) -> np.ndarray:
     """Ragged ids (all rows concatenated) → int32 ``(N, max_len)`` post-padded with 0."""
     ids = np.zeros((len(lengths), max_len), dtype=np.int32)
@@ -145,7 +166,17 @@ def forward_probs(
     if not batches:
         config: Any = getattr(model, "config", None)  # an RNNClassifier knows its width
         return np.empty((0, int(config.num_classes)), dtype=np.float32)
-    parts = list(executor.map(run, batches)) if executor is not None else [run(b) for b in batches]
+    if executor is None:
+        parts = [run(b) for b in batches]
+    else:
+        # Longest, shortest, 2nd longest, 2nd shortest...: threads take batches in this order,
+        # so a long batch runs beside a short one, not beside the next longest (two of the
+        # largest activation buffers at once raised peak memory by ~40%). Results go back
+        # in batch order; each batch is computed exactly as in the serial path.
+        n = len(batches)
+        zigzag = [k // 2 if k % 2 == 0 else n - 1 - k // 2 for k in range(n)]
+        futures = {i: executor.submit(run, batches[i]) for i in zigzag}
+        parts = [futures[i].result() for i in range(n)]
     logits = torch.empty(len(order), parts[0].shape[1])
     logits[order] = torch.cat(parts)
     return F.softmax(logits, dim=-1).numpy().astype(np.float32, copy=False)
@@ -191,6 +222,8 @@ def score_chunks_pipelined(
                 ids = pad_ragged(np.concatenate([p[0] for p in parts]), lengths, bundle.max_len)
                 pool = executor if forward_threads > 1 else None
                 probs[has_text] = forward_probs(bundle.model, ids, lengths, batch_size, pool)
+                del ids, parts
+                _trim_heap()
             return _prediction_frame(bundle, chunk, has_text, probs)
 
         try:
