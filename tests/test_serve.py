@@ -1,0 +1,38 @@
+"""zhflow serve's building blocks, without a server (the live serve test is in test_ui.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.serve import ServeError, build_deployments, check_server, parse_params
+
+
+def test_parse_params_reads_json_values_and_dashed_keys() -> None:
+    params = parse_params(("epochs=3", "embedding-dim=64", "model=gru"),
+                          {"epochs", "embedding_dim", "model"}, "--train-param")  # fmt: skip
+    assert params == {"epochs": 3, "embedding_dim": 64, "model": "gru"}
+
+
+@pytest.mark.parametrize("pair", ["epochs", "=3", "layers=2"])
+def test_parse_params_rejects_bad_pairs(pair: str) -> None:
+    with pytest.raises(ServeError, match="--train-param"):
+        parse_params((pair,), {"epochs"}, "--train-param")
+
+
+def test_build_deployments_has_schedules_and_parameters(tmp_path) -> None:
+    deployments = build_deployments(
+        corpus=("reviews.csv",), workdir=str(tmp_path / "w"), score_input=("in.csv",),
+        score_output=str(tmp_path / "out.parquet"), train_cron="0 2 * * *", score_interval=600,
+        train_params={"epochs": 3},
+    )  # fmt: skip
+    assert [d.name for d in deployments] == ["nightly", "nightly"]
+    train, score = deployments
+    assert train.parameters["epochs"] == 3 and train.parameters["workdir"] == str(tmp_path / "w")
+    assert train.schedules and score.schedules
+
+
+def test_check_server_needs_an_api_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: None}), pytest.raises(ServeError):
+        check_server()
