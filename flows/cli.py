@@ -142,6 +142,13 @@ def main() -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
 @click.option(
+    "--amp/--no-amp",
+    default=False,
+    show_default=True,
+    help="Mixed precision (float16 autocast) when training on CUDA; no effect on the CPU. "
+    "Off: slower for models this small (docs/BENCHMARKS.md).",
+)
+@click.option(
     "--max-len",
     type=click.IntRange(min=1),
     default=200,

@@ -82,6 +82,7 @@ def train_pipeline(
     epochs: int = 6,
     batch_size: int = 64,
     lr: float = 2e-3,
+    amp: bool = False,
     max_len: int = 200,
     min_freq: int = 2,
     max_vocab: int = 50_000,
@@ -134,7 +135,8 @@ def train_pipeline(
     model_config = {"cell": model, "embedding_dim": embedding_dim, "hidden_size": hidden,
                     "num_layers": layers, "bidirectional": bidirectional, "dropout": dropout,
                     "input": input, "ngram_features": ngram_features}  # fmt: skip
-    train_config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
+    train_config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                    "amp": amp}  # fmt: skip
     with artifacts.watch_training(epochs):
         trained = run(stages.train_classifier, encoded=encoded, model_config=model_config,
                       train_config=train_config)  # fmt: skip

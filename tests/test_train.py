@@ -285,3 +285,42 @@ def test_predict_proba_order_and_mode() -> None:
     np.testing.assert_allclose(probs, one_by_one, atol=1e-6)
     empty = predict_proba(model, VALID["ids"][:0], VALID["lengths"][:0])
     assert empty.shape == (0, 2)
+
+
+# ----------------------------------------------------------------------------- CUDA (skipped here)
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+@pytest.mark.parametrize("amp", [False, True])
+def test_cuda_training_learns_with_and_without_amp(amp: bool, tmp_path: Path) -> None:
+    res = train_model(MODEL, _cfg(epochs=6, device="cuda", amp=amp), TRAIN, VALID,
+                      checkpoint_dir=tmp_path, log=None)  # fmt: skip
+    assert res.meta["device"].startswith("cuda") and res.meta["amp"] is amp
+    assert res.best_valid_macro_f1 > 0.9
+    assert all(v.device.type == "cpu" and v.dtype == torch.float32 for v in res.state_dict.values()
+               if v.is_floating_point())  # fmt: skip
+    # the weights trained on the GPU predict the same classes on the CPU
+    model = build_model(MODEL)
+    model.load_state_dict(res.state_dict)
+    on_gpu = predict_proba(model, VALID["ids"], VALID["lengths"], 32, "cuda").argmax(1)
+    on_cpu = predict_proba(model, VALID["ids"], VALID["lengths"], 32, "cpu").argmax(1)
+    assert (on_gpu == on_cpu).mean() > 0.98
+
+
+@needs_cuda
+def test_cuda_amp_checkpoint_keeps_the_loss_scaler(tmp_path: Path) -> None:
+    def crash(record: dict[str, Any]) -> None:
+        if record["epoch"] == 1:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        train_model(MODEL, _cfg(device="cuda", amp=True), TRAIN, VALID, on_epoch=crash,
+                    checkpoint_dir=tmp_path, log=None)  # fmt: skip
+    ckpt = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True, map_location="cpu")
+    assert ckpt["scaler"]["scale"] > 0  # the GradScaler's state travels with the checkpoint
+    amp = _cfg(device="cuda", amp=True)
+    resumed = train_model(MODEL, amp, TRAIN, VALID, checkpoint_dir=tmp_path, log=None)
+    assert resumed.resumed_from_epoch == 1
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
