@@ -179,7 +179,20 @@ def main() -> None:
     show_default=True,
 )
 @click.option(
-    "--workers", type=click.IntRange(min=1), help="Segmentation processes (default: cores)."
+    "--processes",
+    type=click.IntRange(min=1),
+    help="Segmentation processes on this machine (default: cores).",
+)
+@click.option(
+    "--dask-address",
+    metavar="tcp://HOST:PORT",
+    help="Run the sharded stages (segmentation, scoring) on this existing Dask cluster.",
+)
+@click.option(
+    "--workers",
+    "dask_workers",
+    type=click.IntRange(min=1),
+    help="Start a local Dask cluster of N worker processes for the sharded stages.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary as the last line.")
 def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
@@ -213,7 +226,20 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
     help="Rows read per chunk (bounds memory).",
 )
 @click.option(
-    "--workers", type=click.IntRange(min=1), help="Segmentation processes (default: cores)."
+    "--processes",
+    type=click.IntRange(min=1),
+    help="Segmentation processes on this machine (default: cores).",
+)
+@click.option(
+    "--dask-address",
+    metavar="tcp://HOST:PORT",
+    help="Run the sharded stages (segmentation, scoring) on this existing Dask cluster.",
+)
+@click.option(
+    "--workers",
+    "dask_workers",
+    type=click.IntRange(min=1),
+    help="Start a local Dask cluster of N worker processes for the sharded stages.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary as the last line.")
 def score(input: tuple[str, ...], as_json: bool, **options: Any) -> None:

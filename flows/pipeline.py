@@ -16,6 +16,7 @@ from prefect.states import State
 
 from flows import artifacts
 from tasks import stages
+from tasks.cluster import ClusterSpec
 from tasks.corpus import demo_corpus_paths
 from tasks.segment import TokenizerSpec, default_workers
 from tasks.storage import write_json_atomic
@@ -92,11 +93,14 @@ def train_pipeline(
     test_frac: float = 0.1,
     dedupe: bool = False,
     until: str = "train",
-    workers: int | None = None,
+    processes: int | None = None,
+    dask_address: str | None = None,
+    dask_workers: int | None = None,
 ) -> dict[str, Any]:
     if until not in STAGES:
         raise ValueError(f"until must be one of {', '.join(STAGES)}, got {until!r}")
     torch.set_num_threads(default_train_threads())  # see TrainConfig.num_threads
+    cluster = ClusterSpec.from_params(dask_address, dask_workers)  # checked before any work
     root = Path(workdir).expanduser().resolve()
     run = _Runner(root)
     source, fmt = resolve_corpus(corpus, fmt)
@@ -112,7 +116,8 @@ def train_pipeline(
     artifacts.publish_corpus_profile(summary["profile"], source)
     with artifacts.watch_segmentation():
         tokens = run(stages.segment_corpus, corpus=corpus_ref, tokenizer=spec.to_dict(),
-                     identity=spec.identity(), workers=workers or default_workers())  # fmt: skip
+                     identity=spec.identity(), workers=processes or default_workers(),
+                     cluster=cluster.to_dict() if cluster else None)  # fmt: skip
     summary["artifacts"] = {"corpus": corpus_ref["path"], "tokens": tokens["path"]}
     if until == "tokenize":
         return _finish(root, summary)

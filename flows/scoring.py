@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger, task
 
 from flows import artifacts
 from tasks.bundle import load_bundle
+from tasks.cluster import ClusterSpec, score_on_cluster
 from tasks.score import score_file
 from tasks.segment import default_workers
 from tasks.train import pick_device
@@ -39,15 +40,21 @@ def score_corpus(
     encoding: str = "utf-8",
     batch_size: int = 512,
     chunk_rows: int = 50_000,
-    workers: int | None = None,
+    processes: int | None = None,
+    cluster: dict | None = None,
 ) -> dict[str, Any]:
     loaded = load_bundle(resolve_bundle(bundle), device=pick_device("auto"))
     logger = get_run_logger()
     logger.info(f"scoring {input} with {loaded.path.name} ({len(loaded.labels)} labels)")
     with artifacts.watch_scoring(input, fmt) as progress:
+        if cluster:
+            return score_on_cluster(
+                loaded, input, output, ClusterSpec(**cluster), batch_size, chunk_rows,
+                fmt=fmt, text_col=text_col, id_col=id_col, encoding=encoding, progress=progress,
+            )  # fmt: skip
         return score_file(
             loaded, input, output, fmt, text_col, id_col, encoding, batch_size, chunk_rows,
-            workers or default_workers(), progress=progress,
+            processes or default_workers(), progress=progress,
         )  # fmt: skip
 
 
@@ -70,10 +77,14 @@ def score_pipeline(
     encoding: str = "utf-8",
     batch_size: int = 512,
     chunk_rows: int = 50_000,
-    workers: int | None = None,
+    processes: int | None = None,
+    dask_address: str | None = None,
+    dask_workers: int | None = None,
 ) -> dict[str, Any]:
+    cluster = ClusterSpec.from_params(dask_address, dask_workers)
     state = score_corpus(bundle, input, output, fmt, text_col, id_col, encoding, batch_size,
-                         chunk_rows, workers, return_state=True)  # fmt: skip
+                         chunk_rows, processes, cluster.to_dict() if cluster else None,
+                         return_state=True)  # fmt: skip
     summary = dict(state.result())
     summary["tasks"] = [{"name": "score", "state": state.name}]
     artifacts.publish_score_summary(summary)

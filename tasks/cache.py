@@ -25,7 +25,7 @@ from tasks.storage import ArtifactRef, artifact_ref, sha256_json
 CACHE_DIR = "cache"  # cache records live in <workdir>/cache/<key>, beside the artifacts
 
 # Parameters that say where or how fast to work, never what to compute.
-NON_KEY_PARAMS = frozenset({"workdir", "workers", "progress", "log"})
+NON_KEY_PARAMS = frozenset({"workdir", "workers", "cluster", "progress", "log"})
 
 
 @cache

@@ -247,6 +247,59 @@ def forward_threads_for(device: torch.device) -> int:
     return default_workers() if device.type == "cpu" else 1
 
 
+def _check_output(output: Path) -> None:
+    if output.is_dir():
+        raise InputError(f"{output}: is a directory; --output takes a .parquet file path")
+    if output.exists() and not output.is_file():  # a device or pipe: never replace it
+        raise InputError(f"{output}: is not a regular file; --output takes a .parquet file path")
+
+
+@contextlib.contextmanager
+def _output_errors(output: Path) -> Iterator[None]:
+    """Errors about the output location → one-line InputError; anything else passes."""
+    try:
+        yield
+    except OSError as exc:
+        # Only errors about the output location (a folder that is a file, a read-only or
+        # pseudo file system, a full disk); anything else is not the user's output path.
+        named = Path(exc.filename) if exc.filename is not None else None
+        if (
+            named is not None
+            and named.parent != output.parent
+            and named not in (output.parent, *output.parent.parents)
+        ):
+            raise
+        why = exc.strerror or str(exc)
+        if named is not None and isinstance(exc, FileExistsError | NotADirectoryError):
+            why = f"{named} is a file, not a folder"
+        raise InputError(f"{output}: cannot write ({why})") from None
+
+
+def write_predictions(
+    frames: Iterable[pl.DataFrame],
+    output: Path,
+    labels: list[str],
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Write prediction frames (one row group each) to ``output`` atomically; return counts.
+
+    The one writer of both scoring paths (local and sharded), so both write the same bytes.
+    """
+    schema = prediction_schema(labels)
+    rows, empty, label_counts = 0, 0, dict.fromkeys(labels, 0)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output) as tmp, pq.ParquetWriter(str(tmp), schema) as writer:
+        for frame in frames:
+            writer.write_table(frame.to_arrow().cast(schema))
+            rows += frame.height
+            empty += int(frame["label"].null_count())
+            for label, n in frame["label"].drop_nulls().value_counts().iter_rows():
+                label_counts[label] += n
+            if progress is not None:
+                progress(rows)
+    return {"rows": rows, "empty_texts": empty, "labels": label_counts}
+
+
 def score_file(
     bundle: Bundle,
     source: str | Path | list[str],
@@ -271,63 +324,151 @@ def score_file(
     process meanwhile (restored afterwards), ``depth`` chunks in flight at most.
     """
     output = Path(output)
-    if output.is_dir():
-        raise InputError(f"{output}: is a directory; --output takes a .parquet file path")
-    if output.exists() and not output.is_file():  # a device or pipe: never replace it
-        raise InputError(f"{output}: is not a regular file; --output takes a .parquet file path")
+    _check_output(output)
     started = time.perf_counter()
-    schema = prediction_schema(bundle.labels)
-    rows, label_counts, empty = 0, dict.fromkeys(bundle.labels, 0), 0
     chunks = read_texts_in_chunks(source, fmt, text_col, id_col, encoding, chunk_rows)
     device = next(bundle.model.parameters()).device
     fwd_threads = forward_threads or forward_threads_for(device)
     previous_threads = torch.get_num_threads()
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(torch_threads)
         frames = score_chunks_pipelined(
             bundle, chunks, batch_size, workers, depth, forward_threads=fwd_threads
         )
-        with (
-            contextlib.closing(frames),
-            atomic_path(output) as tmp,
-            pq.ParquetWriter(str(tmp), schema) as writer,
-        ):
-            for frame in frames:
-                writer.write_table(frame.to_arrow().cast(schema))
-                rows += frame.height
-                empty += int(frame["label"].null_count())
-                for label, n in frame["label"].drop_nulls().value_counts().iter_rows():
-                    label_counts[label] += n
-                if progress is not None:
-                    progress(rows)
-    except OSError as exc:
-        # Only errors about the output location (a folder that is a file, a read-only or
-        # pseudo file system, a full disk); anything else is not the user's output path.
-        named = Path(exc.filename) if exc.filename is not None else None
-        if (
-            named is not None
-            and named.parent != output.parent
-            and named not in (output.parent, *output.parent.parents)
-        ):
-            raise
-        why = exc.strerror or str(exc)
-        if named is not None and isinstance(exc, FileExistsError | NotADirectoryError):
-            why = f"{named} is a file, not a folder"
-        raise InputError(f"{output}: cannot write ({why})") from None
+        with contextlib.closing(frames), _output_errors(output):
+            counts = write_predictions(frames, output, bundle.labels, progress)
     finally:
         torch.set_num_threads(previous_threads)
+    return _summary(counts, output, bundle, started, device, torch_threads=torch_threads,
+                    forward_threads=fwd_threads, workers=workers)  # fmt: skip
+
+
+def _summary(counts: dict[str, Any], output: Path, bundle: Bundle, started: float,
+             device: torch.device | str, **extra: Any) -> dict[str, Any]:  # fmt: skip
     seconds = time.perf_counter() - started
+    rows = counts["rows"]
     return {
         "rows": rows,
         "output": str(output),
         "seconds": round(seconds, 3),
         "docs_per_s": round(rows / seconds, 1) if seconds > 0 else None,
-        "empty_texts": empty,
-        "labels": label_counts,
+        "empty_texts": counts["empty_texts"],
+        "labels": counts["labels"],
         "bundle": str(bundle.path),
         "device": str(device),
-        "torch_threads": torch_threads,
-        "forward_threads": fwd_threads,
-        "workers": workers,
+        **extra,
     }
+
+
+# --------------------------------------------------------------------------- shards on storage
+
+#: Bundles loaded in this process (a Dask worker scores many shards with one bundle).
+_BUNDLES: dict[tuple[str, float], Bundle] = {}
+
+
+def _worker_bundle(path: str) -> Bundle:
+    from tasks.bundle import load_bundle
+    from tasks.train import pick_device
+
+    key = (str(Path(path).resolve()), (Path(path) / "config.json").stat().st_mtime)
+    if key not in _BUNDLES:
+        _BUNDLES.clear()  # one bundle at a time: a new one replaces the old
+        _BUNDLES[key] = load_bundle(path, device=pick_device("auto"))
+    return _BUNDLES[key]
+
+
+def predict_rows(bundle: Bundle, chunk: pl.DataFrame, batch_size: int = 512) -> pl.DataFrame:
+    """Predictions for one (id, text) chunk, all in this process and thread.
+
+    The arithmetic of :func:`score_chunks_pipelined` (same encoder, padding, batches and
+    torch threads), so a chunk scored here gives the bytes a local run writes for it.
+    """
+    texts = chunk["text"].to_list()
+    has_text = _has_text(texts)
+    probs = np.full((len(texts), len(bundle.labels)), np.nan, dtype=np.float32)
+    kept = [t for t, keep in zip(texts, has_text, strict=True) if keep]
+    if kept:
+        encoder = FlatIdEncoder(vocab_to_index(bundle.vocab), bundle.max_len, UNK_ID)
+        flat, lengths = encoder(segment_texts(kept, bundle.tokenizer, workers=1))
+        ids = pad_ragged(flat, lengths, bundle.max_len)
+        bundle.model.eval()
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)  # as the local scorer's forward threads
+        try:
+            probs[has_text] = forward_probs(bundle.model, ids, lengths, batch_size)
+        finally:
+            torch.set_num_threads(previous)
+    return _prediction_frame(bundle, chunk, has_text, probs)
+
+
+def score_parquet_shard(
+    bundle_path: str, in_path: str, out_path: str, batch_size: int = 512
+) -> int:
+    """Score one shard file (``id``, ``text``) into a prediction Parquet; return its rows."""
+    bundle = _worker_bundle(bundle_path)
+    frame = predict_rows(bundle, pl.read_parquet(in_path), batch_size)
+    with atomic_path(Path(out_path)) as tmp:
+        pq.write_table(frame.to_arrow().cast(prediction_schema(bundle.labels)), str(tmp))
+    return frame.height
+
+
+def score_file_sharded(
+    bundle: Bundle,
+    source: str | Path | list[str],
+    output: str | Path,
+    run_shards: Callable[[Iterable[tuple[str, str]]], Iterator[Any]],
+    fmt: str | None = None,
+    text_col: str | None = None,
+    id_col: str | None = None,
+    encoding: str = "utf-8",
+    chunk_rows: int = 50_000,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """:func:`score_file` with each chunk scored elsewhere (e.g. on Dask workers).
+
+    Each chunk is written to a shard file beside ``output`` (storage the workers share);
+    ``run_shards`` takes an iterable of ``(in_path, out_path)`` pairs, scores each (with
+    :func:`score_parquet_shard`) and yields as each finishes, in order, with a bounded
+    number in flight. The parts are then appended to ``output`` by the writer of
+    :func:`score_file`, so the file is the same, byte for byte.
+    """
+    import shutil
+    import uuid
+
+    output = Path(output)
+    _check_output(output)
+    started = time.perf_counter()
+    chunks = read_texts_in_chunks(source, fmt, text_col, id_col, encoding, chunk_rows)
+    with _output_errors(output):
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shard_dir = output.parent / f".{output.name}.shards-{uuid.uuid4().hex[:12]}"
+        shard_dir.mkdir()
+
+    def shard_files() -> Iterator[tuple[str, str]]:
+        for k, chunk in enumerate(chunks):
+            in_path = shard_dir / f"in-{k:06d}.parquet"
+            with atomic_path(in_path) as tmp:
+                chunk.write_parquet(tmp)
+            yield str(in_path), str(shard_dir / f"out-{k:06d}.parquet")
+
+    def frames() -> Iterator[pl.DataFrame]:
+        pairs: deque[tuple[str, str]] = deque()
+        for _ in run_shards(_remember(shard_files(), pairs)):
+            in_path, out_path = pairs.popleft()
+            yield pl.read_parquet(out_path)
+            Path(in_path).unlink(missing_ok=True)
+            Path(out_path).unlink(missing_ok=True)
+
+    try:
+        with _output_errors(output):
+            counts = write_predictions(frames(), output, bundle.labels, progress)
+    finally:
+        shutil.rmtree(shard_dir, ignore_errors=True)
+    device = next(bundle.model.parameters()).device
+    return _summary(counts, output, bundle, started, device, sharded=True)
+
+
+def _remember(items: Iterator[tuple[str, str]], into: deque) -> Iterator[tuple[str, str]]:
+    for item in items:
+        into.append(item)
+        yield item

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.errors import InputError
-from tasks.storage import sha256_file, sha256_json
+from tasks.storage import atomic_path, sha256_file, sha256_json
 
 if TYPE_CHECKING:
     import polars as pl
@@ -698,3 +698,50 @@ class Segmenter:
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         self.close(cancel=exc_type is not None)
+
+
+# --------------------------------------------------------------------------- shards on storage
+
+
+def segment_parquet_rows(
+    corpus_path: str | os.PathLike[str],
+    start: int,
+    stop: int,
+    spec: TokenizerSpec,
+    out_path: str | os.PathLike[str],
+) -> int:
+    """Segment rows ``[start, stop)`` of a corpus Parquet's ``text`` column, in this process,
+    into a one-column (``tokens``) Parquet at ``out_path`` (written atomically); return rows.
+
+    One shard of a sharded segmentation (``tasks.cluster``): paths in, a path out, so shards
+    travel between machines as files on shared storage, never as pickled frames.
+    """
+    import polars as pl
+
+    if not 0 <= start <= stop:
+        raise InputError(f"bad shard bounds [{start}, {stop})")
+    texts = pl.scan_parquet(Path(corpus_path)).slice(start, stop - start).select("text").collect()
+    tokens = segment_texts(texts.get_column("text").to_list(), spec, workers=1)
+    frame = pl.DataFrame({"tokens": pl.Series("tokens", tokens, dtype=pl.List(pl.Utf8))})
+    with atomic_path(Path(out_path)) as tmp:
+        frame.write_parquet(tmp)
+    return frame.height
+
+
+def assemble_token_shards(
+    df: pl.DataFrame, parts: Sequence[str | os.PathLike[str]]
+) -> pl.DataFrame:
+    """The ``segment_frame`` result for ``df`` from its shards' token files, in order."""
+    import polars as pl
+
+    tokens = pl.concat([pl.read_parquet(Path(p)).get_column("tokens") for p in parts]).rechunk()
+    if tokens.len() != df.height:
+        raise ValueError(f"token shards hold {tokens.len()} rows, the corpus {df.height}")
+    return pl.DataFrame(
+        {
+            "id": df.get_column("id"),
+            "tokens": tokens.cast(pl.List(pl.Utf8)),
+            "label": df.get_column("label"),
+            "split": df.get_column("split"),
+        }
+    )

@@ -25,6 +25,7 @@ from safetensors.torch import save_file as save_tensors
 
 from models.rnn import RNNClassifier, RNNConfig
 from tasks import bundle as bundle_fns
+from tasks import cluster as cluster_fns
 from tasks import corpus as corpus_fns
 from tasks import encode as encode_fns
 from tasks import evaluate as eval_fns
@@ -161,20 +162,47 @@ def ingest_corpus(
     task_run_name="segment-{tokenizer[engine]}-{tokenizer[mode]}-w{workers}",
 )
 def segment_corpus(
-    workdir: str, corpus: dict, tokenizer: dict, identity: dict, workers: int
+    workdir: str,
+    corpus: dict,
+    tokenizer: dict,
+    identity: dict,
+    workers: int,
+    cluster: dict | None = None,
 ) -> dict:
-    """``identity`` (engine version, dictionary hashes...) is an input so it enters the key."""
+    """``identity`` (engine version, dictionary hashes...) is an input so it enters the key.
+
+    ``workers`` local processes, or with ``cluster`` (``ClusterSpec.to_dict()``) shards on a
+    Dask cluster; neither enters the key: the tokens are the same, byte for byte.
+    """
     inputs = dict(workdir=workdir, corpus=corpus, tokenizer=tokenizer, identity=identity,
-                  workers=workers)  # fmt: skip
+                  workers=workers, cluster=cluster)  # fmt: skip
     spec = segment_fns.TokenizerSpec.from_dict(tokenizer)
 
     def build(out: Path) -> None:
-        frame = pl.read_parquet(artifact_path(corpus, "corpus.parquet"))
-        tokens = segment_fns.segment_frame(frame, spec, workers, progress=_segment_progress)
+        corpus_file = artifact_path(corpus, "corpus.parquet")
+        frame = pl.read_parquet(corpus_file)
+        if cluster:
+            tokens = _segment_on_cluster(workdir, corpus_file, frame, tokenizer, cluster)
+        else:
+            tokens = segment_fns.segment_frame(frame, spec, workers, progress=_segment_progress)
         tokens.write_parquet(out / "tokens.parquet")
         write_json_atomic(out / "tokenizer.json", {"spec": tokenizer, "identity": identity})
 
     return materialize("tokens", inputs, build)
+
+
+def _segment_on_cluster(
+    workdir: str, corpus_file: Path, frame: pl.DataFrame, tokenizer: dict, cluster: dict
+) -> pl.DataFrame:
+    spec = cluster_fns.ClusterSpec(**cluster)
+    scratch = cluster_fns.scratch_dir(Path(workdir), "tokens")  # the work dir: shared storage
+    try:
+        parts = cluster_fns.segment_on_cluster(
+            corpus_file, frame.height, tokenizer, spec, scratch, progress=_segment_progress
+        )
+        return segment_fns.assemble_token_shards(frame, parts)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def read_train_tokens(tokens: dict) -> pl.DataFrame:

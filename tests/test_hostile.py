@@ -318,7 +318,7 @@ def _stray_temp_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".tmp"))
 
 
-RUN = ("--tokenizer", "char", "--until", "tokenize", "--workers", "1", "--json")
+RUN = ("--tokenizer", "char", "--until", "tokenize", "--processes", "1", "--json")
 
 
 def _run_ok(src: Path, workdir: Path, *extra: str) -> dict:
@@ -506,7 +506,7 @@ def test_cli_score_output_locations(prefect_server, bundle_dir: Path, tmp_path: 
     src.write_text("text\n很好吃\n太难吃了\n\n", encoding="utf-8")
     # A folder that does not exist yet is created.
     out = tmp_path / "new" / "deeper" / "p.parquet"
-    result = _cli("score", "--model", bundle_dir, src, "--output", out, "--workers", "1")
+    result = _cli("score", "--model", bundle_dir, src, "--output", out, "--processes", "1")
     assert result.exit_code == 0, (result.output, result.exception)
     assert pl.read_parquet(out).height == 3
     assert _stray_temp_files(out.parent) == []

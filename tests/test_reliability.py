@@ -219,7 +219,7 @@ def test_failed_atomic_write_leaves_target_and_no_temp(tmp_path: Path) -> None:
 # cache integrity (in process, one Prefect test server)
 
 SMALL = dict(
-    tokenizer="char", epochs=1, hidden=16, embedding_dim=16, batch_size=16, seed=3, workers=1
+    tokenizer="char", epochs=1, hidden=16, embedding_dim=16, batch_size=16, seed=3, processes=1
 )
 
 
@@ -300,7 +300,7 @@ FILL = [
     "商家",
     "价格",
 ]
-# --workers 2 and >= 2000 rows: segmentation starts worker processes (a window of ~1 s to
+# --processes 2 and >= 2000 rows: segmentation starts worker processes (a window of ~1 s to
 # kill in); 3 epochs of a 16-unit LSTM: each epoch ~1-2 s, checkpointed.
 RUN_ARGS = [
     "--tokenizer",
@@ -313,7 +313,7 @@ RUN_ARGS = [
     "16",
     "--max-len",
     "64",
-    "--workers",
+    "--processes",
     "2",
     "--seed",
     "7",
