@@ -39,7 +39,7 @@ from tasks.errors import InputError
 from tasks.segment import FlatIdEncoder, Segmenter, default_workers, segment_texts
 from tasks.storage import atomic_path
 from tasks.tables import vocab_to_index
-from tasks.train import predict_proba
+from tasks.train import inference_batches, predict_proba
 
 PROB_PREFIX = "prob_"
 EMPTY_REASON = "empty text"
@@ -147,15 +147,15 @@ def forward_probs(
 ) -> np.ndarray:
     """``tasks.train.predict_proba`` with its batches spread over ``executor``'s threads.
 
-    The same batches (longest first, ``batch_size`` rows, trimmed to their longest text) and
+    The same batches (``tasks.train.inference_batches``: longest first, bounded in rows and
+    padded tokens, each trimmed to its longest text) and
     the same arithmetic per batch, so the same probabilities; only which thread runs a batch
     changes. The model must be in eval mode. Without an executor: this thread, in order.
     """
     device = next(model.parameters()).device
     ids_t = torch.as_tensor(ids)
     lengths_t = torch.as_tensor(lengths).to("cpu", torch.int64)
-    order = torch.argsort(lengths_t, descending=True, stable=True)
-    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    batches = inference_batches(lengths_t, batch_size)
 
     def run(index: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():  # thread-local: entered in the thread that computes
@@ -177,8 +177,8 @@ def forward_probs(
         zigzag = [k // 2 if k % 2 == 0 else n - 1 - k // 2 for k in range(n)]
         futures = {i: executor.submit(run, batches[i]) for i in zigzag}
         parts = [futures[i].result() for i in range(n)]
-    logits = torch.empty(len(order), parts[0].shape[1])
-    logits[order] = torch.cat(parts)
+    logits = torch.empty(len(lengths_t), parts[0].shape[1])
+    logits[torch.cat(batches)] = torch.cat(parts)
     return F.softmax(logits, dim=-1).numpy().astype(np.float32, copy=False)
 
 

@@ -16,6 +16,7 @@ from tasks.train import (
     TrainConfig,
     build_model,
     collate,
+    inference_batches,
     make_batches,
     pick_device,
     predict_proba,
@@ -262,6 +263,20 @@ def test_pick_device() -> None:
             pick_device("cuda")
     with pytest.raises(InputError):
         pick_device("tpu-please")
+
+
+def test_inference_batches_bound_rows_and_padded_tokens() -> None:
+    lengths = torch.tensor([3, 200, 5, 200, 40, 1, 7, 150] * 40)
+    batches = inference_batches(lengths, batch_size=16, max_tokens=1000)
+    seen = torch.cat(batches)
+    assert sorted(seen.tolist()) == list(range(len(lengths)))  # every row once
+    assert all(len(b) <= 16 and len(b) * int(lengths[b].max()) <= 1000 for b in batches)
+    assert [int(lengths[b].max()) for b in batches] == sorted(
+        (int(lengths[b].max()) for b in batches), reverse=True)  # longest first  # fmt: skip
+    default = inference_batches(lengths, batch_size=8)  # budget 8 * 64 = 512 padded tokens
+    assert len(default[0]) == 2 and max(map(len, default)) == 8  # 2 texts of 200; 8 short
+    one = inference_batches(torch.tensor([900]), batch_size=4, max_tokens=10)
+    assert [b.tolist() for b in one] == [[0]]  # a text longer than the budget still gets a batch
 
 
 def test_predict_proba_order_and_mode() -> None:
