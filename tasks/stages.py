@@ -205,9 +205,12 @@ def _segment_on_cluster(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def read_train_tokens(tokens: dict) -> pl.DataFrame:
-    return pl.read_parquet(artifact_path(tokens, "tokens.parquet")).filter(
-        pl.col("split") == "train"
+def scan_train_tokens(tokens: dict) -> pl.LazyFrame:
+    """The train split's token lists as a lazy scan: the tables stream over it."""
+    return (
+        pl.scan_parquet(artifact_path(tokens, "tokens.parquet"))
+        .filter(pl.col("split") == "train")
+        .select("tokens")
     )
 
 
@@ -220,7 +223,7 @@ def build_ngram_table(workdir: str, tokens: dict, n_max: int) -> dict:
     inputs = dict(workdir=workdir, tokens=tokens, n_max=n_max)
 
     def build(out: Path) -> None:
-        table = table_fns.count_ngrams(read_train_tokens(tokens), n_max)
+        table = table_fns.count_ngrams(scan_train_tokens(tokens), n_max)
         table.write_parquet(out / "ngrams.parquet")
 
     return materialize("ngrams", inputs, build)
@@ -231,7 +234,7 @@ def build_vocab_table(workdir: str, tokens: dict, min_freq: int, max_vocab: int)
     inputs = dict(workdir=workdir, tokens=tokens, min_freq=min_freq, max_vocab=max_vocab)
 
     def build(out: Path) -> None:
-        train = read_train_tokens(tokens)
+        train = scan_train_tokens(tokens)
         vocab = table_fns.build_vocab(train, min_freq, max_vocab)
         vocab.write_parquet(out / "vocab.parquet")
         write_json_atomic(out / "summary.json", table_fns.summarize_vocab(vocab, train))

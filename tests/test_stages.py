@@ -64,7 +64,9 @@ def test_segment_then_tables_then_encode(tmp_path, corpus_ref) -> None:
 
     vocab = stages.build_vocab_table.fn(workdir=workdir, tokens=tokens, min_freq=1, max_vocab=500)
     vocab_df = pl.read_parquet(stages.artifact_path(vocab, "vocab.parquet"))
-    train_chars = {c for toks in stages.read_train_tokens(tokens)["tokens"].to_list() for c in toks}
+    train_chars = {
+        c for toks in stages.scan_train_tokens(tokens).collect()["tokens"].to_list() for c in toks
+    }
     assert set(vocab_df["token"].to_list()[2:]) == train_chars  # fitted on train only
 
     encoded = stages.encode_corpus.fn(workdir=workdir, tokens=tokens, vocab=vocab, max_len=8)

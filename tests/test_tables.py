@@ -70,3 +70,35 @@ def test_bad_arguments() -> None:
         count_ngrams(THREE, 0)
     with pytest.raises(ValueError):
         build_vocab(THREE, min_freq=0)
+
+
+def _python_ngram_counts(docs: list[list[str]], n: int) -> dict[str, tuple[int, int]]:
+    from collections import Counter
+
+    count: Counter[str] = Counter()
+    doc_freq: Counter[str] = Counter()
+    for doc in docs:
+        grams = [" ".join(doc[i : i + n]) for i in range(len(doc) - n + 1)]
+        count.update(grams)
+        doc_freq.update(set(grams))
+    return {g: (count[g], doc_freq[g]) for g in count}
+
+
+def test_streamed_tables_from_a_parquet_scan_match_plain_python(tmp_path) -> None:
+    import random
+
+    rng = random.Random(5)
+    words = ["我", "爱", "北京", "你", "好", "吃", "天安门", "很", "不错"]
+    docs = [[rng.choice(words) for _ in range(rng.randint(0, 12))] for _ in range(400)]
+    path = tmp_path / "tokens.parquet"
+    pl.DataFrame({"tokens": pl.Series(docs, dtype=pl.List(pl.Utf8))}).write_parquet(path)
+    lazy = pl.scan_parquet(path)
+    table = count_ngrams(lazy, 3)
+    for n in (1, 2, 3):
+        assert _counts(table, n) == _python_ngram_counts(docs, n)
+    assert table.equals(count_ngrams(pl.read_parquet(path), 3))
+    vocab = build_vocab(lazy, min_freq=2, max_vocab=6)
+    unigrams = _python_ngram_counts(docs, 1)
+    expected = sorted(unigrams, key=lambda w: (-unigrams[w][0], w))[:4]
+    assert vocab["token"].to_list() == ["<pad>", "<unk>", *expected]
+    assert summarize_vocab(vocab, lazy)["token_occurrences"] == sum(map(len, docs))
