@@ -18,7 +18,9 @@ and not counted in any method's training or prediction time.
   (``fasttext-numpy2-wheel``; skipped with a note if it is not installed);
 - ``zhflow-lstm`` / ``zhflow-gru``: vocab from the train split, ``encode_tokens`` (max_len
   200), the default ``RNNConfig`` (cell lstm or gru) and ``TrainConfig`` through
-  ``tasks.train.train_model``, as ``zhflow run`` trains.
+  ``tasks.train.train_model``, as ``zhflow run`` trains;
+- ``zhflow-lstm-bigram`` / ``zhflow-gru-bigram``: the same plus hashed word-bigram
+  embeddings (``RNNConfig(ngram_features=2)``, ``zhflow run --ngram-features 2``).
 
 For each: test accuracy, macro-F1, training seconds (vectorising included for TF-IDF) and
 prediction docs/s on the test rows (features/forward + predict, segmentation excluded).
@@ -45,7 +47,15 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-METHODS = ("tfidf-word", "tfidf-char", "fasttext", "zhflow-lstm", "zhflow-gru")
+#: zhflow's candidates: the default model (bidirectional, last+max pooling) per cell, and with
+#: hashed bigram embeddings beside the words (``--ngram-features 2``, fastText's trick).
+ZHFLOW_METHODS: dict[str, dict[str, Any]] = {
+    "zhflow-lstm": {"cell": "lstm"},
+    "zhflow-gru": {"cell": "gru"},
+    "zhflow-lstm-bigram": {"cell": "lstm", "ngram_features": 2},
+    "zhflow-gru-bigram": {"cell": "gru", "ngram_features": 2},
+}
+METHODS = ("tfidf-word", "tfidf-char", "fasttext", *ZHFLOW_METHODS)
 
 
 def loadavg() -> list[float]:
@@ -155,7 +165,7 @@ def run_fasttext(
 
 
 def run_zhflow(
-    cell: str, data: dict, tokens: dict, seed: int
+    options: dict[str, Any], data: dict, tokens: dict, seed: int
 ) -> tuple[list[str], float, float, dict]:
     import polars as pl
     import torch
@@ -179,7 +189,7 @@ def run_zhflow(
         }
 
     train, valid, test = tensors("train"), tensors("valid"), tensors("test")
-    cfg = RNNConfig(vocab_size=vocab.height, num_classes=len(label_map), cell=cell)
+    cfg = RNNConfig(vocab_size=vocab.height, num_classes=len(label_map), **options)
     result, train_s = timed(
         lambda: train_model(cfg, TrainConfig(seed=seed), train, valid, log=None)
     )
@@ -247,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 pred, train_s, pred_s = run_fasttext(data, tokens, threads, args.seed)
             else:
                 pred, train_s, pred_s, extra = run_zhflow(
-                    method.split("-")[1], data, tokens, args.seed
+                    ZHFLOW_METHODS[method], data, tokens, args.seed
                 )
         except ImportError as exc:
             note = f"skipped: {exc.name or exc} not installed (pip install -e '.[peers]')"
