@@ -18,6 +18,7 @@ serial :func:`score_chunks` (same padded ids, same batches, same order).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -129,6 +130,27 @@ def _trim_heap() -> None:
 
 
 _MALLOC_TRIM: Any = None
+
+#: glibc's mallopt parameter M_MMAP_THRESHOLD, and the value the scorer sets: blocks of 8 MB
+#: or more (activation buffers) always come from mmap and go back to the OS when freed.
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 8 << 20
+
+
+def _fix_mmap_threshold() -> None:
+    """Stop glibc raising its mmap threshold as big buffers are freed (it goes up to 32 MB):
+    those buffers then come from the heap and fragment it, and scoring 1M rows showed a peak
+    RSS 37% above 100k rows. Fixed at 8 MB, the peak stayed within 3% from 100k to 400k rows
+    (about 10-15% slower: fresh pages for each big buffer). Honours ``MALLOC_MMAP_THRESHOLD_``
+    if the user set it; a no-op off glibc."""
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):
+        pass
 
 
 def pad_ragged(flat: np.ndarray, lengths: np.ndarray, max_len: int) -> np.ndarray:
@@ -325,6 +347,7 @@ def score_file(
     """
     output = Path(output)
     _check_output(output)
+    _fix_mmap_threshold()
     started = time.perf_counter()
     chunks = read_texts_in_chunks(source, fmt, text_col, id_col, encoding, chunk_rows)
     device = next(bundle.model.parameters()).device
@@ -405,6 +428,7 @@ def score_parquet_shard(
     bundle_path: str, in_path: str, out_path: str, batch_size: int = 512
 ) -> int:
     """Score one shard file (``id``, ``text``) into a prediction Parquet; return its rows."""
+    _fix_mmap_threshold()
     bundle = _worker_bundle(bundle_path)
     frame = predict_rows(bundle, pl.read_parquet(in_path), batch_size)
     with atomic_path(Path(out_path)) as tmp:
