@@ -52,10 +52,13 @@ def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
 
 
 def _run_guarded(fn: Any, **kwargs: Any) -> dict[str, Any]:
+    from tasks.cluster import ClusterSpec
     from tasks.errors import ZhflowError
 
     _quiet_user_errors()
     try:
+        # Checked here too, so a bad pair of flags fails before a Prefect server starts.
+        ClusterSpec.from_params(kwargs.get("dask_address"), kwargs.get("dask_workers"))
         return fn(**kwargs)
     except ZhflowError as exc:
         click.echo(f"zhflow: error: {exc}", err=True)

@@ -24,6 +24,18 @@ def test_help_lists_the_contract_flags() -> None:
         assert flag in score_help
 
 
+def test_cluster_flags_are_listed_and_checked_before_any_work() -> None:
+    for command in ("run", "score"):
+        out = CliRunner().invoke(main, [command, "--help"]).output
+        assert "--dask-address" in out and "--workers" in out and "--processes" in out
+    both = CliRunner().invoke(main, ["run", "--dask-address", "tcp://127.0.0.1:8786",
+                                     "--workers", "2"])  # fmt: skip
+    assert both.exit_code == 2
+    assert both.stderr.strip() == "zhflow: error: give --dask-address or --workers, not both"
+    bad = CliRunner().invoke(main, ["run", "--dask-address", "127.0.0.1:8786"])
+    assert bad.exit_code == 2 and "tcp://HOST:PORT" in bad.stderr
+
+
 def test_bad_flag_value_is_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["run", "--model", "transformer"])
     assert result.exit_code == 2 and "transformer" in result.output
