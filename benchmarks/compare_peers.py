@@ -54,6 +54,12 @@ ZHFLOW_METHODS: dict[str, dict[str, Any]] = {
     "zhflow-gru": {"cell": "gru"},
     "zhflow-lstm-bigram": {"cell": "lstm", "ngram_features": 2},
     "zhflow-gru-bigram": {"cell": "gru", "ngram_features": 2},
+    # characters instead of jieba words (``--tokenizer char``), alone and with hashed
+    # character 2-3-grams: the features of the strongest peer, TF-IDF char 1-3 + SVM.
+    "zhflow-lstm-char": {"cell": "lstm", "tokenizer": "char"},
+    "zhflow-gru-char": {"cell": "gru", "tokenizer": "char"},
+    "zhflow-lstm-char-ngram3": {"cell": "lstm", "tokenizer": "char", "ngram_features": 3},
+    "zhflow-gru-char-ngram3": {"cell": "gru", "tokenizer": "char", "ngram_features": 3},
 }
 METHODS = ("tfidf-word", "tfidf-char", "fasttext", *ZHFLOW_METHODS)
 
@@ -177,6 +183,13 @@ def run_zhflow(
 ) -> tuple[list[str], float, float, dict]:
     import polars as pl
     import torch
+
+    options = dict(options)
+    if options.pop("tokenizer", "jieba") == "char":
+        from tasks.segment import TokenizerSpec, segment_texts
+
+        spec = TokenizerSpec(engine="char")
+        tokens = {split: segment_texts(data[split]["text"], spec) for split in tokens}
 
     from models.rnn import RNNConfig
     from tasks.encode import build_label_map, encode_labels, encode_tokens
