@@ -12,13 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless; must precede pyplot
-
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib import font_manager
 
 from tasks.storage import atomic_path
 
@@ -38,14 +32,27 @@ _CJK_FONTS = (
 )
 
 
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the headless Agg backend, imported on first use: importing it
+    costs ~1.5 s, which every cached rerun and scoring run would pay for nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _font_family() -> list[str]:
+    from matplotlib import font_manager
+
     installed = {f.name for f in font_manager.fontManager.ttflist}
     return [f for f in _CJK_FONTS if f in installed] + ["DejaVu Sans"]
 
 
 @contextmanager
 def _style() -> Iterator[None]:
-    with plt.rc_context({"font.family": _font_family()}), warnings.catch_warnings():
+    with _pyplot().rc_context({"font.family": _font_family()}), warnings.catch_warnings():
         # No CJK font installed: matplotlib warns per missing glyph and draws boxes.
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
         yield
@@ -58,7 +65,7 @@ def _save(fig: Any, path: Path) -> Path:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     finally:
-        plt.close(fig)
+        _pyplot().close(fig)
     return path
 
 
@@ -68,7 +75,7 @@ def plot_training_curve(
     """Loss (train, valid) and validation accuracy / macro-F1 per epoch → PNG at ``path``."""
     epochs = [int(r["epoch"]) for r in history]
     with _style():
-        fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(9, 3.4))
+        fig, (ax_loss, ax_score) = _pyplot().subplots(1, 2, figsize=(9, 3.4))
         if epochs:
             ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss")
             ax_loss.plot(epochs, [r["valid_loss"] for r in history], "s--", label="valid loss")
@@ -104,7 +111,7 @@ def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], pa
     n = len(labels)
     size = min(2.0 + 0.6 * n, 14.0)
     with _style():
-        fig, ax = plt.subplots(figsize=(size + 1.2, size))
+        fig, ax = _pyplot().subplots(figsize=(size + 1.2, size))
         image = ax.imshow(matrix, cmap="Blues", vmin=0)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
         ax.set_xticks(
