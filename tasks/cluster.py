@@ -62,6 +62,38 @@ class ClusterSpec:
         return cls(address=address or None, workers=workers or None)
 
 
+def _temporary_server_url() -> str | None:
+    """The URL of the temporary Prefect server this process started, if it runs on one.
+
+    Shard task runs carry the flow's settings to the workers, but not a temporary server's
+    address (it is not a setting), so each worker would start a server of its own (~15 s)
+    and report its runs there, out of the UI's sight. With this URL set as
+    ``PREFECT_API_URL`` while the runner lives, they report to the flow's server instead
+    (reachable from workers on this machine; remote workers need a real server).
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return None  # a real server: the workers already get its URL with the settings
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        url = str(client.api_url)
+    return url if url.startswith("http://127.0.0.1") else None
+
+
+@contextlib.contextmanager
+def _workers_report_here() -> Iterator[None]:
+    url = _temporary_server_url()
+    if url is None:
+        yield
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: url}):
+        yield
+
+
 @contextlib.contextmanager
 def open_task_runner(spec: ClusterSpec) -> Iterator[Any]:
     """A started ``DaskTaskRunner`` connected to the cluster (one line if it cannot be)."""
@@ -83,7 +115,7 @@ def open_task_runner(spec: ClusterSpec) -> Iterator[Any]:
                 "dashboard_address": ":0",  # any free port: 8787 may be taken
             }
         )
-    with runner:
+    with _workers_report_here(), runner:
         try:
             runner.client  # noqa: B018  (connects now, so a bad address fails here)
         except (OSError, TimeoutError) as exc:
