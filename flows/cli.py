@@ -51,7 +51,7 @@ def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
             click.echo(line)
 
 
-def _run_guarded(fn: Any, **kwargs: Any) -> dict[str, Any]:
+def _run_guarded(fn: Any, precheck: Any = None, **kwargs: Any) -> dict[str, Any]:
     from tasks.cluster import ClusterSpec
     from tasks.errors import ZhflowError
 
@@ -59,6 +59,8 @@ def _run_guarded(fn: Any, **kwargs: Any) -> dict[str, Any]:
     try:
         # Checked here too, so a bad pair of flags fails before a Prefect server starts.
         ClusterSpec.from_params(kwargs.get("dask_address"), kwargs.get("dask_workers"))
+        if precheck is not None:
+            precheck(**kwargs)
         return fn(**kwargs)
     except ZhflowError as exc:
         click.echo(f"zhflow: error: {exc}", err=True)
@@ -242,10 +244,14 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary as the last line.")
 def score(input: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Score INPUT with a trained bundle: one row per input row in OUTPUT."""
-    from flows.scoring import score_pipeline
+    from flows.scoring import check_score_paths, score_pipeline
 
     options["input"] = input[0] if len(input) == 1 else list(input)
-    summary = _run_guarded(score_pipeline, **options)
+    summary = _run_guarded(
+        score_pipeline,
+        precheck=lambda bundle, input, output, **_: check_score_paths(bundle, input, output),
+        **options,
+    )
     lines = [f"scored {summary['rows']} rows in {summary['seconds']:.1f} s → {summary['output']}"]
     _emit(summary, as_json, lines)
 

@@ -29,6 +29,16 @@ def resolve_bundle(bundle: str) -> str:
     return bundle
 
 
+def check_score_paths(bundle: str, input: str | list[str], output: str) -> None:
+    """Refuse, before anything is read, an output that would replace an input or land in
+    the model bundle or a work dir's artifact folders."""
+    from tasks.guards import check_output_not_input, check_output_outside_sealed
+
+    inputs = [input] if isinstance(input, str) else list(input)
+    check_output_not_input(output, inputs)
+    check_output_outside_sealed(output, [bundle, resolve_bundle(bundle)])
+
+
 @task(name="score", task_run_name="score-{input}-b{batch_size}", tags=["zhflow", "score"])
 def score_corpus(
     bundle: str,
@@ -81,6 +91,7 @@ def score_pipeline(
     dask_address: str | None = None,
     dask_workers: int | None = None,
 ) -> dict[str, Any]:
+    check_score_paths(bundle, input, output)
     cluster = ClusterSpec.from_params(dask_address, dask_workers)
     state = score_corpus(bundle, input, output, fmt, text_col, id_col, encoding, batch_size,
                          chunk_rows, processes, cluster.to_dict() if cluster else None,
