@@ -23,7 +23,10 @@ def resolve_bundle(bundle: str) -> str:
     path = Path(bundle).expanduser()
     latest = path / "runs" / "latest.json"
     if not (path / "config.json").exists() and latest.is_file():
-        model = json.loads(latest.read_text(encoding="utf-8")).get("model")
+        try:
+            model = json.loads(latest.read_text(encoding="utf-8")).get("model")
+        except (OSError, ValueError, AttributeError):
+            return bundle  # unreadable: the bundle check names the folder
         if model:
             return str(model)
     return bundle
@@ -31,12 +34,14 @@ def resolve_bundle(bundle: str) -> str:
 
 def check_score_paths(bundle: str, input: str | list[str], output: str) -> None:
     """Refuse, before anything is read, an output that would replace an input or land in
-    the model bundle or a work dir's artifact folders."""
+    the model bundle or a work dir's artifact folders, and a bundle that is not sealed."""
+    from tasks.bundle import check_sealed
     from tasks.guards import check_output_not_input, check_output_outside_sealed
 
     inputs = [input] if isinstance(input, str) else list(input)
     check_output_not_input(output, inputs)
     check_output_outside_sealed(output, [bundle, resolve_bundle(bundle)])
+    check_sealed(resolve_bundle(bundle))
 
 
 @task(name="score", task_run_name="score-{input}-b{batch_size}", tags=["zhflow", "score"])

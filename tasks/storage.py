@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,6 +76,42 @@ def build_manifest(folder: Path) -> dict[str, Any]:
     return {"files": files, "digest": sha256_json(files)}
 
 
+def manifest_entry_problem(folder: Path, rel: Any) -> str | None:
+    """Why a manifest entry must not be opened, or None: an entry is a plain relative name
+    inside ``folder`` naming a regular file (a symlink only if it stays inside). Checked
+    before any listed file is opened, so a manifest naming ``/dev/zero`` or
+    ``../../etc/passwd`` never makes a reader hang on, or read, something outside."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        return f"manifest entry {rel!r} is not a file name"
+    parts = rel.split("/")
+    if rel.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        return f"manifest entry {rel!r} is not a plain relative name inside the folder"
+    path = folder / rel
+    try:
+        inside = Path(os.path.realpath(path)).is_relative_to(Path(os.path.realpath(folder)))
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return f"{rel} is listed in the manifest but missing"
+    if not inside:
+        return f"manifest entry {rel!r} leads outside the folder (a symlink)"
+    if not stat.S_ISREG(mode):
+        return f"manifest entry {rel!r} is not a regular file"
+    return None
+
+
+def manifest_problem(folder: Path, manifest: Any) -> str | None:
+    """Why a parsed manifest is unusable (shape or any entry), or None."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return f"{MANIFEST} is not a manifest (no 'files' object)"
+    for rel, meta in manifest["files"].items():
+        if not isinstance(meta, dict) or not isinstance(meta.get("size"), int):
+            return f"manifest entry {rel!r} has no size"
+        problem = manifest_entry_problem(folder, rel)
+        if problem:
+            return problem
+    return None
+
+
 def verify_artifact(folder: str | os.PathLike[str], deep: bool = True) -> str | None:
     """Return the artifact's digest if it is complete and intact, else None.
 
@@ -84,6 +121,8 @@ def verify_artifact(folder: str | os.PathLike[str], deep: bool = True) -> str | 
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        if manifest_problem(folder, manifest) is not None:
+            return None
         for rel, meta in manifest["files"].items():
             path = folder / rel
             if path.stat().st_size != meta["size"]:
