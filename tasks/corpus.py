@@ -44,6 +44,7 @@ import numpy as np
 import polars as pl
 
 from tasks.errors import InputError
+from tasks.guards import reads_input
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet", "lines")
 TEXT_COLUMNS = ("text", "review", "content", "sentence")
@@ -591,6 +592,7 @@ def _no_columns_for_lines(**given: str | None) -> None:
             )
 
 
+@reads_input
 def read_corpus(
     source: Source,
     fmt: str | None = None,
@@ -977,6 +979,7 @@ def _csv_batches(
                 raise _csv_failure(path, src, sep, fmt, e) from None
 
 
+@reads_input
 def read_texts_in_chunks(
     source: Source,
     fmt: str | None = None,

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from tasks import display
+
 
 def _as_labels(y: ArrayLike, num_classes: int, name: str) -> np.ndarray:
     arr = np.asarray(y)
@@ -87,7 +89,7 @@ def compute_metrics(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[str])
 
 
 def _cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return display.markdown(text)  # a label is text: no HTML, markdown or escape sequences
 
 
 def format_confusion_markdown(metrics: dict[str, Any]) -> str:
