@@ -144,7 +144,9 @@ def metrics_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                 "support": int(c["support"]),
             }
         )
+    # The macro average is over the classes present in the test split (tasks/evaluate.py).
     per = [metrics["per_class"][lab] for lab in metrics.get("labels", [])]
+    per = [c for c in per if c["support"] > 0] or per
     if per:
         rows.append(
             {
