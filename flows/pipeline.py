@@ -18,6 +18,8 @@ from flows import artifacts
 from tasks import stages
 from tasks.cluster import ClusterSpec
 from tasks.corpus import demo_corpus_paths
+from tasks.errors import InputError
+from tasks.features import NgramSpec
 from tasks.segment import TokenizerSpec, default_workers
 from tasks.storage import write_json_atomic
 from tasks.train import default_train_threads
@@ -87,6 +89,10 @@ def train_pipeline(
     dropout: float = 0.2,
     input: str = "embedding",
     ngram_features: int = 0,
+    wide: bool = True,
+    wide_word_ngrams: int = 2,
+    wide_char_ngrams: int = 3,
+    wide_min_df: int = 2,
     epochs: int = 6,
     batch_size: int = 64,
     lr: float = 2e-3,
@@ -128,7 +134,10 @@ def train_pipeline(
     summary["artifacts"] = {"corpus": corpus_ref["path"], "tokens": tokens["path"]}
     if until == "tokenize":
         return _finish(root, summary)
-    ngrams = run(stages.build_ngram_table, tokens=tokens, n_max=ngram)
+    wide_spec = (
+        _wide_spec(tokenizer, wide_word_ngrams, wide_char_ngrams, wide_min_df) if wide else None
+    )
+    ngrams = run(stages.build_ngram_table, tokens=tokens, n_max=ngram, wide=wide_spec)
     artifacts.publish_ngrams(ngrams)
     summary["artifacts"]["ngrams"] = ngrams["path"]
     if until == "ngrams":
@@ -139,7 +148,8 @@ def train_pipeline(
     artifacts.publish_vocab(vocab)
     if until == "vocab":
         return _finish(root, summary)
-    encoded = run(stages.encode_corpus, tokens=tokens, vocab=vocab, max_len=max_len)
+    encoded = run(stages.encode_corpus, tokens=tokens, vocab=vocab, max_len=max_len,
+                  ngrams=ngrams if wide else None)  # fmt: skip
     summary["artifacts"]["encoded"] = encoded["path"]
     if until == "encode":
         return _finish(root, summary)
@@ -156,13 +166,23 @@ def train_pipeline(
                   split_report={"cross_split_duplicate_texts":
                                 summary["profile"]["cross_split_duplicate_texts"]})  # fmt: skip
     bundle = run(stages.package_bundle, model=trained, vocab=vocab, encoded=encoded,
-                 metrics=metrics, tokenizer=spec.to_dict())  # fmt: skip
+                 metrics=metrics, tokenizer=spec.to_dict(),
+                 ngrams=ngrams if wide else None)  # fmt: skip
     artifacts.publish_metrics(metrics, bundle)
     scores = stages.read_json(metrics, "metrics.json")
     summary.update(accuracy=scores["accuracy"], macro_f1=scores["macro_f1"], model=bundle["path"],
                    cross_split_duplicate_texts=scores["cross_split_duplicate_texts"])  # fmt: skip
     summary["artifacts"].update(model=trained["path"], metrics=metrics["path"])
     return _finish(root, summary)
+
+
+def _wide_spec(tokenizer: str, word_n: int, char_n: int, min_df: int) -> dict[str, Any]:
+    """The wide branch's n-grams; with characters as tokens, word n-grams are char n-grams."""
+    try:
+        spec = NgramSpec(word_n=0 if tokenizer == "char" else word_n, char_n=char_n, min_df=min_df)
+    except ValueError as exc:
+        raise InputError(f"--wide: {exc} (or pass --no-wide)") from None
+    return spec.to_dict()
 
 
 def _finish(root: Path, summary: dict[str, Any]) -> dict[str, Any]:
