@@ -33,7 +33,7 @@ from tasks import plots as plot_fns
 from tasks import segment as segment_fns
 from tasks import tables as table_fns
 from tasks import train as train_fns
-from tasks.cache import ArtifactPolicy, find_artifact, stage_key
+from tasks.cache import ArtifactPolicy, RelocatableJSON, find_artifact, stage_key
 from tasks.errors import InputError
 from tasks.features import NgramFeaturizer, NgramSpec
 from tasks.storage import artifact_ref, building_artifact, sha256_file, write_json_atomic
@@ -50,7 +50,7 @@ def artifact_task(stage: str, modules: tuple[str, ...], **task_options: Any) -> 
             fn,
             name=stage,
             cache_policy=ArtifactPolicy(stage=stage, modules=STAGE_MODULES[stage]),
-            result_serializer="json",  # records are data, never pickles
+            result_serializer=RelocatableJSON(),  # data, never pickles; refs relative
             persist_result=True,
             tags=["zhflow", stage],
             **task_options,
