@@ -160,6 +160,18 @@ def test_disk_full_inside_an_artifact_names_the_artifact_file(tmpfs: Tmpfs) -> N
     assert [p.name for p in (root / "encoded").iterdir()] == []  # no temp folder left
 
 
+def test_torch_save_on_a_full_disk_is_one_line(tmpfs: Tmpfs) -> None:
+    """torch.save reports ENOSPC as a RuntimeError about a file position, with no errno."""
+    import torch
+
+    tmpfs.fill()
+    target = tmpfs.path / "checkpoint.pt"
+    full = pytest.raises(WriteError, match=r"checkpoint\.pt: cannot write \(No space left")
+    with full, atomic_path(target) as tmp:
+        torch.save({"w": torch.zeros(100_000)}, tmp)
+    assert not target.exists()
+
+
 def test_write_guard_lets_other_errors_through(tmp_path: Path) -> None:
     with pytest.raises(KeyError), write_guard(tmp_path / "x"):
         raise KeyError("a bug stays a bug")
