@@ -34,7 +34,9 @@ class Tmpfs:
         self.path = path
 
     def _mount(self, *args: str) -> None:
-        subprocess.run(["mount", *args], check=True, capture_output=True)
+        done = subprocess.run(["mount", *args], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot remount the tmpfs here: {done.stderr.decode(errors='replace')}")
 
     def read_only(self) -> None:
         self._mount("-o", "remount,ro", str(self.path))
