@@ -36,7 +36,13 @@ from tasks import train as train_fns
 from tasks.cache import ArtifactPolicy, RelocatableJSON, find_artifact, stage_key
 from tasks.errors import InputError
 from tasks.features import NgramFeaturizer, NgramSpec
-from tasks.storage import artifact_ref, building_artifact, sha256_file, write_json_atomic
+from tasks.storage import (
+    artifact_ref,
+    building_artifact,
+    sha256_file,
+    write_guard,
+    write_json_atomic,
+)
 
 STAGE_MODULES: dict[str, tuple[str, ...]] = {}
 
@@ -69,8 +75,10 @@ def materialize(stage: str, inputs: dict[str, Any], build: Callable[[Path], None
     key, ref = find_artifact(workdir, stage, STAGE_MODULES[stage], inputs)
     if ref is None:
         lock_path = Path(workdir) / "locks" / f"{stage}-{key[:16]}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(lock_path):
+        with write_guard(lock_path):  # a read-only work dir: one line, not a traceback
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            held = FileLock(lock_path).acquire()
+        with held:  # released on leaving
             ref = artifact_ref(workdir, stage, key)
             if ref is None:
                 # Builders of this key hold this lock, so a temp folder of it is a dead

@@ -174,6 +174,18 @@ def test_torch_save_on_a_full_disk_is_one_line(tmpfs: Tmpfs) -> None:
     assert not target.exists()
 
 
+def test_stage_on_a_read_only_work_dir_is_one_line(corpus: Path, tmpfs: Tmpfs) -> None:
+    """The stage itself (no CLI pre-check): its lock folder cannot be made."""
+    from tasks import stages
+
+    tmpfs.read_only()
+    with pytest.raises(WriteError, match=r"locks.*cannot write \(Read-only file system\)"):
+        stages.ingest_corpus.fn(workdir=str(tmpfs.path), source=[str(corpus)], source_digest="d",
+                                fmt=None, text_col=None, label_col=None, id_col=None,
+                                encoding="utf-8", seed=0, valid_frac=0.1, test_frac=0.1,
+                                dedupe=False)  # fmt: skip
+
+
 def test_write_guard_lets_other_errors_through(tmp_path: Path) -> None:
     with pytest.raises(KeyError), write_guard(tmp_path / "x"):
         raise KeyError("a bug stays a bug")
