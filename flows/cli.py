@@ -133,7 +133,11 @@ def main() -> None:
     help="Full-width → half-width, lower-case Latin, collapse spaces.",
 )
 @click.option(
-    "--model", type=click.Choice(["rnn", "lstm", "gru"]), default="lstm", show_default=True
+    "--model",
+    type=click.Choice(["rnn", "lstm", "gru"]),
+    default="gru",
+    show_default=True,
+    help="Recurrent cell.",
 )
 @click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--hidden", type=click.IntRange(min=1), default=128, show_default=True)

@@ -56,7 +56,7 @@ def corpus_run_name() -> str:
     params = flow_run.parameters
     corpus = params.get("corpus")
     name = Path(corpus if isinstance(corpus, str) else (corpus or ["demo"])[0]).stem or "demo"
-    return f"{name}-{params.get('model', 'lstm')}-{params.get('until', 'train')}"
+    return f"{name}-{params.get('model', 'gru')}-{params.get('until', 'train')}"
 
 
 @flow(name="zhflow-train", flow_run_name=corpus_run_name, log_prints=True)
@@ -74,7 +74,9 @@ def train_pipeline(
     user_dict: str | None = None,
     stopwords: str | None = None,
     normalize: bool = True,
-    model: str = "lstm",
+    # GRU: with the wide branch beside it, as accurate as the LSTM on the shared corpora and
+    # about a third cheaper per epoch, which keeps `make demo` inside its 10 minutes.
+    model: str = "gru",
     layers: int = 1,
     hidden: int = 128,
     embedding_dim: int = 128,
