@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from flows import server
 from flows.serve import serve_command
 from flows.settings import apply_defaults
 
@@ -49,6 +50,13 @@ def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
     else:
         for line in lines:
             click.echo(line)
+
+
+def _with_link(lines: list[str], summary: dict[str, Any]) -> list[str]:
+    """The flow run's page in the Prefect UI, when the server has one."""
+    if summary.get("flow_run_url"):
+        return [*lines, f"flow run: {summary['flow_run_url']}"]
+    return lines
 
 
 def _run_guarded(fn: Any, **kwargs: Any) -> dict[str, Any]:
@@ -213,13 +221,13 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
     from flows.pipeline import train_pipeline
 
     options["corpus"] = list(corpus) if corpus else None
-    summary = _run_guarded(train_pipeline, **options)
+    summary = _run_guarded(server.run_flow, flow=train_pipeline, **options)
     lines = [f"{t['name']:>8}: {t['state']}" for t in summary["tasks"]]
     if "accuracy" in summary:
         lines.append(f"test accuracy {summary['accuracy']:.4f}  macro-F1 {summary['macro_f1']:.4f}")
         lines.append(f"model bundle: {summary['model']}")
     lines.append(f"workdir: {summary['workdir']}")
-    _emit(summary, as_json, lines)
+    _emit(summary, as_json, _with_link(lines, summary))
 
 
 @main.command()
@@ -245,12 +253,13 @@ def score(input: tuple[str, ...], as_json: bool, **options: Any) -> None:
     from flows.scoring import score_pipeline
 
     options["input"] = input[0] if len(input) == 1 else list(input)
-    summary = _run_guarded(score_pipeline, **options)
+    summary = _run_guarded(server.run_flow, flow=score_pipeline, **options)
     lines = [f"scored {summary['rows']} rows in {summary['seconds']:.1f} s → {summary['output']}"]
-    _emit(summary, as_json, lines)
+    _emit(summary, as_json, _with_link(lines, summary))
 
 
 main.add_command(serve_command)  # `zhflow serve`: scheduled deployments (flows/serve.py)
+main.add_command(server.server_command)  # `zhflow server start|stop|status` (flows/server.py)
 
 
 if __name__ == "__main__":

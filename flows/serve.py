@@ -1,11 +1,11 @@
 """``zhflow serve``: scheduled deployments of the training and scoring flows.
 
-One long-running process registers two deployments with a Prefect server (``prefect server
-start``) and runs their flow runs as they come due: no work pool and no worker needed (for
-the work-pool style see ``prefect.yaml``). Stop it with Ctrl-C; its schedules are paused.
+One long-running process registers two deployments with a Prefect server (``zhflow server
+start``, or any Prefect server ``PREFECT_API_URL`` names) and runs their flow runs as they
+come due: no work pool and no worker needed (for the work-pool style see ``prefect.yaml``).
+Stop it with Ctrl-C; its schedules are paused.
 
-    prefect server start --host 127.0.0.1 --port 4200 &
-    export PREFECT_API_URL=http://127.0.0.1:4200/api
+    zhflow server start
     zhflow serve --corpus reviews.csv --score-input incoming/ --train-cron "0 2 * * *"
 
 The click command lives here (``flows/cli.py`` registers it); Prefect is imported only
@@ -29,8 +29,8 @@ DEFAULT_TRAIN_CRON = "0 2 * * *"  # 02:00
 DEFAULT_SCORE_CRON = "0 6 * * *"  # 06:00, after training
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 NO_SERVER = (
-    "zhflow serve needs a Prefect server: run `prefect server start --host 127.0.0.1 "
-    "--port 4200` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+    "zhflow serve needs a Prefect server: run `zhflow server start` (or set PREFECT_API_URL "
+    "to a running `prefect server start`)"
 )
 
 
@@ -252,6 +252,9 @@ def serve_command(
                 CronSchedule(cron=cron, timezone=options["timezone"])
             except ValueError:
                 raise ServeError(f"--{flag}-cron {cron!r}: not a valid cron expression") from None
+    from flows.server import connect
+
+    connect(announce=False)  # the zhflow server, unless PREFECT_API_URL says otherwise
     url = check_server()
 
     from prefect import serve
