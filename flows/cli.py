@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from flows import server
+from flows.commands import evaluate_command, info_command, predict_command
 from flows.serve import serve_command
 from flows.settings import apply_defaults
 
@@ -260,6 +261,8 @@ def score(input: tuple[str, ...], as_json: bool, **options: Any) -> None:
 
 main.add_command(serve_command)  # `zhflow serve`: scheduled deployments (flows/serve.py)
 main.add_command(server.server_command)  # `zhflow server start|stop|status` (flows/server.py)
+for _command in (evaluate_command, predict_command, info_command):  # flows/commands.py
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

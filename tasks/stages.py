@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -356,10 +357,18 @@ def evaluate_classifier(workdir: str, model: dict, encoded: dict) -> dict:
 
 @artifact_task("bundle", ("tasks.bundle",), task_run_name="bundle")
 def package_bundle(
-    workdir: str, model: dict, vocab: dict, encoded: dict, metrics: dict, tokenizer: dict
+    workdir: str,
+    model: dict,
+    vocab: dict,
+    encoded: dict,
+    metrics: dict,
+    tokenizer: dict,
+    training: dict | None = None,
 ) -> dict:
+    """``training`` (e.g. the corpus digest) is recorded in the bundle's config with the
+    packaging date and the zhflow version, for ``zhflow info``."""
     inputs = dict(workdir=workdir, model=model, vocab=vocab, encoded=encoded, metrics=metrics,
-                  tokenizer=tokenizer)  # fmt: skip
+                  tokenizer=tokenizer, training=training)  # fmt: skip
 
     def build(out: Path) -> None:
         net = load_trained_model(model)
@@ -372,12 +381,25 @@ def package_bundle(
             encode_fns.load_label_map(artifact_path(encoded, "labels.json")),
             max_len=read_json(encoded, "meta.json")["max_len"],
             metrics=read_json(metrics, "metrics.json"),
-        )
+            extra={"zhflow_version": _zhflow_version(), "training": {
+                **(training or {}),
+                "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }},
+        )  # fmt: skip
         for name in (plot_fns.TRAINING_CURVE, plot_fns.CONFUSION_PNG):
             if artifact_path(metrics, name).is_file():
                 shutil.copyfile(artifact_path(metrics, name), out / name)
 
     return materialize("bundle", inputs, build)
+
+
+def _zhflow_version() -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("zhflow")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 class _EpochHooks:

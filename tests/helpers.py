@@ -16,7 +16,9 @@ from tasks.train import TrainConfig, train_model
 from tests.conftest import tiny_corpus_rows
 
 
-def train_tiny_bundle(out: Path, epochs: int = 2, max_len: int = 24) -> Path:
+def train_tiny_bundle(
+    out: Path, epochs: int = 2, max_len: int = 24, extra: dict | None = None
+) -> Path:
     rows = tiny_corpus_rows()
     spec = TokenizerSpec(engine="char")
     tokens = segment_texts([t for t, _ in rows], spec)
@@ -30,6 +32,7 @@ def train_tiny_bundle(out: Path, epochs: int = 2, max_len: int = 24) -> Path:
                     embedding_dim=16, hidden_size=16)  # fmt: skip
     result = train_model(cfg, TrainConfig(epochs=epochs, batch_size=16, seed=0), data, data,
                          log=None)  # fmt: skip
-    write_bundle(out, result.state_dict, cfg, spec, vocab, labels, max_len, metrics={"n": 0})
+    write_bundle(out, result.state_dict, cfg, spec, vocab, labels, max_len, metrics={"n": 0},
+                 extra=extra)  # fmt: skip
     seal_bundle(out)
     return out
