@@ -70,7 +70,9 @@ def _num(x: Any, digits: int = 4) -> Any:
 def profile_rows(profile: dict[str, Any]) -> list[dict[str, Any]]:
     """``profile.json`` → ``[{"metric", "value"}]`` rows (labels and lengths flattened)."""
     rows: list[dict[str, Any]] = []
-    for name in ("rows", "rows_kept", "empty_or_null_texts", "null_labels", "duplicate_texts"):
+    for name in ("rows", "rows_kept", "empty_or_null_texts", "null_labels", "duplicate_texts",
+                 "conflicting_label_texts", "conflicting_rows_dropped",
+                 "cross_split_duplicate_texts"):  # fmt: skip
         if name in profile:
             rows.append({"metric": name, "value": profile[name]})
     kept = profile.get("rows_kept") or sum(profile.get("labels", {}).values()) or 0

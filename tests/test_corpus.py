@@ -385,3 +385,81 @@ def test_drop_duplicate_texts_keeps_first_and_counts() -> None:
     kept, counts = drop_duplicate_texts(df)
     assert kept["id"].to_list() == ["0", "1"]
     assert counts == {"duplicates_dropped": 3, "conflicting_labels": 1}
+
+
+# ---------------------------------------------------------------------------- leak-free split
+
+
+def _repeats_fixture() -> pl.DataFrame:
+    """60 distinct texts, each repeated 1-4 times, some in other case or spacing; 3 conflicts."""
+    rows: list[tuple[str, str]] = []
+    for i in range(60):
+        label = "pos" if i % 3 else "neg"
+        text = f"Good 商品{i}" if i % 2 else f"一般{i}"
+        variants = [text, text.upper(), f"  {text} ", text.replace(" ", "\u3000")]
+        rows += [(variants[k], label) for k in range(1 + i % 4)]
+    rows += [("好坏难说", "pos"), ("好坏难说", "neg")]  # a tie: both rows dropped
+    rows += [("还行吧", "pos"), ("还行吧", "pos"), ("还行吧", "neg")]  # majority pos
+    rows += [("ＯＫ", "neg"), ("ok", "neg"), ("Ok", "pos")]  # full-width and case: majority neg
+    return pl.DataFrame(
+        {
+            "id": [str(i) for i in range(len(rows))],
+            "text": [t for t, _ in rows],
+            "label": [lab for _, lab in rows],
+        }
+    )
+
+
+def test_conflicting_labels_are_resolved_by_majority_ties_dropped() -> None:
+    from tasks.corpus import resolve_conflicting_labels
+
+    df = _repeats_fixture()
+    kept, counts = resolve_conflicting_labels(df)
+    assert counts == {"conflicting_label_texts": 3, "conflicting_rows_dropped": 4}
+    assert kept.height == df.height - 4
+    assert "好坏难说" not in kept["text"].to_list()
+    assert kept.filter(pl.col("text") == "还行吧")["label"].to_list() == ["pos", "pos"]
+    assert kept.filter(pl.col("text").is_in(["ＯＫ", "ok", "Ok"]))["label"].to_list() == [
+        "neg",
+        "neg",
+    ]
+    assert kept["id"].to_list() == sorted(kept["id"].to_list(), key=int)  # row order kept
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 42])
+def test_identical_texts_never_cross_splits(seed: int) -> None:
+    from tasks.corpus import (
+        count_cross_split_duplicates,
+        resolve_conflicting_labels,
+        text_groups,
+    )
+
+    df, _ = resolve_conflicting_labels(_repeats_fixture())
+    split = split_corpus(df, seed=seed, valid_frac=0.15, test_frac=0.15)
+    assert count_cross_split_duplicates(split) == 0
+    groups = text_groups(split["text"].to_list())
+    for g in set(groups.tolist()):
+        assert split.filter(pl.Series(groups == g))["split"].n_unique() == 1
+    counts = split.group_by("split").len()
+    assert set(counts["split"].to_list()) == {"train", "valid", "test"}
+    assert split_corpus(df, seed=seed, valid_frac=0.15, test_frac=0.15)["split"].equals(
+        split["split"]
+    )
+
+
+def test_a_row_split_would_leak_and_is_counted() -> None:
+    from tasks.corpus import count_cross_split_duplicates
+
+    df = pl.DataFrame(
+        {
+            "text": ["好", "好", "坏", "Ab", "ab"],
+            "split": ["train", "test", "test", "valid", "train"],
+        }
+    )
+    assert count_cross_split_duplicates(df) == 2  # 好, and Ab/ab after normalisation
+
+
+def test_split_refuses_a_text_under_two_labels() -> None:
+    df = pl.DataFrame({"id": ["0", "1", "2"], "text": ["好", "好", "坏"], "label": ["a", "b", "a"]})
+    with pytest.raises(InputError, match="resolve_conflicting_labels"):
+        split_corpus(df, seed=0)
