@@ -124,7 +124,10 @@ def predict_command(bundle: str, text: tuple[str, ...], batch_size: int, as_json
     No Prefect server: the bundle is loaded and run in this process."""
     import torch
 
+    from flows.server import allow_quick_exit
     from tasks.predict import predict_stream, predict_texts
+
+    allow_quick_exit()  # nothing here needs exit handlers; torch's teardown costs ~0.5 s
 
     torch.set_num_threads(1)  # a few texts: one thread starts fastest and is not slower
     loaded = _load(bundle)
