@@ -68,10 +68,13 @@ def _write_state(home: Path, pid: int, port: int) -> None:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     monkeypatch.setenv("ZHFLOW_HOME", str(tmp_path / "zhome"))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    return tmp_path / "zhome"
+    with temporary_settings({PREFECT_API_URL: None}):  # as if no test server were running
+        yield tmp_path / "zhome"
 
 
 def test_server_dir_defaults_to_home_dot_zhflow(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,9 +141,9 @@ def test_connect_uses_the_zhflow_server_when_it_answers(
         assert connection.api_url == f"http://127.0.0.1:{port}/api"
         assert connection.ui_url == f"http://127.0.0.1:{port}"
         assert os.environ["PREFECT_API_URL"] == connection.api_url
-        from prefect.settings import get_current_settings
+        from prefect.settings import Settings
 
-        assert get_current_settings().api.url == connection.api_url
+        assert Settings().api.url == connection.api_url  # what a new Prefect context reads
     monkeypatch.delenv("PREFECT_API_URL")
     from prefect.context import refresh_global_settings_context
 
