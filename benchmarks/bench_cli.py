@@ -14,9 +14,9 @@ temporary server (``predict`` never uses a server: its two columns differ only b
 Each figure is the median of ``--repeats`` runs after one warm-up run (which creates
 jieba's dictionary cache and registers the flow), as wall seconds and, in brackets, CPU
 seconds of the command's process tree (user + system): on a loaded machine the wall time
-grows with the load, the CPU time much less (the targets are on wall time). Also printed: the server's start-up time
-and the import time of torch, prefect and polars (``python -c "import X"`` minus a bare
-``python -c pass``), which bound how fast any command can be.
+grows with the load, the CPU time much less (the targets are on wall time). Also printed:
+the server's start-up time and the import time of torch, prefect and polars (``python -c
+"import X"`` minus a bare ``python -c pass``), which bound how fast any command can be.
 
 Without ``--bundle`` a small bundle is trained first with the pure functions: 2,000 rows
 of ../shared/corpora/waimai_10k.csv, jieba tokens, the default LSTM, 1 epoch (what a
