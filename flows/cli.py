@@ -1,8 +1,11 @@
 """``zhflow`` command line: ``run`` trains (or stops early), ``score`` batch-scores a corpus,
-``serve`` serves both as scheduled Prefect deployments.
+``evaluate`` measures a bundle on labelled data, ``predict`` labels a few texts, ``info``
+describes a bundle, ``serve`` serves the flows as scheduled Prefect deployments, ``server``
+starts/stops the persistent local Prefect server the other commands use (flows/server.py).
 
 Errors in the user's input print one line, ``zhflow: error: ...``, and exit non-zero:
-2 for bad input (corpus, columns, flags), 3 for a refused model bundle, 1 for anything else.
+2 for bad input (corpus, columns, flags), 3 for a refused model bundle, 4 for an evaluation
+below ``--min-accuracy``, 1 for anything else.
 """
 
 from __future__ import annotations
