@@ -144,3 +144,14 @@ def test_info_on_a_folder_that_is_no_bundle(tmp_path: Path) -> None:
     assert (
         result.stderr.strip() == f"zhflow: error: {tmp_path}: refused model bundle: no config.json"
     )
+
+
+def test_predict_on_a_bundle_with_the_wide_branch_matches_score(tmp_path: Path) -> None:
+    wide = train_tiny_bundle(tmp_path / "wide", epochs=2, wide=True)
+    result = CliRunner().invoke(main, ["predict", "--model", str(wide), *TEXTS, "--json"])
+    assert result.exit_code == 0, result.output
+    items = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    scored = _scored(wide, TEXTS, tmp_path)
+    assert [i["label"] for i in items] == scored["label"].to_list()
+    for item, confidence in zip(items, scored["confidence"].to_list(), strict=True):
+        assert item["confidence"] == pytest.approx(confidence, abs=1e-5)
