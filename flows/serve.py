@@ -310,7 +310,9 @@ def serve_command(
                 raise ServeError(f"--{flag}-cron {cron!r}: not a valid cron expression") from None
     from flows.server import connect
 
-    connect(announce=False)  # the zhflow server, unless PREFECT_API_URL says otherwise
+    # The zhflow server, unless PREFECT_API_URL says otherwise; a normal exit, so the
+    # runner's shutdown (pausing the schedules) runs in full.
+    connect(announce=False, quick_exit=False)
     url = check_server()
 
     from prefect import serve

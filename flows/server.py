@@ -336,19 +336,22 @@ def exit_quickly(code: int | str | None) -> None:
     os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
-def connect(announce: bool = True) -> Connection:
+def connect(announce: bool = True, quick_exit: bool = True) -> Connection:
     """Point this process at the Prefect API to use (sets ``PREFECT_API_URL`` for the zhflow
     server); with neither a configured API nor our server, Prefect starts a temporary one
-    and, when ``announce``, one line on stderr says how to start the persistent server."""
+    and, when ``announce``, one line on stderr says how to start the persistent server.
+    ``quick_exit``: with a real server, the command may end with :func:`exit_quickly`."""
     configured = _configured_api_url()
     if configured:
-        allow_quick_exit()
+        if quick_exit:
+            allow_quick_exit()
         return Connection("configured", configured, ui_url_of(configured))
     state = read_state()
     if state and healthy(state["api_url"]):
         os.environ["PREFECT_API_URL"] = state["api_url"]
         _refresh_prefect_settings()
-        allow_quick_exit()
+        if quick_exit:
+            allow_quick_exit()
         return Connection("zhflow", state["api_url"], state.get("ui_url"))
     if announce:
         click.echo(FALLBACK_HINT, err=True)

@@ -237,3 +237,18 @@ def test_start_status_stop_and_commands_use_it_then_fall_back(
     assert scored.returncode == 0, scored.stdout[-2000:] + scored.stderr[-2000:]
     assert scored.stderr.count(server.FALLBACK_HINT) == 1
     assert "flow_run_url" not in json.loads(scored.stdout.strip().splitlines()[-1])
+
+
+def test_exit_quickly_only_when_allowed_and_flushes_first() -> None:
+    code = (
+        "import sys\n"
+        "from flows import server\n"
+        "server.exit_quickly(5)\n"  # not allowed yet: returns
+        "print('still here', end='')\n"
+        "server.allow_quick_exit()\n"
+        "server.exit_quickly(3)\n"
+        "print('never')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 3 and done.stdout == "still here"
