@@ -123,7 +123,8 @@ def train_pipeline(
                          stopwords=stopwords, normalize=normalize)  # fmt: skip
     summary: dict[str, Any] = {"workdir": str(root), "corpus": source, "tasks": run.states}
 
-    corpus_ref = run(stages.ingest_corpus, source=source, source_digest=stages.hash_source(source),
+    source_digest = stages.hash_source(source)
+    corpus_ref = run(stages.ingest_corpus, source=source, source_digest=source_digest,
                      fmt=fmt, text_col=text_col, label_col=label_col, id_col=id_col,
                      encoding=encoding, seed=seed, valid_frac=valid_frac,
                      test_frac=test_frac, dedupe=dedupe)  # fmt: skip
@@ -169,7 +170,9 @@ def train_pipeline(
                                 summary["profile"]["cross_split_duplicate_texts"]})  # fmt: skip
     bundle = run(stages.package_bundle, model=trained, vocab=vocab, encoded=encoded,
                  metrics=metrics, tokenizer=spec.to_dict(),
-                 ngrams=ngrams if wide else None)  # fmt: skip
+                 ngrams=ngrams if wide else None,
+                 training={"corpus_digest": source_digest,
+                           "rows": summary["profile"].get("rows_kept")})  # fmt: skip
     artifacts.publish_metrics(metrics, bundle)
     scores = stages.read_json(metrics, "metrics.json")
     summary.update(accuracy=scores["accuracy"], macro_f1=scores["macro_f1"], model=bundle["path"],
