@@ -1,8 +1,11 @@
 """``zhflow`` command line: ``run`` trains (or stops early), ``score`` batch-scores a corpus,
-``serve`` serves both as scheduled Prefect deployments.
+``evaluate`` measures a bundle on labelled data, ``predict`` labels a few texts, ``info``
+describes a bundle, ``serve`` serves the flows as scheduled Prefect deployments, ``server``
+starts/stops the persistent local Prefect server the other commands use (flows/server.py).
 
 Errors in the user's input print one line, ``zhflow: error: ...``, and exit non-zero:
-2 for bad input (corpus, columns, flags), 3 for a refused model bundle, 1 for anything else.
+2 for bad input (corpus, columns, flags), 3 for a refused model bundle, 4 for an evaluation
+below ``--min-accuracy``, 1 for anything else.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from typing import Any
 
 import click
 
+from flows import server
+from flows.commands import evaluate_command, info_command, predict_command
+from flows.progress import terminal_bars
 from flows.serve import serve_command
 from flows.settings import apply_defaults
 
@@ -62,6 +68,13 @@ def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
     else:
         for line in lines:
             click.echo(line)
+
+
+def _with_link(lines: list[str], summary: dict[str, Any]) -> list[str]:
+    """The flow run's page in the Prefect UI, when the server has one."""
+    if summary.get("flow_run_url"):
+        return [*lines, f"flow run: {summary['flow_run_url']}"]
+    return lines
 
 
 def _run_guarded(fn: Any, precheck: Any = None, **kwargs: Any) -> dict[str, Any]:
@@ -120,14 +133,22 @@ class _FiniteFloatRange(click.FloatRange):
         return rv
 
 
-def _check_run_paths(workdir: str, corpus: list[str] | None, **_: Any) -> None:
+def _check_run_paths(
+    workdir: str, corpus: list[str] | None, unlabeled: list[str] | None = None, **_: Any
+) -> None:
     """Before a server starts: the work dir is (or can become) a writable folder, and each
-    corpus path can be looked at (a symlink loop is named here, not deep in a stage)."""
+    corpus (and unlabeled) path can be looked at (a symlink loop is named here, not deep in a
+    stage); pretraining has its library."""
+    import importlib.util
+
+    from tasks.errors import InputError
     from tasks.guards import check_readable, check_workdir
 
     check_workdir(workdir)
-    for path in corpus or []:
+    for path in [*(corpus or []), *(unlabeled or [])]:
         check_readable(path)
+    if (unlabeled or _.get("pretrain")) and importlib.util.find_spec("gensim") is None:
+        raise InputError("--pretrain/--unlabeled need gensim: pip install 'zhflow[pretrain]'")
 
 
 def _where_to_run(command: Any) -> Any:
@@ -198,7 +219,11 @@ def main() -> None:
     help="Full-width → half-width, lower-case Latin, collapse spaces.",
 )
 @click.option(
-    "--model", type=click.Choice(["rnn", "lstm", "gru"]), default="lstm", show_default=True
+    "--model",
+    type=click.Choice(["rnn", "lstm", "gru"]),
+    default="gru",
+    show_default=True,
+    help="Recurrent cell.",
 )
 @click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--hidden", type=click.IntRange(min=1), default=128, show_default=True)
@@ -254,6 +279,20 @@ def main() -> None:
     help="Wide features: n-grams in at least this many training texts.",
 )
 @click.option(
+    "--pretrain/--no-pretrain",
+    default=False,
+    show_default=True,
+    help="Initialise the embeddings with word2vec (gensim) over the train split and any "
+    "--unlabeled text: a cached 'embeddings' stage.",
+)
+@click.option(
+    "--unlabeled",
+    multiple=True,
+    type=click.Path(),
+    help="Unlabeled text to pretrain on (repeatable; any input format; implies --pretrain). "
+    "Texts identical to a valid or test text are left out.",
+)
+@click.option(
     "--epochs",
     type=click.IntRange(min=1),
     default=6,
@@ -306,13 +345,17 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
     from flows.pipeline import train_pipeline
 
     options["corpus"] = list(corpus) if corpus else None
-    summary = _run_guarded(train_pipeline, precheck=_check_run_paths, **options)
+    options["unlabeled"] = list(options["unlabeled"]) or None
+    with terminal_bars(epochs=options["epochs"]):
+        summary = _run_guarded(
+            server.run_flow, precheck=_check_run_paths, flow=train_pipeline, **options
+        )
     lines = [f"{t['name']:>8}: {t['state']}" for t in summary["tasks"]]
     if "accuracy" in summary:
         lines.append(f"test accuracy {summary['accuracy']:.4f}  macro-F1 {summary['macro_f1']:.4f}")
         lines.append(f"model bundle: {summary['model']}")
     lines.append(f"workdir: {summary['workdir']}")
-    _emit(summary, as_json, lines)
+    _emit(summary, as_json, _with_link(lines, summary))
 
 
 @main.command()
@@ -338,17 +381,32 @@ def score(input: tuple[str, ...], as_json: bool, **options: Any) -> None:
     from flows.scoring import check_score_paths, score_pipeline
 
     options["input"] = input[0] if len(input) == 1 else list(input)
-    summary = _run_guarded(
-        score_pipeline,
-        precheck=lambda bundle, input, output, **_: check_score_paths(bundle, input, output),
-        **options,
-    )
+    with terminal_bars():
+        summary = _run_guarded(
+            server.run_flow,
+            precheck=lambda bundle, input, output, **_: check_score_paths(bundle, input, output),
+            flow=score_pipeline,
+            **options,
+        )
     lines = [f"scored {summary['rows']} rows in {summary['seconds']:.1f} s → {summary['output']}"]
-    _emit(summary, as_json, lines)
+    _emit(summary, as_json, _with_link(lines, summary))
 
 
 main.add_command(serve_command)  # `zhflow serve`: scheduled deployments (flows/serve.py)
+main.add_command(server.server_command)  # `zhflow server start|stop|status` (flows/server.py)
+for _command in (evaluate_command, predict_command, info_command):  # flows/commands.py
+    main.add_command(_command)
+
+
+def entry() -> None:
+    """The ``zhflow`` console script: :func:`main`, then a quick exit where it is safe
+    (``flows.server.exit_quickly``: ~1 s of interpreter teardown saved per command)."""
+    try:
+        main()
+    except SystemExit as done:
+        server.exit_quickly(done.code)
+        raise
 
 
 if __name__ == "__main__":
-    main()
+    entry()

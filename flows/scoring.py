@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from flows import artifacts
+from flows import progress as terminal
 from tasks.bundle import load_bundle
 from tasks.cluster import ClusterSpec, score_on_cluster
 from tasks.score import score_file
@@ -61,7 +62,10 @@ def score_corpus(
     loaded = load_bundle(resolve_bundle(bundle), device=pick_device("auto"))
     logger = get_run_logger()
     logger.info(f"scoring {input} with {loaded.path.name} ({len(loaded.labels)} labels)")
-    with artifacts.watch_scoring(input, fmt) as progress:
+    with artifacts.watch_scoring(input, fmt) as artifact_progress:
+        progress = terminal.scoring_listener(
+            artifact_progress, lambda: artifacts.estimate_rows(input, fmt)
+        )
         if cluster:
             return score_on_cluster(
                 loaded, input, output, ClusterSpec(**cluster), batch_size, chunk_rows,

@@ -161,3 +161,33 @@ def uncalibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
     logits -= logits.max(axis=1, keepdims=True)
     exp = np.exp(logits)
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+def evaluate_labels(
+    y_true: Sequence[str], y_pred: Sequence[str], known: Sequence[str]
+) -> dict[str, Any]:
+    """Metrics of predicted against true *label names* on a newly labelled corpus.
+
+    ``known`` are the model's labels. A true label it does not know cannot be predicted: it
+    is reported in ``unknown_labels`` (label → rows), kept in the confusion matrix (after the
+    known labels, so every row is counted) and counts as wrong in ``accuracy``;
+    ``accuracy_known`` is the accuracy on the rows whose label the model knows.
+    """
+    known = [str(label) for label in known]
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"y_true and y_pred differ in length: {len(y_true)} vs {len(y_pred)}")
+    unknown: dict[str, int] = {}
+    for label in y_true:
+        if label not in known:
+            unknown[label] = unknown.get(label, 0) + 1
+    labels = known + sorted(unknown)
+    index = {label: i for i, label in enumerate(labels)}
+    t = np.fromiter((index[label] for label in y_true), dtype=np.int64, count=len(y_true))
+    p = np.fromiter((index[label] for label in y_pred), dtype=np.int64, count=len(y_pred))
+    metrics = compute_metrics(t, p, labels)
+    is_known = t < len(known)
+    n_known = int(is_known.sum())
+    metrics["unknown_labels"] = dict(sorted(unknown.items()))
+    metrics["accuracy_known"] = float((t == p)[is_known].mean()) if n_known else 0.0
+    metrics["n_known"] = n_known
+    return metrics
