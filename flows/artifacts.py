@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tasks.display import plain
+
 KEY_PROFILE = "zhflow-corpus-profile"
 KEY_NGRAMS = "zhflow-top-ngrams"
 KEY_VOCAB = "zhflow-vocab"
@@ -78,13 +80,14 @@ def profile_rows(profile: dict[str, Any]) -> list[dict[str, Any]]:
     kept = profile.get("rows_kept") or sum(profile.get("labels", {}).values()) or 0
     for label, count in profile.get("labels", {}).items():
         share = f" ({count / kept:.1%})" if kept else ""
-        rows.append({"metric": f"label {label}", "value": f"{count}{share}"})
+        rows.append({"metric": f"label {plain(label)}", "value": f"{count}{share}"})
     for split, count in (profile.get("splits") or {}).items():
         rows.append({"metric": f"split {split}", "value": count})
     for name, value in (profile.get("text_length") or {}).items():
         rows.append({"metric": f"text length {name}", "value": _num(value, 1)})
     if profile.get("small_labels"):
-        rows.append({"metric": "labels with < 3 rows", "value": ", ".join(profile["small_labels"])})
+        small = ", ".join(map(plain, profile["small_labels"]))
+        rows.append({"metric": "labels with < 3 rows", "value": small})
     return rows
 
 
@@ -103,7 +106,7 @@ def ngram_rows(ngrams: Any, top: int = TOP_NGRAMS) -> list[dict[str, Any]]:
     return [
         {
             "n": int(r["n"]),
-            "ngram": str(r["ngram"]),
+            "ngram": plain(r["ngram"]),
             "count": int(r["count"]),
             "doc_freq": int(r["doc_freq"]),
         }
@@ -123,7 +126,7 @@ def vocab_rows(
         real = frame.filter(pl.col("count") > 0) if "count" in frame.columns else frame
         real = real.sort(["count", "token"], descending=[True, False]).head(top)
         for r in real.iter_rows(named=True):
-            rows.append({"item": f"token {r['token']}", "value": int(r["count"])})
+            rows.append({"item": f"token {plain(r['token'])}", "value": int(r["count"])})
     return rows
 
 
@@ -134,14 +137,16 @@ def metrics_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         c = metrics["per_class"][label]
         rows.append(
             {
-                "class": str(label),
+                "class": plain(label),
                 "precision": _num(c["precision"]),
                 "recall": _num(c["recall"]),
                 "f1": _num(c["f1"]),
                 "support": int(c["support"]),
             }
         )
+    # The macro average is over the classes present in the test split (tasks/evaluate.py).
     per = [metrics["per_class"][lab] for lab in metrics.get("labels", [])]
+    per = [c for c in per if c["support"] > 0] or per
     if per:
         rows.append(
             {
@@ -203,7 +208,7 @@ def score_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     scored = sum((summary.get("labels") or {}).values())
     for label, count in (summary.get("labels") or {}).items():
         share = f" ({count / scored:.1%})" if scored else ""
-        rows.append({"item": f"label {label}", "value": f"{count}{share}"})
+        rows.append({"item": f"label {plain(label)}", "value": f"{count}{share}"})
     return rows
 
 

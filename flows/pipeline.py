@@ -47,7 +47,14 @@ def resolve_corpus(corpus: str | list[str] | None, fmt: str | None) -> tuple[lis
     if corpus is None or corpus == [] or corpus == "":
         return [str(p) for p in demo_corpus_paths()], "lines"
     paths = [corpus] if isinstance(corpus, str) else list(corpus)
-    return [str(Path(p).expanduser().resolve()) for p in paths], fmt
+    return [str(_resolved(p)) for p in paths], fmt
+
+
+def _resolved(path: str) -> Path:
+    from tasks.guards import check_readable
+
+    check_readable(path)  # a symlink loop: one line, not pathlib's RuntimeError
+    return Path(path).expanduser().resolve()
 
 
 def corpus_run_name() -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.display import plain
 from tasks.storage import atomic_path
 
 TRAINING_CURVE = "training_curve.png"
@@ -114,13 +115,16 @@ def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], pa
         fig, ax = _pyplot().subplots(figsize=(size + 1.2, size))
         image = ax.imshow(matrix, cmap="Blues", vmin=0)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        # Labels are text, never markup: "$\\foo{$" must not reach mathtext (it raised).
+        names = [plain(x) for x in labels]
         ax.set_xticks(
             range(n),
-            [str(x) for x in labels],
+            names,
             rotation=45 if n > 4 else 0,
             ha="right" if n > 4 else "center",
+            parse_math=False,
         )
-        ax.set_yticks(range(n), [str(x) for x in labels])
+        ax.set_yticks(range(n), names, parse_math=False)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title("confusion matrix (test)")
