@@ -15,7 +15,7 @@ from prefect import flow
 from prefect.states import State
 
 from flows import artifacts
-from tasks import stages
+from tasks import plots, stages
 from tasks.cluster import ClusterSpec
 from tasks.corpus import demo_corpus_paths
 from tasks.segment import TokenizerSpec, default_workers
@@ -146,7 +146,7 @@ def train_pipeline(
         trained = run(stages.train_classifier, encoded=encoded, model_config=model_config,
                       train_config=train_config)  # fmt: skip
     metrics = run(stages.evaluate_classifier, model=trained, encoded=encoded,
-                  split_report={"cross_split_duplicate_texts":
+                  font=plots.plot_font(), split_report={"cross_split_duplicate_texts":
                                 summary["profile"]["cross_split_duplicate_texts"]})  # fmt: skip
     bundle = run(stages.package_bundle, model=trained, vocab=vocab, encoded=encoded,
                  metrics=metrics, tokenizer=spec.to_dict())  # fmt: skip
