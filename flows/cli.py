@@ -20,6 +20,8 @@ from flows.settings import apply_defaults
 apply_defaults()
 
 FORMATS = ["csv", "tsv", "jsonl", "parquet", "lines"]
+#: The tag of every zhflow flow run (filter the UI's runs list by it).
+RUN_TAG = "zhflow"
 
 
 class _HideUserErrorTracebacks(logging.Filter):
@@ -52,6 +54,8 @@ def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
 
 
 def _run_guarded(fn: Any, **kwargs: Any) -> dict[str, Any]:
+    from prefect import tags
+
     from tasks.cluster import ClusterSpec
     from tasks.errors import ZhflowError
 
@@ -59,7 +63,8 @@ def _run_guarded(fn: Any, **kwargs: Any) -> dict[str, Any]:
     try:
         # Checked here too, so a bad pair of flags fails before a Prefect server starts.
         ClusterSpec.from_params(kwargs.get("dask_address"), kwargs.get("dask_workers"))
-        return fn(**kwargs)
+        with tags(RUN_TAG):  # every flow run the CLI starts, as the deployments' runs
+            return fn(**kwargs)
     except ZhflowError as exc:
         click.echo(f"zhflow: error: {exc}", err=True)
         sys.exit(exc.exit_code)

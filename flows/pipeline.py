@@ -12,9 +12,10 @@ from typing import Any
 
 import torch
 from prefect import flow
-from prefect.states import State
+from prefect.runtime import flow_run
+from prefect.states import Completed, State
 
-from flows import artifacts
+from flows import artifacts, leaderboard
 from tasks import plots, stages
 from tasks.cluster import ClusterSpec
 from tasks.corpus import demo_corpus_paths
@@ -151,11 +152,18 @@ def train_pipeline(
     bundle = run(stages.package_bundle, model=trained, vocab=vocab, encoded=encoded,
                  metrics=metrics, tokenizer=spec.to_dict())  # fmt: skip
     artifacts.publish_metrics(metrics, bundle)
+    artifacts.publish_training(trained, metrics)
     scores = stages.read_json(metrics, "metrics.json")
     summary.update(accuracy=scores["accuracy"], macro_f1=scores["macro_f1"], model=bundle["path"],
                    cross_split_duplicate_texts=scores["cross_split_duplicate_texts"])  # fmt: skip
     summary["artifacts"].update(model=trained["path"], metrics=metrics["path"])
-    return _finish(root, summary)
+    entry = leaderboard.make_entry(flow_run.get_name() or "?", summary, spec.to_dict(),
+                                   model_config, train_config, {"max_len": max_len,
+                                   "min_freq": min_freq, "max_vocab": max_vocab})  # fmt: skip
+    artifacts.publish_leaderboard(leaderboard.record(root, entry), root / leaderboard.BOARD_FILE)
+    # The final state's message shows in the UI's runs list; the caller still gets the dict.
+    message = leaderboard.state_message(summary)
+    return Completed(message=message, data=_finish(root, summary))  # type: ignore[return-value]
 
 
 def _finish(root: Path, summary: dict[str, Any]) -> dict[str, Any]:
