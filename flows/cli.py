@@ -138,7 +138,11 @@ def main() -> None:
     help="Full-width → half-width, lower-case Latin, collapse spaces.",
 )
 @click.option(
-    "--model", type=click.Choice(["rnn", "lstm", "gru"]), default="lstm", show_default=True
+    "--model",
+    type=click.Choice(["rnn", "lstm", "gru"]),
+    default="gru",
+    show_default=True,
+    help="Recurrent cell.",
 )
 @click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--hidden", type=click.IntRange(min=1), default=128, show_default=True)
@@ -164,6 +168,34 @@ def main() -> None:
     default=0,
     show_default=True,
     help="N >= 2: add hashed 2..N-gram embeddings (fastText style); 0 = off.",
+)
+@click.option(
+    "--wide/--no-wide",
+    default=True,
+    show_default=True,
+    help="Add the wide branch: a linear model over the n-gram table's word and character "
+    "n-grams (TF-IDF weighted), mixed with the RNN (docs/BENCHMARKS.md).",
+)
+@click.option(
+    "--wide-word-ngrams",
+    type=click.IntRange(0, 5),
+    default=2,
+    show_default=True,
+    help="Word 1..N-grams in the wide branch (0 = none; ignored with --tokenizer char).",
+)
+@click.option(
+    "--wide-char-ngrams",
+    type=click.IntRange(0, 5),
+    default=3,
+    show_default=True,
+    help="Character 1..N-grams in the wide branch (0 = none).",
+)
+@click.option(
+    "--wide-min-df",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Wide features: n-grams in at least this many training texts.",
 )
 @click.option(
     "--epochs",

@@ -40,13 +40,15 @@ def describe_tokenizer(tokenizer: dict[str, Any]) -> str:
 
 
 def describe_model(model_config: dict[str, Any]) -> str:
-    """``bilstm h128 x1``, ``gru h64 x2 ngram``..."""
+    """``bigru h128 x1 +wide``, ``lstm h64 x2 onehot``... (``wide``: the n-gram branch)."""
     cell = str(model_config.get("cell", "?"))
     name = ("bi" + cell) if model_config.get("bidirectional", True) else cell
     hidden, layers = model_config.get("hidden_size", "?"), model_config.get("num_layers", 1)
     parts = [name, f"h{hidden}", f"x{layers}"]
     if model_config.get("input", "embedding") != "embedding":
         parts.append(str(model_config["input"]))
+    if model_config.get("wide"):
+        parts.append("+wide")
     return " ".join(parts)
 
 

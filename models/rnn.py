@@ -41,6 +41,8 @@ import torch.nn.functional as F
 from torch import _VF
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from models.wide import Bags, NgramLinear
+
 CELLS: dict[str, Callable[..., nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 POOLINGS = ("last", "max", "last+max")
 INPUTS = ("embedding", "onehot")
@@ -71,6 +73,10 @@ class RNNConfig:
     input: str = "embedding"  # "embedding" (nn.Embedding) or "onehot" (F.one_hot per batch)
     ngram_features: int = 0  # N >= 2: add hashed 2..N-gram embeddings (fastText style); 0 = off
     ngram_buckets: int = 65_536  # rows of the hashed n-gram table (bucket 0 = "no n-gram")
+    # Rows of the wide branch's n-gram feature table (models/wide.py); 0 = no wide branch.
+    # Its logits mix with the RNN's (``RNNClassifier.forward``): on the shared corpora the
+    # linear n-gram model alone matches TF-IDF + LinearSVC, and the mix beats both parts.
+    wide_features: int = 0
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "num_classes", "embedding_dim", "hidden_size", "num_layers"):
@@ -115,6 +121,9 @@ class RNNConfig:
         b = self.ngram_buckets
         if isinstance(b, bool) or not isinstance(b, int) or b < 2:
             raise ValueError(f"RNNConfig.ngram_buckets must be an integer >= 2, got {b!r}")
+        w = self.wide_features
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            raise ValueError(f"RNNConfig.wide_features must be an integer >= 0, got {w!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -172,6 +181,9 @@ def _time_gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 class RNNClassifier(nn.Module):
+    mix: torch.Tensor  # buffers (see __init__)
+    temperature: torch.Tensor
+
     def __init__(self, config: RNNConfig, impl: str = "auto") -> None:
         super().__init__()
         if impl not in IMPLS:
@@ -201,6 +213,15 @@ class RNNClassifier(nn.Module):
         self.head_dropout = nn.Dropout(config.head_dropout)
         self.head = nn.Linear(config.representation_size, config.num_classes)
         self._init_weights()
+        # Built after the RNN's init so a seed gives the same RNN weights with or without it.
+        self.wide: NgramLinear | None = None
+        if config.wide_features:
+            self.wide = NgramLinear(config.wide_features, config.num_classes)
+            # Weight of the wide branch's log-probabilities in the mix; fitted on the
+            # validation split after training (``tasks.train.fit_mix``).
+            self.register_buffer("mix", torch.tensor(0.5))
+        # Softmax temperature fitted on the validation split (calibration); 1 = raw logits.
+        self.register_buffer("temperature", torch.tensor(1.0))
 
     def _init_weights(self) -> None:
         # torch's defaults, plus: LSTM forget-gate bias 1 so memory is kept early in training.
@@ -238,7 +259,35 @@ class RNNClassifier(nn.Module):
                 x = x + self.ngram_embedding(buckets)
         return x
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, lengths: torch.Tensor, bags: Bags | None = None
+    ) -> torch.Tensor:
+        """Calibrated logits (B, C): the RNN's, mixed with the wide branch's when there is one.
+
+        With a wide branch the logits are ``mix * log_softmax(wide) + (1 - mix) *
+        log_softmax(rnn)`` (a weighted product of the two experts' probabilities), and
+        ``bags`` (the texts' n-gram bags) is required. Both are divided by ``temperature``.
+        """
+        return self.mix_logits(self.deep_logits(ids, lengths), self.wide_logits(bags))
+
+    def wide_logits(self, bags: Bags | None) -> torch.Tensor | None:
+        """The wide branch's own logits (B, C), or None without a wide branch."""
+        if self.wide is None:
+            return None
+        if bags is None:
+            raise ValueError("this model has a wide n-gram branch: pass the texts' bags")
+        return self.wide(bags)
+
+    def mix_logits(self, deep: torch.Tensor, wide: torch.Tensor | None) -> torch.Tensor:
+        """Final logits from the two branches' own logits (``forward`` without the branches)."""
+        if wide is None:
+            return deep / self.temperature
+        mix = self.mix.to(deep.dtype)
+        mixed = mix * F.log_softmax(wide, dim=-1) + (1 - mix) * F.log_softmax(deep, dim=-1)
+        return mixed / self.temperature
+
+    def deep_logits(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The RNN's own logits (B, C), before mixing and temperature."""
         cfg = self.config
         T = ids.shape[1]
         # int64 lengths on the CPU (packing wants them there); clamp guards 0 and > T.

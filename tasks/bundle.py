@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from models.rnn import RNNClassifier, RNNConfig
 from tasks.encode import load_label_map, save_label_map
 from tasks.errors import BundleError
+from tasks.features import NgramFeaturizer, NgramSpec
 from tasks.segment import TokenizerSpec
 from tasks.storage import (
     MANIFEST,
@@ -40,8 +41,10 @@ from tasks.storage import (
     verify_artifact,
     write_json_atomic,
 )
+from tasks.tables import featurizer_from_table
 
 BUNDLE_FORMAT = "zhflow-bundle/1"
+FEATURES = "features.parquet"
 REQUIRED = ("weights.safetensors", "config.json", "vocab.parquet", "labels.json", MANIFEST)
 
 
@@ -57,6 +60,7 @@ class Bundle:
     labels: list[str]
     max_len: int
     digest: str
+    featurizer: NgramFeaturizer | None = None  # the wide branch's input, when it has one
 
 
 def write_bundle(
@@ -69,8 +73,11 @@ def write_bundle(
     max_len: int,
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    features: tuple[pl.DataFrame, dict[str, Any]] | None = None,
 ) -> None:
-    """Write a bundle's files into ``out`` (an artifact folder the caller moves into place)."""
+    """Write a bundle's files into ``out`` (an artifact folder the caller moves into place).
+
+    ``features``: the wide branch's feature table and its ``NgramSpec`` dict."""
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
               str(out / "weights.safetensors"))  # fmt: skip
@@ -93,6 +100,9 @@ def write_bundle(
         "torch_version": torch.__version__,
         **(extra or {}),
     }
+    if features is not None:
+        features[0].write_parquet(out / FEATURES)
+        config["wide"] = {"spec": dict(features[1]), "num_features": features[0].height}
     write_json_atomic(out / "config.json", config)
 
 
@@ -152,6 +162,7 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
         vocab = pl.read_parquet(path / "vocab.parquet")
         labels = load_label_map(path / "labels.json")
         max_len = int(config["max_len"])
+        featurizer = _load_featurizer(path, config, model_config)
     except BundleError:
         raise
     except (ValueError, KeyError, TypeError, OSError, pl.exceptions.PolarsError) as exc:
@@ -167,10 +178,26 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     except (SafetensorError, OSError, ValueError) as exc:
         raise _fail(path, f"weights.safetensors is not a valid safetensors file ({exc})") from None
     model = RNNClassifier(model_config)
+    # Bundles from before calibration have no temperature: theirs is 1 (raw logits).
+    state.setdefault("temperature", torch.tensor(1.0))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "shape mismatch"
         raise _fail(path, f"weights do not fit the model config ({first})") from None
     model.to(device).eval()
-    return Bundle(path, model, config, tokenizer, vocab, labels, max_len, digest)
+    return Bundle(path, model, config, tokenizer, vocab, labels, max_len, digest, featurizer)
+
+
+def _load_featurizer(
+    path: Path, config: dict[str, Any], model_config: RNNConfig
+) -> NgramFeaturizer | None:
+    if not model_config.wide_features:
+        return None
+    if not (path / FEATURES).is_file() or "wide" not in config:
+        raise _fail(path, f"the model has a wide n-gram branch but no {FEATURES}")
+    features = pl.read_parquet(path / FEATURES)
+    if features.height != model_config.wide_features:
+        raise _fail(path, f"{FEATURES} has {features.height} rows, the model expects "
+                    f"{model_config.wide_features}")  # fmt: skip
+    return featurizer_from_table(features, NgramSpec.from_dict(config["wide"]["spec"]))

@@ -61,9 +61,20 @@ def encode_labels(labels: Iterable[str], label_map: Sequence[str]) -> np.ndarray
         ) from None
 
 
-def save_split(path: Path, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray) -> None:
+def save_split(
+    path: Path,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    labels: np.ndarray,
+    bags: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> None:
+    """One split's tensors; ``bags`` (``NgramFeaturizer`` output) adds ``bag_ids``,
+    ``bag_counts``, ``bag_weights`` for the wide branch."""
+    tensors = {"ids": ids, "lengths": lengths, "labels": labels}
+    if bags is not None:
+        tensors.update(bag_ids=bags[0], bag_counts=bags[1], bag_weights=bags[2])
     with atomic_path(path) as tmp:
-        save_file({"ids": ids, "lengths": lengths, "labels": labels}, str(tmp))
+        save_file(tensors, str(tmp))
 
 
 def load_split(path: Path) -> dict[str, np.ndarray]:

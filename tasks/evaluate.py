@@ -101,3 +101,48 @@ def format_confusion_markdown(metrics: dict[str, Any]) -> str:
     for label, row in zip(labels, cm, strict=True):
         lines.append(f"| **{label}** | " + " | ".join(str(int(v)) for v in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+#: Equal-width confidence bins of the expected calibration error (Guo et al. 2017 use 15).
+ECE_BINS = 15
+
+
+def reliability_bins(
+    probs: ArrayLike, y_true: ArrayLike, bins: int = ECE_BINS
+) -> list[dict[str, float | int]]:
+    """Per confidence bin: rows, mean confidence, accuracy (empty bins included, n = 0)."""
+    p = np.asarray(probs, dtype=np.float64)
+    t = np.asarray(y_true, dtype=np.int64)
+    confidence = p.max(axis=1) if p.size else np.empty(0)
+    correct = (p.argmax(axis=1) == t) if p.size else np.empty(0, dtype=bool)
+    # Bin k holds confidences in (k/bins, (k+1)/bins]; confidence 0 goes to bin 0.
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    out: list[dict[str, float | int]] = []
+    for k in range(bins):
+        mask = which == k
+        n = int(mask.sum())
+        out.append({
+            "low": k / bins, "high": (k + 1) / bins, "n": n,
+            "confidence": float(confidence[mask].mean()) if n else 0.0,
+            "accuracy": float(correct[mask].mean()) if n else 0.0,
+        })  # fmt: skip
+    return out
+
+
+def expected_calibration_error(probs: ArrayLike, y_true: ArrayLike, bins: int = ECE_BINS) -> float:
+    """Sum over bins of (rows in bin / rows) x |accuracy - mean confidence|: 0 = calibrated."""
+    table = reliability_bins(probs, y_true, bins)
+    total = sum(int(b["n"]) for b in table)
+    if not total:
+        return 0.0
+    return float(sum(int(b["n"]) * abs(b["accuracy"] - b["confidence"]) for b in table) / total)
+
+
+def uncalibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Undo a softmax temperature: ``softmax(T * log p)`` = the probabilities at T = 1."""
+    if temperature == 1.0:  # exactly the input: before/after figures then agree to the bit
+        return np.asarray(probs, dtype=np.float64)
+    logits = temperature * np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-30, None))
+    logits -= logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=1, keepdims=True)

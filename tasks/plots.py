@@ -184,3 +184,33 @@ def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], pa
                     )
         fig.tight_layout()
         return _save(fig, path)
+
+
+RELIABILITY_PNG = "reliability.png"
+
+
+def plot_reliability(
+    before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]], path: Path,
+    ece_before: float, ece_after: float,
+) -> Path:  # fmt: skip
+    """Reliability diagram (accuracy against confidence per bin), before and after the
+    temperature, with the diagonal of perfect calibration → PNG."""
+    with _style():
+        fig, ax = _pyplot().subplots(figsize=(4.6, 4.2))
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="calibrated")
+        for bins, style, name, ece in (
+            (before, "s--", "before", ece_before),
+            (after, "o-", "after temperature", ece_after),
+        ):
+            kept = [b for b in bins if b["n"]]
+            ax.plot([b["confidence"] for b in kept], [b["accuracy"] for b in kept], style,
+                    label=f"{name} (ECE {ece:.3f})")  # fmt: skip
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_title("reliability (test)")
+        ax.legend(fontsize=8, loc="upper left")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        return _save(fig, path)

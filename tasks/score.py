@@ -33,10 +33,12 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
+from models.wide import RaggedBags, gather_bags
 from tasks.bundle import Bundle
 from tasks.corpus import read_texts_in_chunks
 from tasks.encode import UNK_ID, encode_tokens
 from tasks.errors import InputError
+from tasks.features import NgramFeaturizer
 from tasks.segment import FlatIdEncoder, Segmenter, default_workers, segment_texts
 from tasks.storage import atomic_path
 from tasks.tables import vocab_to_index
@@ -97,9 +99,42 @@ def predict_chunk(
     if kept:
         tokens = segment_texts(kept, bundle.tokenizer, workers=workers)
         ids, lengths = encode_tokens(tokens, index, bundle.max_len)
+        bags = ragged_bags(bundle.featurizer(tokens)) if bundle.featurizer else None
         device = next(bundle.model.parameters()).device
-        probs[has_text] = predict_proba(bundle.model, ids, lengths, batch_size, device)
+        probs[has_text] = predict_proba(bundle.model, ids, lengths, batch_size, device, bags)
     return _prediction_frame(bundle, chunk, has_text, probs)
+
+
+class DocEncoder:
+    """A picklable ``post`` for :class:`Segmenter`: token lists → ragged ids and, for a model
+    with a wide branch, ragged n-gram bags, computed in the worker (no polars or torch)."""
+
+    def __init__(self, ids: FlatIdEncoder, bags: NgramFeaturizer | None) -> None:
+        self.ids = ids
+        self.bags = bags
+
+    def __call__(self, docs: list[list[str]]) -> tuple[Any, ...]:
+        flat, lengths = self.ids(docs)
+        return (flat, lengths, self.bags(docs) if self.bags else None)
+
+
+def doc_encoder(bundle: Bundle) -> DocEncoder:
+    ids = FlatIdEncoder(vocab_to_index(bundle.vocab), bundle.max_len, UNK_ID)
+    return DocEncoder(ids, bundle.featurizer)
+
+
+def assemble(parts: list[Any], max_len: int) -> tuple[np.ndarray, np.ndarray, RaggedBags | None]:
+    """Padded ids, lengths and bags of the ``DocEncoder`` outputs of consecutive shards."""
+    lengths = np.concatenate([p[1] for p in parts])
+    ids = pad_ragged(np.concatenate([p[0] for p in parts]), lengths, max_len)
+    if parts[0][2] is None:
+        return ids, lengths, None
+    bags = tuple(np.concatenate([p[2][k] for p in parts]) for k in range(3))
+    return ids, lengths, ragged_bags(bags)
+
+
+def ragged_bags(bags: tuple[np.ndarray, ...]) -> RaggedBags:
+    return RaggedBags(*(torch.from_numpy(np.ascontiguousarray(a)) for a in bags))
 
 
 def score_chunks(
@@ -166,6 +201,7 @@ def forward_probs(
     lengths: np.ndarray,
     batch_size: int = 512,
     executor: ThreadPoolExecutor | None = None,
+    bags: RaggedBags | None = None,
 ) -> np.ndarray:
     """``tasks.train.predict_proba`` with its batches spread over ``executor``'s threads.
 
@@ -178,12 +214,14 @@ def forward_probs(
     ids_t = torch.as_tensor(ids)
     lengths_t = torch.as_tensor(lengths).to("cpu", torch.int64)
     batches = inference_batches(lengths_t, batch_size)
+    starts = bags.starts if bags is not None else None
 
     def run(index: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():  # thread-local: entered in the thread that computes
             b_lengths = lengths_t[index]
             b_ids = ids_t[index, : int(b_lengths.max())].to(device, non_blocking=True)
-            return model(b_ids, b_lengths).float().cpu()
+            b_bags = gather_bags(bags, index, starts).to(device) if bags is not None else None
+            return model(b_ids, b_lengths, b_bags).float().cpu()
 
     if not batches:
         config: Any = getattr(model, "config", None)  # an RNNClassifier knows its width
@@ -225,7 +263,7 @@ def score_chunks_pipelined(
         raise ValueError(f"depth must be >= 1, got {depth}")
     if forward_threads < 1:
         raise ValueError(f"forward_threads must be >= 1, got {forward_threads}")
-    encoder = FlatIdEncoder(vocab_to_index(bundle.vocab), bundle.max_len, UNK_ID)
+    encoder = doc_encoder(bundle)
     n_labels = len(bundle.labels)
     extra = {} if min_parallel is None else {"min_parallel": min_parallel}
     bundle.model.eval()
@@ -240,11 +278,10 @@ def score_chunks_pipelined(
             probs = np.full((chunk.height, n_labels), np.nan, dtype=np.float32)
             if job is not None:
                 parts = job.result()
-                lengths = np.concatenate([p[1] for p in parts])
-                ids = pad_ragged(np.concatenate([p[0] for p in parts]), lengths, bundle.max_len)
+                ids, lengths, bags = assemble(parts, bundle.max_len)
                 pool = executor if forward_threads > 1 else None
-                probs[has_text] = forward_probs(bundle.model, ids, lengths, batch_size, pool)
-                del ids, parts
+                probs[has_text] = forward_probs(bundle.model, ids, lengths, batch_size, pool, bags)
+                del ids, parts, bags
                 _trim_heap()
             return _prediction_frame(bundle, chunk, has_text, probs)
 
@@ -411,14 +448,13 @@ def predict_rows(bundle: Bundle, chunk: pl.DataFrame, batch_size: int = 512) -> 
     probs = np.full((len(texts), len(bundle.labels)), np.nan, dtype=np.float32)
     kept = [t for t, keep in zip(texts, has_text, strict=True) if keep]
     if kept:
-        encoder = FlatIdEncoder(vocab_to_index(bundle.vocab), bundle.max_len, UNK_ID)
-        flat, lengths = encoder(segment_texts(kept, bundle.tokenizer, workers=1))
-        ids = pad_ragged(flat, lengths, bundle.max_len)
+        encoded = doc_encoder(bundle)(segment_texts(kept, bundle.tokenizer, workers=1))
+        ids, lengths, bags = assemble([encoded], bundle.max_len)
         bundle.model.eval()
         previous = torch.get_num_threads()
         torch.set_num_threads(1)  # as the local scorer's forward threads
         try:
-            probs[has_text] = forward_probs(bundle.model, ids, lengths, batch_size)
+            probs[has_text] = forward_probs(bundle.model, ids, lengths, batch_size, None, bags)
         finally:
             torch.set_num_threads(previous)
     return _prediction_frame(bundle, chunk, has_text, probs)

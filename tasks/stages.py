@@ -35,6 +35,7 @@ from tasks import tables as table_fns
 from tasks import train as train_fns
 from tasks.cache import ArtifactPolicy, find_artifact, stage_key
 from tasks.errors import InputError
+from tasks.features import NgramFeaturizer, NgramSpec
 from tasks.storage import artifact_ref, building_artifact, sha256_file, write_json_atomic
 
 STAGE_MODULES: dict[str, tuple[str, ...]] = {}
@@ -225,15 +226,35 @@ def scan_train_tokens(tokens: dict) -> pl.LazyFrame:
 # 3. n-gram and vocabulary tables (train split only)
 
 
-@artifact_task("ngrams", ("tasks.tables",), task_run_name="ngrams-n{n_max}")
-def build_ngram_table(workdir: str, tokens: dict, n_max: int) -> dict:
-    inputs = dict(workdir=workdir, tokens=tokens, n_max=n_max)
+@artifact_task("ngrams", ("tasks.tables", "tasks.features"), task_run_name="ngrams-n{n_max}")
+def build_ngram_table(workdir: str, tokens: dict, n_max: int, wide: dict | None = None) -> dict:
+    """The n-gram table (published), and with ``wide`` (an ``NgramSpec`` dict) the wide
+    branch's features chosen from the train split: ``features.parquet`` + ``features.json``."""
+    inputs = dict(workdir=workdir, tokens=tokens, n_max=n_max, wide=wide)
 
     def build(out: Path) -> None:
         table = table_fns.count_ngrams(scan_train_tokens(tokens), n_max)
         table.write_parquet(out / "ngrams.parquet")
+        if wide is not None:
+            spec = NgramSpec.from_dict(wide)
+            features = table_fns.select_ngram_features(scan_train_tokens(tokens), spec)
+            features.write_parquet(out / FEATURES)
+            write_json_atomic(out / "features.json", {"spec": spec.to_dict(),
+                              "num_features": features.height})  # fmt: skip
+            _log(f"wide branch: {features.height:,} n-gram features {spec.to_dict()}")
 
     return materialize("ngrams", inputs, build)
+
+
+FEATURES = "features.parquet"
+
+
+def load_featurizer(ngrams: dict) -> NgramFeaturizer | None:
+    """The wide branch's featurizer of an n-gram artifact, or None if it has no features."""
+    if not artifact_path(ngrams, FEATURES).is_file():
+        return None
+    spec = NgramSpec.from_dict(read_json(ngrams, "features.json")["spec"])
+    return table_fns.featurizer_from_table(pl.read_parquet(artifact_path(ngrams, FEATURES)), spec)
 
 
 @artifact_task("vocab", ("tasks.tables",), task_run_name="vocab-min{min_freq}-max{max_vocab}")
@@ -253,20 +274,28 @@ def build_vocab_table(workdir: str, tokens: dict, min_freq: int, max_vocab: int)
 # 4. encoding
 
 
-@artifact_task("encoded", ("tasks.encode",), task_run_name="encode-len{max_len}")
-def encode_corpus(workdir: str, tokens: dict, vocab: dict, max_len: int) -> dict:
-    inputs = dict(workdir=workdir, tokens=tokens, vocab=vocab, max_len=max_len)
+@artifact_task("encoded", ("tasks.encode", "tasks.features"), task_run_name="encode-len{max_len}")
+def encode_corpus(
+    workdir: str, tokens: dict, vocab: dict, max_len: int, ngrams: dict | None = None
+) -> dict:
+    """Token ids per split; with ``ngrams`` holding wide features, each text's n-gram bag too."""
+    inputs = dict(workdir=workdir, tokens=tokens, vocab=vocab, max_len=max_len, ngrams=ngrams)
 
     def build(out: Path) -> None:
         frame = pl.read_parquet(artifact_path(tokens, "tokens.parquet"))
         index = table_fns.vocab_to_index(pl.read_parquet(artifact_path(vocab, "vocab.parquet")))
+        featurizer = load_featurizer(ngrams) if ngrams is not None else None
         label_map = encode_fns.build_label_map(frame["label"].to_list())
-        meta: dict[str, Any] = {"max_len": max_len, "vocab_size": len(index), "splits": {}}
+        wide_features = featurizer.num_features if featurizer else 0
+        meta: dict[str, Any] = {"max_len": max_len, "vocab_size": len(index), "splits": {},
+                                "wide_features": wide_features}  # fmt: skip
         for split, part in frame.partition_by("split", as_dict=True, maintain_order=True).items():
             name = split[0] if isinstance(split, tuple) else split
-            ids, lengths = encode_fns.encode_tokens(part["tokens"].to_list(), index, max_len)
+            token_lists = part["tokens"].to_list()
+            ids, lengths = encode_fns.encode_tokens(token_lists, index, max_len)
             labels = encode_fns.encode_labels(part["label"].to_list(), label_map)
-            encode_fns.save_split(out / f"{name}.safetensors", ids, lengths, labels)
+            bags = featurizer(token_lists) if featurizer else None
+            encode_fns.save_split(out / f"{name}.safetensors", ids, lengths, labels, bags)
             meta["splits"][name] = {"rows": len(lengths), "truncated": int((
                 part["tokens"].list.len() > max_len).sum())}  # fmt: skip
         encode_fns.save_label_map(out / "labels.json", label_map)
@@ -306,7 +335,8 @@ def train_classifier(workdir: str, encoded: dict, model_config: dict, train_conf
         meta = read_json(encoded, "meta.json")
         labels = encode_fns.load_label_map(artifact_path(encoded, "labels.json"))
         try:
-            cfg = RNNConfig(vocab_size=meta["vocab_size"], num_classes=len(labels), **model_config)
+            cfg = RNNConfig(vocab_size=meta["vocab_size"], num_classes=len(labels),
+                            wide_features=meta.get("wide_features", 0), **model_config)  # fmt: skip
         except ValueError as exc:
             hint = " (--tokenizer char or --max-vocab)" if "one-hot" in str(exc) else ""
             raise InputError(f"{exc}{hint}") from None
@@ -353,12 +383,15 @@ def evaluate_classifier(
     def build(out: Path) -> None:
         labels = encode_fns.load_label_map(artifact_path(encoded, "labels.json"))
         test = load_encoded_split(encoded, "test")
+        net = load_trained_model(model)
         probs = train_fns.predict_proba(
-            load_trained_model(model), test["ids"], test["lengths"],
-            device=train_fns.pick_device("auto"))  # fmt: skip
-        metrics = eval_fns.compute_metrics(test["labels"].numpy(), probs.argmax(axis=1), labels)
+            net, test["ids"], test["lengths"],
+            device=train_fns.pick_device("auto"), bags=train_fns.split_bags(test))  # fmt: skip
+        y_true = test["labels"].numpy()
+        metrics = eval_fns.compute_metrics(y_true, probs.argmax(axis=1), labels)
         metrics["split"] = "test"
         metrics.update(split_report or {})
+        metrics["calibration"] = _calibration_report(net, probs, y_true, out)
         write_json_atomic(out / "metrics.json", metrics)
         (out / "confusion.md").write_text(eval_fns.format_confusion_markdown(metrics), "utf-8")
         history = read_json(model, "history.json")
@@ -370,12 +403,44 @@ def evaluate_classifier(
     return materialize("metrics", inputs, build)
 
 
+def _bundle_features(ngrams: dict | None, net: RNNClassifier) -> tuple[pl.DataFrame, dict] | None:
+    if net.wide is None:
+        return None
+    if ngrams is None or not artifact_path(ngrams, FEATURES).is_file():
+        raise InputError("the model has a wide n-gram branch but no n-gram features were given")
+    spec = read_json(ngrams, "features.json")["spec"]
+    return pl.read_parquet(artifact_path(ngrams, FEATURES)), spec
+
+
+def _calibration_report(net: RNNClassifier, probs: Any, y_true: Any, out: Path) -> dict[str, Any]:
+    """ECE on the test split with and without the fitted temperature, and its diagram."""
+    temperature = float(net.temperature)
+    raw = eval_fns.uncalibrated(probs, temperature)
+    before = eval_fns.expected_calibration_error(raw, y_true)
+    after = eval_fns.expected_calibration_error(probs, y_true)
+    plot_fns.plot_reliability(eval_fns.reliability_bins(raw, y_true),
+                              eval_fns.reliability_bins(probs, y_true),
+                              out / plot_fns.RELIABILITY_PNG, before, after)  # fmt: skip
+    report: dict[str, Any] = {"temperature": temperature, "ece_before": before,
+                              "ece_after": after, "bins": eval_fns.ECE_BINS}  # fmt: skip
+    if net.wide is not None:
+        report["mix"] = float(net.mix)
+    return report
+
+
 @artifact_task("bundle", ("tasks.bundle",), task_run_name="bundle")
 def package_bundle(
-    workdir: str, model: dict, vocab: dict, encoded: dict, metrics: dict, tokenizer: dict
+    workdir: str,
+    model: dict,
+    vocab: dict,
+    encoded: dict,
+    metrics: dict,
+    tokenizer: dict,
+    ngrams: dict | None = None,
 ) -> dict:
+    """``ngrams``: the n-gram artifact whose features the model's wide branch reads."""
     inputs = dict(workdir=workdir, model=model, vocab=vocab, encoded=encoded, metrics=metrics,
-                  tokenizer=tokenizer)  # fmt: skip
+                  tokenizer=tokenizer, ngrams=ngrams)  # fmt: skip
 
     def build(out: Path) -> None:
         net = load_trained_model(model)
@@ -388,8 +453,9 @@ def package_bundle(
             encode_fns.load_label_map(artifact_path(encoded, "labels.json")),
             max_len=read_json(encoded, "meta.json")["max_len"],
             metrics=read_json(metrics, "metrics.json"),
+            features=_bundle_features(ngrams, net),
         )
-        for name in (plot_fns.TRAINING_CURVE, plot_fns.CONFUSION_PNG):
+        for name in (plot_fns.TRAINING_CURVE, plot_fns.CONFUSION_PNG, plot_fns.RELIABILITY_PNG):
             if artifact_path(metrics, name).is_file():
                 shutil.copyfile(artifact_path(metrics, name), out / name)
 

@@ -5,7 +5,10 @@ Both tables are fitted on the training split only, so validation and test scores
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
+
+from tasks.features import CHAR, WORD, NgramFeaturizer, NgramSpec, smooth_idf
 
 PAD, UNK = "<pad>", "<unk>"
 SPECIALS = (PAD, UNK)
@@ -120,3 +123,66 @@ def summarize_vocab(vocab: pl.DataFrame, tokens: Tokens) -> dict[str, float | in
         "token_occurrences": int(total),
         "coverage": round(known / total, 4) if total else 0.0,
     }
+
+
+FEATURE_SCHEMA = {"id": pl.Int32, "key": pl.Utf8, "doc_freq": pl.Int64, "idf": pl.Float32}
+
+
+def _characters(tokens: Tokens) -> pl.LazyFrame:
+    """Each document's tokens joined, as a list of its characters (the char n-grams' input)."""
+    chars = pl.col("tokens").list.join("").str.split("")
+    return tokens.lazy().select(
+        chars.list.eval(pl.element().filter(pl.element() != "")).alias("tokens")
+    )
+
+
+def select_ngram_features(tokens: Tokens, spec: NgramSpec) -> pl.DataFrame:
+    """The wide branch's features: n-grams of the train split kept by document frequency.
+
+    Word 1..``word_n``-grams (``w:``) and character 1..``char_n``-grams (``c:``) with
+    ``doc_freq >= min_df``, the ``max_features`` most frequent by document frequency (ties by
+    key), ids in that order, and their smoothed IDF. Deterministic: ids depend on the counts
+    only. Keys are those ``tasks.features.NgramFeaturizer`` generates.
+    """
+    parts = []
+    if spec.word_n:
+        parts.append(
+            count_ngrams(tokens, spec.word_n)
+            .lazy()
+            .select((pl.lit(f"{WORD}:") + pl.col("ngram")).alias("key"), "doc_freq")
+        )
+    if spec.char_n:
+        parts.append(
+            count_ngrams(_characters(tokens), spec.char_n)
+            .lazy()
+            .select(
+                (
+                    pl.lit(f"{CHAR}:")
+                    + pl.col("ngram").str.replace_all(NGRAM_SEPARATOR, "", literal=True)
+                ).alias("key"),
+                "doc_freq",
+            )
+        )
+    n_docs = int(_collect(tokens.lazy().select(pl.len())).item())
+    chosen = _collect(
+        pl.concat(parts)
+        .filter(pl.col("doc_freq") >= spec.min_df)
+        .sort(["doc_freq", "key"], descending=[True, False])
+        .head(spec.max_features)
+    )
+    return (
+        chosen.with_row_index("id")
+        .with_columns(pl.Series("idf", smooth_idf(chosen["doc_freq"].to_numpy(), n_docs)))
+        .select(list(FEATURE_SCHEMA))
+        .cast(FEATURE_SCHEMA)  # type: ignore[arg-type]
+    )
+
+
+def featurizer_from_table(features: pl.DataFrame, spec: NgramSpec) -> NgramFeaturizer:
+    """The ``NgramFeaturizer`` of a feature table (ids must be 0..F-1 in order)."""
+    ids = features["id"].to_numpy()
+    if not np.array_equal(ids, np.arange(len(ids))):
+        raise ValueError("feature ids must be 0..F-1 in order")
+    index = dict(zip(features["key"].to_list(), ids.tolist(), strict=True))
+    idf = features["idf"].to_numpy().astype(np.float32)
+    return NgramFeaturizer(index=index, idf=idf, word_n=spec.word_n, char_n=spec.char_n)

@@ -10,26 +10,46 @@ import torch
 from models.rnn import RNNConfig
 from tasks.bundle import seal_bundle, write_bundle
 from tasks.encode import build_label_map, encode_labels, encode_tokens
+from tasks.features import NgramSpec
 from tasks.segment import TokenizerSpec, segment_texts
-from tasks.tables import build_vocab, vocab_to_index
+from tasks.tables import (
+    build_vocab,
+    featurizer_from_table,
+    select_ngram_features,
+    vocab_to_index,
+)
 from tasks.train import TrainConfig, train_model
 from tests.conftest import tiny_corpus_rows
 
 
-def train_tiny_bundle(out: Path, epochs: int = 2, max_len: int = 24) -> Path:
+def train_tiny_bundle(
+    out: Path, epochs: int = 2, max_len: int = 24, wide: bool = False, seed: int = 0
+) -> Path:
+    """A bundle trained on the tiny corpus; ``wide`` adds the n-gram branch (char 1-3)."""
     rows = tiny_corpus_rows()
     spec = TokenizerSpec(engine="char")
     tokens = segment_texts([t for t, _ in rows], spec)
-    vocab = build_vocab(pl.DataFrame({"tokens": tokens}), min_freq=1, max_vocab=1000)
+    frame = pl.DataFrame({"tokens": tokens})
+    vocab = build_vocab(frame, min_freq=1, max_vocab=1000)
     ids, lengths = encode_tokens(tokens, vocab_to_index(vocab), max_len)
     labels = build_label_map(lab for _, lab in rows)
     y = encode_labels((lab for _, lab in rows), labels)
     data = {"ids": torch.from_numpy(ids), "lengths": torch.from_numpy(lengths),
             "labels": torch.from_numpy(y)}  # fmt: skip
+    features = None
+    if wide:
+        ngram_spec = NgramSpec(word_n=0, char_n=3, min_df=2)
+        table = select_ngram_features(frame, ngram_spec)
+        bag_ids, bag_counts, bag_weights = featurizer_from_table(table, ngram_spec)(tokens)
+        data.update(bag_ids=torch.from_numpy(bag_ids), bag_counts=torch.from_numpy(bag_counts),
+                    bag_weights=torch.from_numpy(bag_weights))  # fmt: skip
+        features = (table, ngram_spec.to_dict())
     cfg = RNNConfig(vocab_size=vocab.height, num_classes=len(labels), cell="lstm",
-                    embedding_dim=16, hidden_size=16)  # fmt: skip
-    result = train_model(cfg, TrainConfig(epochs=epochs, batch_size=16, seed=0), data, data,
+                    embedding_dim=16, hidden_size=16,
+                    wide_features=features[0].height if features else 0)  # fmt: skip
+    result = train_model(cfg, TrainConfig(epochs=epochs, batch_size=16, seed=seed), data, data,
                          log=None)  # fmt: skip
-    write_bundle(out, result.state_dict, cfg, spec, vocab, labels, max_len, metrics={"n": 0})
+    write_bundle(out, result.state_dict, cfg, spec, vocab, labels, max_len, metrics={"n": 0},
+                 features=features)  # fmt: skip
     seal_bundle(out)
     return out

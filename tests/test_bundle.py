@@ -84,3 +84,49 @@ def test_missing_bundle_and_files(tmp_path, bundle_dir) -> None:
     (copy / "labels.json").unlink()
     with pytest.raises(BundleError, match=r"missing labels\.json"):
         load_bundle(copy)
+
+
+@pytest.fixture(scope="module")
+def wide_bundle_dir(tmp_path_factory):
+    return train_tiny_bundle(tmp_path_factory.mktemp("w") / "bundle", wide=True)
+
+
+def test_wide_bundle_round_trips_and_scores_the_same_rows(wide_bundle_dir, tmp_path) -> None:
+    from tasks.score import score_file
+
+    bundle = load_bundle(wide_bundle_dir)
+    assert bundle.featurizer is not None and bundle.model.wide is not None
+    texts = ["味道不错，下次还点", "太难吃了", "物流太慢"]
+    tokens = segment_texts(texts, bundle.tokenizer)
+    ids, lengths = encode_tokens(tokens, vocab_to_index(bundle.vocab), bundle.max_len)
+    from tasks.score import ragged_bags
+
+    bags = ragged_bags(bundle.featurizer(tokens))
+    before = predict_proba(bundle.model, ids, lengths, bags=bags)
+    moved = load_bundle(_copy(wide_bundle_dir, tmp_path))
+    assert np.array_equal(before, predict_proba(moved.model, ids, lengths, bags=bags))
+    source = tmp_path / "in.csv"
+    pl.DataFrame({"text": texts}).write_csv(source)
+    score_file(moved, source, tmp_path / "out.parquet", workers=1)
+    scored = pl.read_parquet(tmp_path / "out.parquet")
+    probs = scored.select([f"prob_{label}" for label in bundle.labels]).to_numpy()
+    assert np.allclose(probs, before, atol=1e-6)
+
+
+def test_wide_bundle_without_its_features_is_refused(wide_bundle_dir, tmp_path) -> None:
+    copy = _copy(wide_bundle_dir, tmp_path)
+    (copy / "features.parquet").unlink()
+    seal_bundle(copy)
+    with pytest.raises(BundleError, match=r"wide n-gram branch but no features\.parquet"):
+        load_bundle(copy)
+
+
+def test_bundle_from_before_calibration_loads_at_temperature_one(bundle_dir, tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    copy = _copy(bundle_dir, tmp_path)
+    state = load_file(str(copy / "weights.safetensors"))
+    state.pop("temperature")
+    save_file(state, str(copy / "weights.safetensors"))
+    seal_bundle(copy)
+    assert float(load_bundle(copy).model.temperature) == 1.0

@@ -41,8 +41,8 @@ def test_entry_describes_the_run() -> None:
     assert entry["cached"] is False and entry["bundle"] == "/w/bundle/aaa"
     assert lb.describe_tokenizer({"engine": "char"}) == "char"
     gru = {"cell": "gru", "hidden_size": 8, "num_layers": 2, "bidirectional": False,
-           "input": "onehot"}  # fmt: skip
-    assert lb.describe_model(gru) == "gru h8 x2 onehot"
+           "input": "onehot", "wide": True}  # fmt: skip
+    assert lb.describe_model(gru) == "gru h8 x2 onehot +wide"
     assert lb.state_message(SUMMARY) == "accuracy 0.8123, macro-F1 0.8011"
 
 

@@ -1,0 +1,72 @@
+"""The wide branch: a linear classifier over a bag of n-grams (the chapter's N-gram model).
+
+    bag of n-gram ids + TF-IDF weights (ragged, per text) ──EmbeddingBag(sum)──▶ logits (B, C)
+
+``nn.EmbeddingBag(F, C, mode="sum")`` with per-sample weights computes ``x @ W`` for the
+sparse TF-IDF row ``x`` (F wide, a few hundred non-zeros) without ever building a dense
+(B, F) matrix: the cost is the number of n-grams, not the feature count. This is the model
+TF-IDF + a linear SVM is, trained with cross-entropy; ``models/rnn.py`` adds its logits
+to the RNN's (see ``RNNClassifier``).
+
+Bags travel ragged: ``ids`` (all rows' feature ids, row after row), ``counts`` (N,) and
+``weights``; :func:`gather_bags` cuts one batch out of them as EmbeddingBag wants it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+
+
+class Bags(NamedTuple):
+    """One batch of bags, as ``nn.EmbeddingBag`` takes them."""
+
+    indices: torch.Tensor  # (K,) int64 feature ids of all rows
+    offsets: torch.Tensor  # (B,) int64 start of each row in ``indices``
+    weights: torch.Tensor  # (K,) float32 TF-IDF weights
+
+    def to(self, device: torch.device | str) -> Bags:
+        return Bags(*(t.to(device, non_blocking=True) for t in self))
+
+
+class RaggedBags(NamedTuple):
+    """All rows' bags of one split: ``ids``/``weights`` (K,), ``counts`` (N,)."""
+
+    ids: torch.Tensor
+    counts: torch.Tensor
+    weights: torch.Tensor
+
+    @property
+    def starts(self) -> torch.Tensor:
+        return torch.cumsum(self.counts, 0) - self.counts
+
+
+def gather_bags(bags: RaggedBags, rows: torch.Tensor, starts: torch.Tensor | None = None) -> Bags:
+    """The bags of ``rows`` (any order) as one EmbeddingBag batch; ``starts`` = ``bags.starts``
+    precomputed (pass it when gathering many batches from one split)."""
+    rows = rows.to("cpu", torch.int64)
+    starts = bags.starts if starts is None else starts
+    counts = bags.counts[rows]  # (B,)
+    offsets = torch.cumsum(counts, 0) - counts  # (B,) where each row starts in the batch
+    # Position of every batch element in the split's flat arrays: row start + rank in row.
+    total = int(counts.sum())
+    shift = torch.repeat_interleave(starts[rows] - offsets, counts, output_size=total)
+    flat = shift + torch.arange(total)
+    return Bags(bags.ids[flat], offsets, bags.weights[flat])
+
+
+class NgramLinear(nn.Module):
+    """Logits = sum over a text's n-grams of weight x W[ngram] + b. Zero-initialised: training
+    starts from the class prior, and no random draw is spent (the RNN's init is unchanged)."""
+
+    def __init__(self, num_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(num_features, num_classes, mode="sum")
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+        nn.init.zeros_(self.bag.weight)
+
+    def forward(self, bags: Bags) -> torch.Tensor:
+        out = self.bag(bags.indices, bags.offsets, per_sample_weights=bags.weights)  # (B, C)
+        return out + self.bias
