@@ -17,6 +17,17 @@ pytestmark = pytest.mark.prefect
 SMALL = dict(tokenizer="char", epochs=2, hidden=16, embedding_dim=16, batch_size=16, seed=3)
 
 
+def _task_run_names(flow_run_id: object) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return [r.name for r in runs]
+
+
 def _states(summary: dict) -> dict[str, str]:
     return {t["name"]: t["state"] for t in summary["tasks"]}
 
@@ -69,7 +80,10 @@ def test_train_then_new_epochs_reruns_only_training_then_score(
     assert {e["settings"].split(" · ")[0] for e in board} == {"epochs 2", "epochs 3"}
 
     out = tmp_path / "preds.parquet"
-    summary = score_pipeline(bundle=second["model"], input=str(tiny_csv), output=str(out))
+    scored = score_pipeline(bundle=second["model"], input=str(tiny_csv), output=str(out),
+                            return_state=True)  # fmt: skip
+    summary = scored.result()
+    assert _task_run_names(scored.state_details.flow_run_id) == ["score-tiny.csv-b512"]
     assert summary["rows"] == pl.read_parquet(out).height == pl.read_csv(tiny_csv).height
     assert summary["label_accuracy"]["column"] == "label"
     assert summary["label_accuracy"]["rows"] == summary["rows"]
