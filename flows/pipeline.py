@@ -175,7 +175,7 @@ def train_pipeline(
                                    {"max_len": max_len, "min_freq": min_freq,
                                     "max_vocab": max_vocab})  # fmt: skip
     artifacts.publish_leaderboard(leaderboard.record(root, entry), root / leaderboard.BOARD_FILE)
-    # The final state's message shows in the UI's runs list; the caller still gets the dict.
+    # The final state's message (on the run's page in the UI); the caller still gets the dict.
     message = leaderboard.state_message(summary)
     return Completed(message=message, data=_finish(root, summary))  # type: ignore[return-value]
 
