@@ -42,6 +42,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tasks.display import plain
+
 KEY_PROFILE = "zhflow-corpus-profile"
 KEY_NGRAMS = "zhflow-top-ngrams"
 KEY_VOCAB = "zhflow-vocab"
@@ -115,13 +117,14 @@ def profile_rows(profile: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"metric": name, "value": fixed(profile[name])})
     kept = profile.get("rows_kept") or sum(profile.get("labels", {}).values()) or 0
     for label, count in profile.get("labels", {}).items():
-        rows.append({"metric": f"label {label}", "value": _count_share(count, kept)})
+        rows.append({"metric": f"label {plain(label)}", "value": _count_share(count, kept)})
     for split, count in (profile.get("splits") or {}).items():
         rows.append({"metric": f"split {split}", "value": fixed(count)})
     for name, value in (profile.get("text_length") or {}).items():
         rows.append({"metric": f"text length {name}", "value": fixed(float(value), 1)})
     if profile.get("small_labels"):
-        rows.append({"metric": "labels with < 3 rows", "value": ", ".join(profile["small_labels"])})
+        small = ", ".join(map(plain, profile["small_labels"]))
+        rows.append({"metric": "labels with < 3 rows", "value": small})
     return rows
 
 
@@ -142,7 +145,7 @@ def ngram_rows(ngrams: Any, top: int = TOP_NGRAMS) -> list[dict[str, Any]]:
     return [
         {
             "n": int(r["n"]),
-            "ngram": str(r["ngram"]),
+            "ngram": plain(r["ngram"]),
             "count": fixed(int(r["count"])),
             "doc_freq": fixed(int(r["doc_freq"])),
         }
@@ -164,7 +167,7 @@ def vocab_rows(
         real = real.filter(~pl.col("token").str.contains(PUNCTUATION_ONLY))
         real = real.sort(["count", "token"], descending=[True, False]).head(top)
         for r in real.iter_rows(named=True):
-            rows.append({"item": f"token {r['token']}", "value": fixed(int(r["count"]))})
+            rows.append({"item": f"token {plain(r['token'])}", "value": fixed(int(r["count"]))})
     return rows
 
 
@@ -175,14 +178,16 @@ def metrics_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         c = metrics["per_class"][label]
         rows.append(
             {
-                "class": str(label),
+                "class": plain(label),
                 "precision": fixed(float(c["precision"])),
                 "recall": fixed(float(c["recall"])),
                 "f1": fixed(float(c["f1"])),
                 "support": fixed(int(c["support"])),
             }
         )
+    # The macro average is over the classes present in the test split (tasks/evaluate.py).
     per = [metrics["per_class"][lab] for lab in metrics.get("labels", [])]
+    per = [c for c in per if c["support"] > 0] or per
     if per:
         rows.append(
             {
@@ -215,9 +220,9 @@ def metrics_description(metrics: dict[str, Any]) -> str:
 def confusion_share_markdown(metrics: dict[str, Any]) -> str:
     """The confusion matrix as a markdown table, each cell its count and (beside it) its share
     of the row, i.e. of the texts with that true label; the last column is the row's total."""
-    from tasks.evaluate import _cell
+    from tasks.display import markdown
 
-    labels = [_cell(label) for label in metrics["labels"]]
+    labels = [markdown(label) for label in metrics["labels"]]
     lines = [
         "| true \\ predicted | " + " | ".join(labels) + " | texts |",
         "|---|" + "---:|" * (len(labels) + 1),
@@ -319,14 +324,14 @@ def score_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"item": name, "value": fixed(summary[name], digits)})
     scored = sum((summary.get("labels") or {}).values())
     for label, count in (summary.get("labels") or {}).items():
-        rows.append({"item": f"label {label}", "value": _count_share(count, scored)})
+        rows.append({"item": f"label {plain(label)}", "value": _count_share(count, scored)})
     for name, value in (summary.get("confidence") or {}).items():
         rows.append({"item": f"confidence {name}", "value": fixed(value)})
     truth = summary.get("label_accuracy")
     if truth:
         rows.append(
             {
-                "item": f"accuracy vs input column {truth['column']!r}",
+                "item": f"accuracy vs input column {plain(truth['column'])!r}",
                 "value": f"{truth['accuracy']:.4f} ({truth['correct']:,} of {truth['rows']:,})",
             }
         )

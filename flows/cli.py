@@ -1,19 +1,26 @@
 """``zhflow`` command line: ``run`` trains (or stops early), ``score`` batch-scores a corpus,
-``serve`` serves both as scheduled Prefect deployments.
+``evaluate`` measures a bundle on labelled data, ``predict`` labels a few texts, ``info``
+describes a bundle, ``serve`` serves the flows as scheduled Prefect deployments, ``server``
+starts/stops the persistent local Prefect server the other commands use (flows/server.py).
 
 Errors in the user's input print one line, ``zhflow: error: ...``, and exit non-zero:
-2 for bad input (corpus, columns, flags), 3 for a refused model bundle, 1 for anything else.
+2 for bad input (corpus, columns, flags), 3 for a refused model bundle, 4 for an evaluation
+below ``--min-accuracy``, 1 for anything else.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from typing import Any
 
 import click
 
+from flows import server
+from flows.commands import evaluate_command, info_command, predict_command
+from flows.progress import terminal_bars
 from flows.serve import serve_command
 from flows.settings import apply_defaults
 
@@ -28,12 +35,24 @@ class _HideUserErrorTracebacks(logging.Filter):
     """Prefect logs a task's exception with its traceback; for a user error one line is enough."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from tasks.errors import ZhflowError
-
-        if record.exc_info and isinstance(record.exc_info[1], ZhflowError):
+        if record.exc_info and _as_user_error(record.exc_info[1]) is not None:
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+def _as_user_error(exc: BaseException | None) -> Any:
+    """``exc`` as the ZhflowError the user sees, or None for a bug. A failed write that
+    escaped the write guards (e.g. Prefect's own cache record on a full disk) counts."""
+    from tasks.errors import ZhflowError
+    from tasks.storage import WRITE_ERRNOS, write_errno
+
+    if isinstance(exc, ZhflowError):
+        return exc
+    if isinstance(exc, OSError) and write_errno(exc) in WRITE_ERRNOS:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return ZhflowError(f"{where}cannot write ({exc.strerror or exc})")
+    return None
 
 
 def _quiet_user_errors() -> None:
@@ -53,21 +72,80 @@ def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
             click.echo(line)
 
 
-def _run_guarded(fn: Any, **kwargs: Any) -> dict[str, Any]:
+def _with_link(lines: list[str], summary: dict[str, Any]) -> list[str]:
+    """The flow run's page in the Prefect UI, when the server has one."""
+    if summary.get("flow_run_url"):
+        return [*lines, f"flow run: {summary['flow_run_url']}"]
+    return lines
+
+
+def _run_guarded(fn: Any, precheck: Any = None, **kwargs: Any) -> dict[str, Any]:
     from prefect import tags
 
+    from flows.lifecycle import OwnServers, stop_signals_exit
     from tasks.cluster import ClusterSpec
-    from tasks.errors import ZhflowError
 
     _quiet_user_errors()
+    servers = OwnServers()
     try:
-        # Checked here too, so a bad pair of flags fails before a Prefect server starts.
-        ClusterSpec.from_params(kwargs.get("dask_address"), kwargs.get("dask_workers"))
-        with tags(RUN_TAG):  # every flow run the CLI starts, as the deployments' runs
-            return fn(**kwargs)
-    except ZhflowError as exc:
-        click.echo(f"zhflow: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        with stop_signals_exit():
+            # Checked here too, so a bad pair of flags fails before a Prefect server starts.
+            ClusterSpec.from_params(kwargs.get("dask_address"), kwargs.get("dask_workers"))
+            if precheck is not None:
+                precheck(**kwargs)
+            with tags(RUN_TAG):  # every flow run the CLI starts, as the deployments' runs
+                return fn(**kwargs)
+    except Exception as exc:
+        error = _as_user_error(exc)
+        if error is None:
+            raise
+        servers.stop()  # first, so that the error is the last line on stderr
+        click.echo(f"zhflow: error: {error}", err=True)
+        sys.exit(error.exit_code)
+    finally:
+        servers.stop()  # also on SIGTERM/SIGINT: the temporary server goes down with us
+
+
+class _OneLineErrors(click.Group):
+    """Click's own usage errors as one ``zhflow: error:`` line (exit 2), like every other
+    error, instead of usage + hint + message on four lines. ``--help`` is unchanged."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
+        except click.ClickException as exc:
+            message = " ".join(exc.format_message().split())
+            ctx = getattr(exc, "ctx", None)
+            if isinstance(exc, click.UsageError) and ctx is not None:
+                message += f" (see: {ctx.command_path} --help)"
+            click.echo(f"zhflow: error: {message}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("zhflow: error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class _FiniteFloatRange(click.FloatRange):
+    """A FloatRange that also refuses nan and inf (click's range checks let both through)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
+
+
+def _check_run_paths(workdir: str, corpus: list[str] | None, **_: Any) -> None:
+    """Before a server starts: the work dir is (or can become) a writable folder, and each
+    corpus path can be looked at (a symlink loop is named here, not deep in a stage)."""
+    from tasks.guards import check_readable, check_workdir
+
+    check_workdir(workdir)
+    for path in corpus or []:
+        check_readable(path)
 
 
 def _where_to_run(command: Any) -> Any:
@@ -95,7 +173,7 @@ def _where_to_run(command: Any) -> Any:
     return command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="zhflow")
 def main() -> None:
     """zhflow: Chinese text classification with jieba, polars, PyTorch RNNs and Prefect."""
@@ -150,7 +228,7 @@ def main() -> None:
 @click.option("--bidirectional/--no-bidirectional", default=True, show_default=True)
 @click.option(
     "--dropout",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=_FiniteFloatRange(0, 1, max_open=True),
     default=0.2,
     show_default=True,
     help="Between stacked layers.",
@@ -205,7 +283,7 @@ def main() -> None:
     help="Upper bound; early stopping on validation macro-F1.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--lr", type=_FiniteFloatRange(min=0, min_open=True), default=2e-3, show_default=True)
 @click.option(
     "--amp/--no-amp",
     default=False,
@@ -250,13 +328,16 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
     from flows.pipeline import train_pipeline
 
     options["corpus"] = list(corpus) if corpus else None
-    summary = _run_guarded(train_pipeline, **options)
+    with terminal_bars(epochs=options["epochs"]):
+        summary = _run_guarded(
+            server.run_flow, precheck=_check_run_paths, flow=train_pipeline, **options
+        )
     lines = [f"{t['name']:>8}: {t['state']}" for t in summary["tasks"]]
     if "accuracy" in summary:
         lines.append(f"test accuracy {summary['accuracy']:.4f}  macro-F1 {summary['macro_f1']:.4f}")
         lines.append(f"model bundle: {summary['model']}")
     lines.append(f"workdir: {summary['workdir']}")
-    _emit(summary, as_json, lines)
+    _emit(summary, as_json, _with_link(lines, summary))
 
 
 @main.command()
@@ -279,16 +360,35 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary as the last line.")
 def score(input: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Score INPUT with a trained bundle: one row per input row in OUTPUT."""
-    from flows.scoring import score_pipeline
+    from flows.scoring import check_score_paths, score_pipeline
 
     options["input"] = input[0] if len(input) == 1 else list(input)
-    summary = _run_guarded(score_pipeline, **options)
+    with terminal_bars():
+        summary = _run_guarded(
+            server.run_flow,
+            precheck=lambda bundle, input, output, **_: check_score_paths(bundle, input, output),
+            flow=score_pipeline,
+            **options,
+        )
     lines = [f"scored {summary['rows']} rows in {summary['seconds']:.1f} s → {summary['output']}"]
-    _emit(summary, as_json, lines)
+    _emit(summary, as_json, _with_link(lines, summary))
 
 
 main.add_command(serve_command)  # `zhflow serve`: scheduled deployments (flows/serve.py)
+main.add_command(server.server_command)  # `zhflow server start|stop|status` (flows/server.py)
+for _command in (evaluate_command, predict_command, info_command):  # flows/commands.py
+    main.add_command(_command)
+
+
+def entry() -> None:
+    """The ``zhflow`` console script: :func:`main`, then a quick exit where it is safe
+    (``flows.server.exit_quickly``: ~1 s of interpreter teardown saved per command)."""
+    try:
+        main()
+    except SystemExit as done:
+        server.exit_quickly(done.code)
+        raise
 
 
 if __name__ == "__main__":
-    main()
+    entry()

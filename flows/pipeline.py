@@ -48,7 +48,14 @@ def resolve_corpus(corpus: str | list[str] | None, fmt: str | None) -> tuple[lis
     if corpus is None or corpus == [] or corpus == "":
         return [str(p) for p in demo_corpus_paths()], "lines"
     paths = [corpus] if isinstance(corpus, str) else list(corpus)
-    return [str(Path(p).expanduser().resolve()) for p in paths], fmt
+    return [str(_resolved(p)) for p in paths], fmt
+
+
+def _resolved(path: str) -> Path:
+    from tasks.guards import check_readable
+
+    check_readable(path)  # a symlink loop: one line, not pathlib's RuntimeError
+    return Path(path).expanduser().resolve()
 
 
 def corpus_run_name() -> str:
@@ -117,7 +124,8 @@ def train_pipeline(
                          stopwords=stopwords, normalize=normalize)  # fmt: skip
     summary: dict[str, Any] = {"workdir": str(root), "corpus": source, "tasks": run.states}
 
-    corpus_ref = run(stages.ingest_corpus, source=source, source_digest=stages.hash_source(source),
+    source_digest = stages.hash_source(source)
+    corpus_ref = run(stages.ingest_corpus, source=source, source_digest=source_digest,
                      fmt=fmt, text_col=text_col, label_col=label_col, id_col=id_col,
                      encoding=encoding, seed=seed, valid_frac=valid_frac,
                      test_frac=test_frac, dedupe=dedupe)  # fmt: skip
@@ -163,7 +171,9 @@ def train_pipeline(
                                 summary["profile"]["cross_split_duplicate_texts"]})  # fmt: skip
     bundle = run(stages.package_bundle, model=trained, vocab=vocab, encoded=encoded,
                  metrics=metrics, tokenizer=spec.to_dict(),
-                 ngrams=ngrams if wide else None)  # fmt: skip
+                 ngrams=ngrams if wide else None,
+                 training={"corpus_digest": source_digest,
+                           "rows": summary["profile"].get("rows_kept")})  # fmt: skip
     artifacts.publish_metrics(metrics, bundle)
     artifacts.publish_training(trained, metrics)
     scores = stages.read_json(metrics, "metrics.json")

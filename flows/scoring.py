@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from flows import artifacts, score_report
+from flows import progress as terminal
 from tasks.bundle import load_bundle
 from tasks.cluster import ClusterSpec, score_on_cluster
 from tasks.score import score_file
@@ -23,10 +24,25 @@ def resolve_bundle(bundle: str) -> str:
     path = Path(bundle).expanduser()
     latest = path / "runs" / "latest.json"
     if not (path / "config.json").exists() and latest.is_file():
-        model = json.loads(latest.read_text(encoding="utf-8")).get("model")
+        try:
+            model = json.loads(latest.read_text(encoding="utf-8")).get("model")
+        except (OSError, ValueError, AttributeError):
+            return bundle  # unreadable: the bundle check names the folder
         if model:
             return str(model)
     return bundle
+
+
+def check_score_paths(bundle: str, input: str | list[str], output: str) -> None:
+    """Refuse, before anything is read, an output that would replace an input or land in
+    the model bundle or a work dir's artifact folders, and a bundle that is not sealed."""
+    from tasks.bundle import check_sealed
+    from tasks.guards import check_output_not_input, check_output_outside_sealed
+
+    inputs = [input] if isinstance(input, str) else list(input)
+    check_output_not_input(output, inputs)
+    check_output_outside_sealed(output, [bundle, resolve_bundle(bundle)])
+    check_sealed(resolve_bundle(bundle))
 
 
 def score_task_run_name() -> str:
@@ -57,7 +73,10 @@ def score_corpus(
     loaded = load_bundle(resolve_bundle(bundle), device=pick_device("auto"))
     logger = get_run_logger()
     logger.info(f"scoring {input} with {loaded.path.name} ({len(loaded.labels)} labels)")
-    with artifacts.watch_scoring(input, fmt) as progress:
+    with artifacts.watch_scoring(input, fmt) as artifact_progress:
+        progress = terminal.scoring_listener(
+            artifact_progress, lambda: artifacts.estimate_rows(input, fmt)
+        )
         if cluster:
             return score_on_cluster(
                 loaded, input, output, ClusterSpec(**cluster), batch_size, chunk_rows,
@@ -92,6 +111,7 @@ def score_pipeline(
     dask_address: str | None = None,
     dask_workers: int | None = None,
 ) -> dict[str, Any]:
+    check_score_paths(bundle, input, output)
     cluster = ClusterSpec.from_params(dask_address, dask_workers)
     state = score_corpus(bundle, input, output, fmt, text_col, id_col, encoding, batch_size,
                          chunk_rows, processes, cluster.to_dict() if cluster else None,

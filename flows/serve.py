@@ -1,11 +1,11 @@
 """``zhflow serve``: scheduled deployments of the training and scoring flows.
 
-One long-running process registers two deployments with a Prefect server (``prefect server
-start``) and runs their flow runs as they come due: no work pool and no worker needed (for
-the work-pool style see ``prefect.yaml``). Stop it with Ctrl-C; its schedules are paused.
+One long-running process registers two deployments with a Prefect server (``zhflow server
+start``, or any Prefect server ``PREFECT_API_URL`` names) and runs their flow runs as they
+come due: no work pool and no worker needed (for the work-pool style see ``prefect.yaml``).
+Stop it with Ctrl-C; its schedules are paused.
 
-    prefect server start --host 127.0.0.1 --port 4200 &
-    export PREFECT_API_URL=http://127.0.0.1:4200/api
+    zhflow server start
     zhflow serve --corpus reviews.csv --score-input incoming/ --train-cron "0 2 * * *"
 
 The click command lives here (``flows/cli.py`` registers it); Prefect is imported only
@@ -24,13 +24,15 @@ import click
 
 TRAIN_FLOW = "zhflow-train"
 SCORE_FLOW = "zhflow-score"
+EVALUATE_FLOW = "zhflow-evaluate"
 DEFAULT_NAME = "nightly"
 DEFAULT_TRAIN_CRON = "0 2 * * *"  # 02:00
 DEFAULT_SCORE_CRON = "0 6 * * *"  # 06:00, after training
+DEFAULT_EVAL_CRON = "0 7 * * *"  # 07:00: the latest bundle on newly labelled data
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 NO_SERVER = (
-    "zhflow serve needs a Prefect server: run `prefect server start --host 127.0.0.1 "
-    "--port 4200` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+    "zhflow serve needs a Prefect server: run `zhflow server start` (or set PREFECT_API_URL "
+    "to a running `prefect server start`)"
 )
 
 
@@ -92,12 +94,19 @@ def build_deployments(
     score_name: str = DEFAULT_NAME,
     train_params: dict[str, Any] | None = None,
     score_params: dict[str, Any] | None = None,
+    eval_input: tuple[str, ...] = (),
+    eval_cron: str | None = None,
+    eval_interval: float | None = None,
+    eval_name: str = DEFAULT_NAME,
+    eval_params: dict[str, Any] | None = None,
 ) -> list[Any]:
-    """The RunnerDeployments to serve: training always, scoring when there is an input.
+    """The RunnerDeployments to serve: training always, scoring and evaluation when they
+    have an input.
 
     Paths are made absolute here, so runs do not depend on the server's or runner's cwd.
     The scoring deployment's ``bundle`` defaults to the work dir: each run scores with the
-    bundle of the last training run (``runs/latest.json``)."""
+    bundle of the last training run (``runs/latest.json``), and so does the evaluation's,
+    which writes each run's metrics to ``WORKDIR/evaluations/<corpus>-<time>``."""
     from flows.pipeline import train_pipeline
     from flows.scoring import score_pipeline
 
@@ -127,6 +136,25 @@ def build_deployments(
                 parameters=score,
                 tags=["zhflow", "score"],
                 description="zhflow batch scoring with the latest (or a given) model bundle",
+            )
+        )
+    if eval_input:
+        from flows.evaluation import evaluate_pipeline
+
+        evaluate = {
+            "bundle": _abs(bundle) if bundle else root,
+            "corpus": [_abs(p) for p in eval_input],
+            "output_root": str(Path(root) / "evaluations"),
+            **(eval_params or {}),
+        }
+        deployments.append(
+            evaluate_pipeline.to_deployment(
+                name=eval_name,
+                schedules=[make_schedule(eval_cron, eval_interval, timezone, DEFAULT_EVAL_CRON)],
+                parameters=evaluate,
+                tags=["zhflow", "evaluate"],
+                description="zhflow evaluation of the latest (or a given) bundle on labelled "
+                "data; fails below min_accuracy",
             )
         )
     return deployments
@@ -228,20 +256,48 @@ def _param_names(fn: Any) -> set[str]:
     help="Another scoring parameter, e.g. text_col=review (repeatable).",
 )
 @click.option(
+    "--eval-input",
+    multiple=True,
+    type=click.Path(),
+    help="Evaluation: a labelled corpus file or folder (repeatable); serves zhflow-evaluate/NAME.",
+)
+@click.option("--eval-cron", help=f"Cron schedule of evaluation (default: {DEFAULT_EVAL_CRON!r}).")
+@click.option(
+    "--eval-interval", type=click.FloatRange(min=1), help="Evaluate every N seconds instead."
+)
+@click.option(
+    "--eval-name",
+    default=DEFAULT_NAME,
+    show_default=True,
+    help="Deployment name: zhflow-evaluate/NAME.",
+)
+@click.option(
+    "--eval-param",
+    "eval_param",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Another evaluation parameter, e.g. min_accuracy=0.9, label_col=y (repeatable).",
+)
+@click.option(
     "--limit", type=click.IntRange(min=1), default=1, show_default=True, help="Flow runs at once."
 )
 def serve_command(
-    train_param: tuple[str, ...], score_param: tuple[str, ...], limit: int, **options: Any
+    train_param: tuple[str, ...],
+    score_param: tuple[str, ...],
+    eval_param: tuple[str, ...],
+    limit: int,
+    **options: Any,
 ) -> None:
-    """Serve scheduled deployments zhflow-train/NAME and zhflow-score/NAME (needs a server
-    from `prefect server start` and PREFECT_API_URL). Ctrl-C stops and pauses them."""
+    """Serve scheduled deployments zhflow-train/NAME, zhflow-score/NAME and
+    zhflow-evaluate/NAME on the zhflow server (`zhflow server start`) or PREFECT_API_URL.
+    Ctrl-C stops and pauses them."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
         ZoneInfo(options["timezone"])
     except (ZoneInfoNotFoundError, ValueError):
         raise ServeError(f"--timezone {options['timezone']!r}: unknown IANA time zone") from None
-    for flag in ("train", "score"):
+    for flag in ("train", "score", "eval"):
         if options[f"{flag}_cron"] and options[f"{flag}_interval"]:
             raise ServeError(f"--{flag}-cron and --{flag}-interval: give one of them")
         cron = options[f"{flag}_cron"]
@@ -252,10 +308,16 @@ def serve_command(
                 CronSchedule(cron=cron, timezone=options["timezone"])
             except ValueError:
                 raise ServeError(f"--{flag}-cron {cron!r}: not a valid cron expression") from None
+    from flows.server import connect
+
+    # The zhflow server, unless PREFECT_API_URL says otherwise; a normal exit, so the
+    # runner's shutdown (pausing the schedules) runs in full.
+    connect(announce=False, quick_exit=False)
     url = check_server()
 
     from prefect import serve
 
+    from flows.evaluation import evaluate_pipeline
     from flows.pipeline import train_pipeline
     from flows.scoring import score_pipeline
 
@@ -263,10 +325,12 @@ def serve_command(
         **options,
         train_params=parse_params(train_param, _param_names(train_pipeline), "--train-param"),
         score_params=parse_params(score_param, _param_names(score_pipeline), "--score-param"),
+        eval_params=parse_params(eval_param, _param_names(evaluate_pipeline), "--eval-param"),
     )
     names = [f"{d.flow_name}/{d.name}" for d in deployments]
-    if not options["score_input"]:
-        click.echo("zhflow serve: no --score-input, serving training only", err=True)
+    if not options["score_input"] and not options["eval_input"]:
+        click.echo("zhflow serve: no --score-input or --eval-input, serving training only",
+                   err=True)  # fmt: skip
     click.echo(
         f"zhflow serve: {', '.join(names)} on {url} (UI: {url.removesuffix('/api')})", err=True
     )

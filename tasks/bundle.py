@@ -37,6 +37,7 @@ from tasks.segment import TokenizerSpec
 from tasks.storage import (
     MANIFEST,
     build_manifest,
+    manifest_problem,
     sha256_file,
     verify_artifact,
     write_json_atomic,
@@ -115,24 +116,79 @@ def _fail(path: Path, why: str) -> BundleError:
     return BundleError(f"{path}: refused model bundle: {why}")
 
 
-def _check_files(path: Path) -> str:
+#: What reading a malformed config, vocab or labels file can raise.
+_UNREADABLE = (ValueError, KeyError, TypeError, AttributeError, OSError, pl.exceptions.PolarsError)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest, checked before any file it lists is opened (see manifest_problem)."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _fail(path, f"{MANIFEST} is unreadable ({exc})") from None
+    problem = manifest_problem(path, manifest)
+    if problem:
+        raise _fail(path, problem)
+    unlisted = [name for name in REQUIRED if name != MANIFEST and name not in manifest["files"]]
+    if unlisted:
+        raise _fail(path, f"{', '.join(unlisted)} not listed in {MANIFEST}")
+    return manifest
+
+
+def check_sealed(path: str | Path) -> dict[str, Any]:
+    """The bundle's manifest, once the folder has the required files and every manifest
+    entry is a plain file inside it. Cheap (nothing hashed, no listed file opened): the CLI
+    runs it before a Prefect server starts; :func:`load_bundle` runs it first."""
+    path = Path(path)
     if not path.is_dir():
         raise _fail(path, "not a directory" if path.exists() else "no such directory")
     missing = [name for name in REQUIRED if not (path / name).is_file()]
     if missing:
         raise _fail(path, f"missing {', '.join(missing)}")
+    return _read_manifest(path)
+
+
+def _check_files(path: Path) -> tuple[str, set[str]]:
+    """The bundle's digest and the names its manifest lists, once every listed file is
+    a plain file inside the bundle and matches its size and hash."""
+    manifest = check_sealed(path)
     digest = verify_artifact(path, deep=True)
     if digest is None:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
         changed = [
-            rel for rel, meta in manifest.get("files", {}).items()
-            if not (path / rel).is_file() or (path / rel).stat().st_size != meta["size"]
+            rel for rel, meta in manifest["files"].items()
+            if (path / rel).stat().st_size != meta["size"]
             or sha256_file(path / rel) != meta["sha256"]
         ]  # fmt: skip
         raise _fail(
             path, f"{', '.join(changed) or MANIFEST} altered or truncated since it was written"
         )
-    return digest
+    return digest, set(manifest["files"])
+
+
+def _check_parts(path: Path, config: dict[str, Any], labels: list[str], listed: set[str]) -> None:
+    """The config and labels make sense on their own (a re-sealed bundle can say anything)."""
+    max_len = config.get("max_len")
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+        raise _fail(path, f"config.json: max_len must be an integer >= 1, got {max_len!r}")
+    if not labels:
+        raise _fail(path, "labels.json: no labels")
+    if any(not label for label in labels):
+        raise _fail(path, "labels.json: a label is empty")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise _fail(path, f"labels.json: labels repeat ({', '.join(map(repr, repeated))})")
+    if config.get("num_labels", len(labels)) != len(labels):
+        raise _fail(
+            path, f"config.json says {config.get('num_labels')!r} labels, labels.json has "
+            f"{len(labels)}"
+        )  # fmt: skip
+    if config["model"].get("wide_features") and FEATURES not in listed:
+        raise _fail(path, f"the model has a wide n-gram branch but no {FEATURES} in {MANIFEST}")
+    spec = config["tokenizer"]["spec"]
+    for field in ("user_dict", "stopwords"):
+        name = spec.get(field)
+        if name and (not isinstance(name, str) or name not in listed):
+            raise _fail(path, f"config.json: {field} {name!r} is not a file listed in {MANIFEST}")
 
 
 def _resolve_tokenizer(path: Path, tok: dict[str, Any]) -> TokenizerSpec:
@@ -152,20 +208,22 @@ def _resolve_tokenizer(path: Path, tok: dict[str, Any]) -> TokenizerSpec:
 def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     """Verify and load a bundle. Raises BundleError, naming the problem, on any mismatch."""
     path = Path(path)
-    digest = _check_files(path)
+    digest, listed = _check_files(path)
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        if config.get("format") != BUNDLE_FORMAT:
-            raise _fail(path, f"format {config.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+        if not isinstance(config, dict) or config.get("format") != BUNDLE_FORMAT:
+            found = config.get("format") if isinstance(config, dict) else None
+            raise _fail(path, f"format {found!r}, expected {BUNDLE_FORMAT!r}")
+        labels = load_label_map(path / "labels.json")
+        _check_parts(path, config, labels, listed)
         model_config = RNNConfig.from_dict(config["model"])
         tokenizer = _resolve_tokenizer(path, config["tokenizer"])
         vocab = pl.read_parquet(path / "vocab.parquet")
-        labels = load_label_map(path / "labels.json")
-        max_len = int(config["max_len"])
+        max_len = config["max_len"]
         featurizer = _load_featurizer(path, config, model_config)
     except BundleError:
         raise
-    except (ValueError, KeyError, TypeError, OSError, pl.exceptions.PolarsError) as exc:
+    except _UNREADABLE as exc:
         raise _fail(path, f"unreadable config, vocab or labels ({exc})") from None
     if vocab.height != model_config.vocab_size:
         raise _fail(

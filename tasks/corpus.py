@@ -44,6 +44,7 @@ import numpy as np
 import polars as pl
 
 from tasks.errors import InputError
+from tasks.guards import reads_input
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet", "lines")
 TEXT_COLUMNS = ("text", "review", "content", "sentence")
@@ -290,10 +291,11 @@ def _to_utf8(series: pl.Series, path: Path, column: str) -> pl.Series:
         ) from None
 
 
-def _check_ids(ids: pl.Series, path: Path) -> None:
+def _check_ids(ids: pl.Series, path: Path, offset: int = 0) -> None:
+    """``offset``: rows of the file before this batch, so the row number is the file's."""
     nulls = ids.is_null()
     if nulls.any():
-        row = int(nulls.arg_max() or 0)
+        row = offset + int(nulls.arg_max() or 0)
         raise InputError(f"{path}: row {row} has no id")
 
 
@@ -591,6 +593,7 @@ def _no_columns_for_lines(**given: str | None) -> None:
             )
 
 
+@reads_input
 def read_corpus(
     source: Source,
     fmt: str | None = None,
@@ -888,6 +891,54 @@ def _assign_groups(
     return out
 
 
+#: Distinct texts a label needs to reach all three splits (one each); a smaller label goes
+#: to train only, so it is never validated or tested.
+MIN_TEXTS_PER_LABEL = 3
+#: Fewer test rows than this: accuracy and macro-F1 are mostly noise, so the run warns.
+FEW_TEST_ROWS = 20
+
+
+def _some(names: list[str], most: int = 8) -> str:
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def check_splits(
+    split: pl.DataFrame, where: Any, valid_frac: float = 0.1, test_frac: float = 0.1
+) -> list[str]:
+    """Refuse a split that leaves valid or test empty (naming the labels too small to reach
+    them, and what to do); return warnings for a split that trains but measures little."""
+    per_label = split.group_by("label").agg(
+        (pl.col("split") != "train").sum().alias("held_out"), pl.len().alias("rows")
+    )
+    train_only = sorted(per_label.filter(pl.col("held_out") == 0)["label"].to_list())
+    counts = dict(split.group_by("split").len().iter_rows())
+    labels = per_label.height
+    for name, frac in (("valid", valid_frac), ("test", test_frac)):
+        if frac > 0 and counts.get(name, 0) == 0:
+            raise InputError(
+                f"{_describe(where)}: no rows for the {name} split: {len(train_only)} of "
+                f"{labels} labels have fewer than {MIN_TEXTS_PER_LABEL} distinct texts "
+                f"({_some(train_only)}) and go to train only; give each label at least "
+                f"{MIN_TEXTS_PER_LABEL} rows with distinct texts, or drop or merge those labels"
+            )
+    warnings = []
+    if train_only:
+        warnings.append(
+            f"{len(train_only)} of {labels} labels have fewer than {MIN_TEXTS_PER_LABEL} "
+            f"distinct texts and are never validated or tested: {_some(train_only)}"
+        )
+    n_test = counts.get("test", 0)
+    if test_frac > 0 and n_test < FEW_TEST_ROWS:
+        warnings.append(
+            f"only {n_test} test row{'s' if n_test != 1 else ''}: accuracy and macro-F1 on "
+            "so few rows say little; "
+            f"a corpus of at least {math.ceil(FEW_TEST_ROWS / test_frac)} rows gives "
+            f"{FEW_TEST_ROWS}"
+        )
+    return warnings
+
+
 # --------------------------------------------------------------------------------------------
 # demo corpus
 
@@ -954,29 +1005,40 @@ def _csv_batches(
             if header:
                 lf = lf.rename({c: c.removeprefix(_BOM) for c in lf.collect_schema().names()})
             # All columns are parsed: projecting some away would hide rows with extra fields.
+            seen = 0
             for batch in lf.collect_batches(chunk_size=chunk_rows):
                 ids = None
                 if ident is not None:
                     ids = _to_utf8(batch.get_column(ident), path, ident)
-                    _check_ids(ids, path)
+                    _check_ids(ids, path, offset=seen)
+                seen += batch.height
                 yield ids, _to_utf8(batch.get_column(text), path, text)
 
-        rows = 0
+        # A TSV whose quotes are not CSV-style quoting (one stray quote anywhere) is read
+        # with quoting off, as read_corpus does: decided for the whole file before any row
+        # is handed out, so a file reads the same in training and scoring, in any chunk size.
+        quoted = fmt != "tsv" or _parses_quoted(src, sep, header, new)
         try:
-            for ids, texts in stream(quoted=True):
-                rows += texts.len()
-                yield ids, texts
+            yield from stream(quoted)
         except pl.exceptions.PolarsError as e:
-            # A TSV whose quotes are not CSV-style quoting is read with quoting off, as
-            # read_corpus does; that is only possible before any rows were handed out.
-            if fmt != "tsv" or rows:
-                raise _csv_failure(path, src, sep, fmt, e) from None
-            try:
-                yield from stream(quoted=False)
-            except pl.exceptions.PolarsError:
-                raise _csv_failure(path, src, sep, fmt, e) from None
+            raise _csv_failure(path, src, sep, fmt, e) from None
 
 
+def _parses_quoted(src: Path, sep: str, header: bool, names: list[str] | None) -> bool:
+    """Whether the whole file parses with CSV quoting (one streaming pass, memory bounded)."""
+    try:
+        lf = pl.scan_csv(src, **_csv_kwargs(sep, True, header, names))
+        for _ in lf.collect_batches(chunk_size=_QUOTING_PROBE_ROWS):
+            pass
+    except pl.exceptions.PolarsError:
+        return False
+    return True
+
+
+_QUOTING_PROBE_ROWS = 100_000
+
+
+@reads_input
 def read_texts_in_chunks(
     source: Source,
     fmt: str | None = None,
@@ -1075,12 +1137,14 @@ def _file_batches(
         text, _, ident = _pick_columns(columns, text_col, None, id_col, path, False)
         wanted = list(dict.fromkeys(c for c in (ident, text) if c is not None))
         with pq.ParquetFile(path) as pf:
+            seen = 0
             for batch in pf.iter_batches(batch_size=chunk_rows, columns=wanted):
                 frame = pl.DataFrame(pl.from_arrow(batch))
                 ids = None
                 if ident is not None:
                     ids = _to_utf8(frame.get_column(ident), path, ident)
-                    _check_ids(ids, path)
+                    _check_ids(ids, path, offset=seen)
+                seen += frame.height
                 yield ids, _to_utf8(frame.get_column(text), path, text)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class ZhflowError(Exception):
     """Bad input or a refused operation. The CLI prints ``zhflow: error: <msg>`` and exits 2."""
@@ -11,6 +14,15 @@ class ZhflowError(Exception):
 
 class InputError(ZhflowError):
     """The corpus, a column, a flag value or a file the user handed us is unusable."""
+
+
+class WriteError(InputError):
+    """A location that cannot take a write (read-only or full disk, no permission, a file
+    where a folder should be): ``<path>: cannot write (<why>)``."""
+
+    def __init__(self, path: str | os.PathLike[str], why: str) -> None:
+        super().__init__(f"{path}: cannot write ({why})")
+        self.path, self.why = Path(path), why
 
 
 class BundleError(ZhflowError):

@@ -1,8 +1,10 @@
 """Classification metrics in plain numpy: accuracy, macro-F1, per-class P/R/F1, confusion matrix.
 
-Conventions (the same as scikit-learn with ``labels=`` given and ``zero_division=0``):
-every label in ``labels`` counts toward the macro average, even one with no support, and any
-0/0 ratio is 0.0.
+Conventions: macro-F1 averages the per-class F1 over the classes *present* in the evaluated
+split (support > 0), as scikit-learn's ``f1_score(y_true, y_pred, labels=<present>,
+average="macro", zero_division=0)``: a class with no test rows has no F1 to average (counting
+it as 0 halved the figure of a corpus with one single-row class). Any 0/0 ratio is 0.0.
+``compute_metrics`` says so in its output (``macro_f1_over``, ``labels_absent``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from tasks import display
 
 
 def _as_labels(y: ArrayLike, num_classes: int, name: str) -> np.ndarray:
@@ -52,10 +56,19 @@ def _prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     return precision, recall, f1, support
 
 
+#: What ``macro_f1`` averages over, as written into metrics.json.
+MACRO_F1_OVER = "classes present in the split (support > 0)"
+
+
+def _present_mean(f1: np.ndarray, support: np.ndarray) -> float:
+    present = support > 0
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
 def macro_f1(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> float:
-    """Unweighted mean of the per-class F1 over all ``num_classes`` classes."""
-    _, _, f1, _ = _prf(confusion_matrix(y_true, y_pred, num_classes))
-    return float(f1.mean()) if num_classes else 0.0
+    """Unweighted mean of the per-class F1 over the classes present in ``y_true``."""
+    _, _, f1, support = _prf(confusion_matrix(y_true, y_pred, num_classes))
+    return _present_mean(f1, support)
 
 
 def compute_metrics(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[str]) -> dict[str, Any]:
@@ -71,7 +84,9 @@ def compute_metrics(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[str])
     return {
         "n": n,
         "accuracy": float(np.trace(cm) / n) if n else 0.0,
-        "macro_f1": float(f1.mean()),
+        "macro_f1": _present_mean(f1, support),
+        "macro_f1_over": MACRO_F1_OVER,
+        "labels_absent": [label for i, label in enumerate(labels) if support[i] == 0],
         "labels": labels,
         "per_class": {
             label: {
@@ -87,7 +102,7 @@ def compute_metrics(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[str])
 
 
 def _cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return display.markdown(text)  # a label is text: no HTML, markdown or escape sequences
 
 
 def format_confusion_markdown(metrics: dict[str, Any]) -> str:
@@ -146,3 +161,33 @@ def uncalibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
     logits -= logits.max(axis=1, keepdims=True)
     exp = np.exp(logits)
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+def evaluate_labels(
+    y_true: Sequence[str], y_pred: Sequence[str], known: Sequence[str]
+) -> dict[str, Any]:
+    """Metrics of predicted against true *label names* on a newly labelled corpus.
+
+    ``known`` are the model's labels. A true label it does not know cannot be predicted: it
+    is reported in ``unknown_labels`` (label → rows), kept in the confusion matrix (after the
+    known labels, so every row is counted) and counts as wrong in ``accuracy``;
+    ``accuracy_known`` is the accuracy on the rows whose label the model knows.
+    """
+    known = [str(label) for label in known]
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"y_true and y_pred differ in length: {len(y_true)} vs {len(y_pred)}")
+    unknown: dict[str, int] = {}
+    for label in y_true:
+        if label not in known:
+            unknown[label] = unknown.get(label, 0) + 1
+    labels = known + sorted(unknown)
+    index = {label: i for i, label in enumerate(labels)}
+    t = np.fromiter((index[label] for label in y_true), dtype=np.int64, count=len(y_true))
+    p = np.fromiter((index[label] for label in y_pred), dtype=np.int64, count=len(y_pred))
+    metrics = compute_metrics(t, p, labels)
+    is_known = t < len(known)
+    n_known = int(is_known.sum())
+    metrics["unknown_labels"] = dict(sorted(unknown.items()))
+    metrics["accuracy_known"] = float((t == p)[is_known].mean()) if n_known else 0.0
+    metrics["n_known"] = n_known
+    return metrics

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.display import plain
 from tasks.storage import atomic_path, sha256_file
 
 TRAINING_CURVE = "training_curve.png"
@@ -160,13 +161,16 @@ def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], pa
         fig, ax = _pyplot().subplots(figsize=(size + 1.2, size))
         image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true label")
+        # Labels are text, never markup: "$\\foo{$" must not reach mathtext (it raised).
+        names = [plain(x) for x in labels]
         ax.set_xticks(
             range(n),
-            [str(x) for x in labels],
+            names,
             rotation=45 if n > 4 else 0,
             ha="right" if n > 4 else "center",
+            parse_math=False,
         )
-        ax.set_yticks(range(n), [str(x) for x in labels])
+        ax.set_yticks(range(n), names, parse_math=False)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title("confusion matrix (test)")

@@ -40,7 +40,7 @@ from tasks.encode import UNK_ID, encode_tokens
 from tasks.errors import InputError
 from tasks.features import NgramFeaturizer
 from tasks.segment import FlatIdEncoder, Segmenter, default_workers, segment_texts
-from tasks.storage import atomic_path
+from tasks.storage import atomic_path, write_guard
 from tasks.tables import vocab_to_index
 from tasks.train import inference_batches, predict_proba
 
@@ -315,23 +315,10 @@ def _check_output(output: Path) -> None:
 
 @contextlib.contextmanager
 def _output_errors(output: Path) -> Iterator[None]:
-    """Errors about the output location → one-line InputError; anything else passes."""
-    try:
+    """Errors about the output location → one-line InputError; anything else passes
+    (tasks.storage.write_guard: paths compared absolute, so a relative --output works too)."""
+    with write_guard(output):
         yield
-    except OSError as exc:
-        # Only errors about the output location (a folder that is a file, a read-only or
-        # pseudo file system, a full disk); anything else is not the user's output path.
-        named = Path(exc.filename) if exc.filename is not None else None
-        if (
-            named is not None
-            and named.parent != output.parent
-            and named not in (output.parent, *output.parent.parents)
-        ):
-            raise
-        why = exc.strerror or str(exc)
-        if named is not None and isinstance(exc, FileExistsError | NotADirectoryError):
-            why = f"{named} is a file, not a folder"
-        raise InputError(f"{output}: cannot write ({why})") from None
 
 
 def write_predictions(

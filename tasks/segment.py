@@ -249,9 +249,15 @@ def _load_engine(engine: str, user_dict: str | None) -> Any:
     if obj is not None:
         return obj
     if engine == "jieba":
+        from tasks.jieba_index import indexed_tokenizer
+
         jieba = _quiet_jieba()
-        obj = jieba.Tokenizer()
-        obj.initialize()
+        # The same dictionary, read from an index until a job proves large (~1 s saved for
+        # a few texts; identical tokens): tasks/jieba_index.py.
+        obj = indexed_tokenizer(jieba)
+        if obj is None:
+            obj = jieba.Tokenizer()
+            obj.initialize()
         if user_dict is not None:
             try:
                 obj.load_userdict(user_dict)

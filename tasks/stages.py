@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -149,6 +150,9 @@ def ingest_corpus(
                  "rows stay in one split (train, valid or test), never across splits")  # fmt: skip
         small = corpus_fns.validate_labels(clean, where)
         split = corpus_fns.split_corpus(clean, seed, valid_frac, test_frac)
+        profile["warnings"] = corpus_fns.check_splits(split, where, valid_frac, test_frac)
+        for warning in profile["warnings"]:
+            _log(f"corpus: warning: {warning}")
         profile["small_labels"] = small
         profile["splits"] = dict(split.group_by("split").len().sort("split").iter_rows())
         profile["cross_split_duplicate_texts"] = corpus_fns.count_cross_split_duplicates(split)
@@ -437,10 +441,13 @@ def package_bundle(
     metrics: dict,
     tokenizer: dict,
     ngrams: dict | None = None,
+    training: dict | None = None,
 ) -> dict:
-    """``ngrams``: the n-gram artifact whose features the model's wide branch reads."""
+    """``ngrams``: the n-gram artifact whose features the model's wide branch reads.
+    ``training`` (e.g. the corpus digest) is recorded in the bundle's config with the
+    packaging date and the zhflow version, for ``zhflow info``."""
     inputs = dict(workdir=workdir, model=model, vocab=vocab, encoded=encoded, metrics=metrics,
-                  tokenizer=tokenizer, ngrams=ngrams)  # fmt: skip
+                  tokenizer=tokenizer, ngrams=ngrams, training=training)  # fmt: skip
 
     def build(out: Path) -> None:
         net = load_trained_model(model)
@@ -454,12 +461,25 @@ def package_bundle(
             max_len=read_json(encoded, "meta.json")["max_len"],
             metrics=read_json(metrics, "metrics.json"),
             features=_bundle_features(ngrams, net),
-        )
+            extra={"zhflow_version": _zhflow_version(), "training": {
+                **(training or {}),
+                "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }},
+        )  # fmt: skip
         for name in (plot_fns.TRAINING_CURVE, plot_fns.CONFUSION_PNG, plot_fns.RELIABILITY_PNG):
             if artifact_path(metrics, name).is_file():
                 shutil.copyfile(artifact_path(metrics, name), out / name)
 
     return materialize("bundle", inputs, build)
+
+
+def _zhflow_version() -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("zhflow")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 class _EpochHooks:

@@ -9,15 +9,20 @@ sees a partial artifact; the manifest is what proves an artifact is complete and
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tasks.errors import InputError, WriteError, ZhflowError
 
 MANIFEST = "_manifest.json"
 _CHUNK = 1 << 20
@@ -42,24 +47,117 @@ def sha256_json(obj: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+#: errno values that say a location cannot take a write: the user's disk or folder, not a
+#: zhflow bug. Anything else propagates as it is.
+WRITE_ERRNOS = frozenset(
+    {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+     errno.EISDIR, errno.EEXIST, errno.EFBIG, errno.ENAMETOOLONG, errno.ELOOP}
+)  # fmt: skip
+# polars and safetensors report OS errors in their message, not as OSError.errno.
+_ERRNO_IN_MESSAGE = re.compile(r"\(os error (\d+)\)|\[errno (\d+)\]", re.IGNORECASE)
+
+
+def write_errno(exc: BaseException) -> int | None:
+    """The errno of a failed write, from an OSError or from a library's error message."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno
+    match = _ERRNO_IN_MESSAGE.search(str(exc))
+    return int(match.group(1) or match.group(2)) if match else None
+
+
+def _disk_full(folder: Path) -> bool:
+    """No free block left where ``folder`` lives (torch.save reports ENOSPC as a RuntimeError
+    about a file position, with no errno)."""
+    for candidate in (folder, *folder.parents):
+        try:
+            return os.statvfs(candidate).f_bfree == 0
+        except OSError:
+            continue
+    return False
+
+
+def write_failure(exc: BaseException, target: Path) -> InputError | None:
+    """The one-line error for a write to ``target`` that failed with ``exc``, or None when
+    ``exc`` is not about the location (a bug, or an error reading some other file)."""
+    if isinstance(exc, WriteError):  # from a nested guard: say its path as the user knows it
+        said = _without_temp_name(Path(os.path.abspath(exc.path)), Path(os.path.abspath(target)))
+        return None if said == Path(os.path.abspath(exc.path)) else WriteError(said, exc.why)
+    if isinstance(exc, ZhflowError):
+        return None
+    code = write_errno(exc)
+    named = getattr(exc, "filename", None) if isinstance(exc, OSError) else None
+    if code is None or code not in WRITE_ERRNOS:
+        if not isinstance(exc, OSError | RuntimeError) or not _disk_full(target.parent):
+            return None
+        code, named = errno.ENOSPC, None
+    where = Path(os.path.abspath(named)) if named else Path(os.path.abspath(target))
+    mine = Path(os.path.abspath(target))
+    if named and not (where == mine or where.is_relative_to(mine.parent) or
+                      mine.is_relative_to(where)):  # fmt: skip
+        return None  # an error about another file (e.g. an input read in the body)
+    where = _without_temp_name(where, mine)
+    why = os.strerror(code)
+    if code in (errno.ENOTDIR, errno.EEXIST):
+        blocker = _file_in_the_way(where)
+        if blocker is not None:
+            why = f"{blocker} is a file, not a folder"
+    return WriteError(where if named else target, why)
+
+
+def _without_temp_name(where: Path, target: Path) -> Path:
+    """A path under one of our temporary names (``.<name>.*.tmp`` beside the target) said
+    as the final path the user knows."""
+    if not where.is_relative_to(target.parent) or where == target.parent:
+        return where
+    first, *rest = where.relative_to(target.parent).parts
+    if first.startswith(".") and first.endswith(".tmp"):
+        return target.joinpath(*rest)
+    return where
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first existing non-folder on the way to ``path`` (a file named like a folder)."""
+    for candidate in reversed((path, *path.parents)):
+        if candidate.exists() and not candidate.is_dir():
+            return candidate
+        if not candidate.exists():
+            return None
+    return None
+
+
+@contextlib.contextmanager
+def write_guard(target: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a failed write to ``target`` (read-only or full disk, no permission, a file where
+    a folder should be) into one ``InputError`` line naming the path; other errors pass."""
+    try:
+        yield
+    except Exception as exc:
+        failure = write_failure(exc, Path(target))
+        if failure is None:
+            raise
+        raise failure from None
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success move it into place with os.replace.
 
-    On any error the temporary file is removed and ``target`` is left as it was.
+    On any error the temporary file is removed and ``target`` is left as it was; a failed
+    write (see :func:`write_guard`) is one line naming the path.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with write_guard(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            os.chmod(tmp_path, 0o666 & ~_UMASK)
+            yield tmp_path
+            os.replace(tmp_path, target)
+        finally:
+            if tmp_path.exists():
+                tmp_path.unlink()
 
 
 def write_json_atomic(target: str | os.PathLike[str], obj: Any) -> None:
@@ -75,6 +173,42 @@ def build_manifest(folder: Path) -> dict[str, Any]:
     return {"files": files, "digest": sha256_json(files)}
 
 
+def manifest_entry_problem(folder: Path, rel: Any) -> str | None:
+    """Why a manifest entry must not be opened, or None: an entry is a plain relative name
+    inside ``folder`` naming a regular file (a symlink only if it stays inside). Checked
+    before any listed file is opened, so a manifest naming ``/dev/zero`` or
+    ``../../etc/passwd`` never makes a reader hang on, or read, something outside."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        return f"manifest entry {rel!r} is not a file name"
+    parts = rel.split("/")
+    if rel.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        return f"manifest entry {rel!r} is not a plain relative name inside the folder"
+    path = folder / rel
+    try:
+        inside = Path(os.path.realpath(path)).is_relative_to(Path(os.path.realpath(folder)))
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return f"{rel} is listed in the manifest but missing"
+    if not inside:
+        return f"manifest entry {rel!r} leads outside the folder (a symlink)"
+    if not stat.S_ISREG(mode):
+        return f"manifest entry {rel!r} is not a regular file"
+    return None
+
+
+def manifest_problem(folder: Path, manifest: Any) -> str | None:
+    """Why a parsed manifest is unusable (shape or any entry), or None."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return f"{MANIFEST} is not a manifest (no 'files' object)"
+    for rel, meta in manifest["files"].items():
+        if not isinstance(meta, dict) or not isinstance(meta.get("size"), int):
+            return f"manifest entry {rel!r} has no size"
+        problem = manifest_entry_problem(folder, rel)
+        if problem:
+            return problem
+    return None
+
+
 def verify_artifact(folder: str | os.PathLike[str], deep: bool = True) -> str | None:
     """Return the artifact's digest if it is complete and intact, else None.
 
@@ -84,6 +218,8 @@ def verify_artifact(folder: str | os.PathLike[str], deep: bool = True) -> str | 
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        if manifest_problem(folder, manifest) is not None:
+            return None
         for rel, meta in manifest["files"].items():
             path = folder / rel
             if path.stat().st_size != meta["size"]:
@@ -116,10 +252,16 @@ def building_artifact(root: str | os.PathLike[str], stage: str, key: str) -> Ite
     the yielded folder; on success the folder becomes ``<root>/<stage>/<key>``.
     """
     final = Path(root) / stage / key
+    with write_guard(final), _building(final, key) as tmp:
+        yield tmp
+
+
+@contextlib.contextmanager
+def _building(final: Path, key: str) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)
     try:
+        os.chmod(tmp, 0o777 & ~_UMASK)
         yield tmp
         manifest = build_manifest(tmp)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")

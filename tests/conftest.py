@@ -71,8 +71,15 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
         yield
 
 
+@pytest.fixture(scope="session")
+def _zhflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("zhflow_home")
+
+
 @pytest.fixture(autouse=True)
-def _offline_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _offline_env(monkeypatch: pytest.MonkeyPatch, _zhflow_home: Path) -> None:
+    # Never find (or stop) a developer's own `zhflow server` from a test.
+    monkeypatch.setenv("ZHFLOW_HOME", str(_zhflow_home))
     monkeypatch.setenv("DO_NOT_TRACK", "1")
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PYTHONHASHSEED", "0")

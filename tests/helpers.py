@@ -23,9 +23,15 @@ from tests.conftest import tiny_corpus_rows
 
 
 def train_tiny_bundle(
-    out: Path, epochs: int = 2, max_len: int = 24, wide: bool = False, seed: int = 0
+    out: Path,
+    epochs: int = 2,
+    max_len: int = 24,
+    wide: bool = False,
+    seed: int = 0,
+    extra: dict | None = None,
 ) -> Path:
-    """A bundle trained on the tiny corpus; ``wide`` adds the n-gram branch (char 1-3)."""
+    """A bundle trained on the tiny corpus; ``wide`` adds the n-gram branch (char 1-3);
+    ``extra`` goes into its config.json (e.g. a training record)."""
     rows = tiny_corpus_rows()
     spec = TokenizerSpec(engine="char")
     tokens = segment_texts([t for t, _ in rows], spec)
@@ -50,6 +56,6 @@ def train_tiny_bundle(
     result = train_model(cfg, TrainConfig(epochs=epochs, batch_size=16, seed=seed), data, data,
                          log=None)  # fmt: skip
     write_bundle(out, result.state_dict, cfg, spec, vocab, labels, max_len, metrics={"n": 0},
-                 features=features)  # fmt: skip
+                 features=features, extra=extra)  # fmt: skip
     seal_bundle(out)
     return out

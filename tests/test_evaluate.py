@@ -63,3 +63,42 @@ def test_confusion_markdown() -> None:
     assert lines[1] == "|---|---:|---:|---:|"
     assert lines[2] == "| **正面** | 1 | 1 | 0 |"
     assert len(lines) == 5
+
+
+# Issue 13: a class with no test rows (e.g. a single-row class that went to train) has no F1
+# to average; macro-F1 is over the classes present in the split, as scikit-learn's labels=.
+# true:  a a b b          (c has no test rows, but is predicted once)
+# pred:  a b b c
+ABSENT_TRUE = np.array([0, 0, 1, 1])
+ABSENT_PRED = np.array([0, 1, 1, 2])
+
+
+def test_macro_f1_averages_over_classes_present_in_the_split() -> None:
+    m = compute_metrics(ABSENT_TRUE, ABSENT_PRED, LABELS)
+    # a: tp 1, predicted 1, support 2 -> P 1, R 1/2, F1 2/3
+    # b: tp 1, predicted 2, support 2 -> P 1/2, R 1/2, F1 1/2
+    # c: support 0 -> not averaged (it would add a 0 and give (2/3 + 1/2 + 0) / 3 = 0.389)
+    assert m["per_class"]["a"]["f1"] == pytest.approx(2 / 3)
+    assert m["per_class"]["b"]["f1"] == pytest.approx(1 / 2)
+    assert m["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert m["labels_absent"] == ["c"]
+    assert "present" in m["macro_f1_over"]
+    assert macro_f1(ABSENT_TRUE, ABSENT_PRED, 3) == pytest.approx(m["macro_f1"])
+    # Nothing absent: the plain mean over all classes, as before.
+    assert compute_metrics(Y_TRUE, Y_PRED, LABELS)["labels_absent"] == []
+
+
+def test_macro_f1_matches_scikit_learn_with_labels_present() -> None:
+    sklearn_metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn not installed")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        k = int(rng.integers(2, 7))
+        y_true = rng.integers(0, k - 1, size=40)  # the last class never in the split
+        y_pred = rng.integers(0, k, size=40)
+        present = sorted(set(y_true.tolist()))
+        want = sklearn_metrics.f1_score(
+            y_true, y_pred, labels=present, average="macro", zero_division=0
+        )
+        got = compute_metrics(y_true, y_pred, [f"c{i}" for i in range(k)])["macro_f1"]
+        assert got == pytest.approx(want)

@@ -36,3 +36,18 @@ def test_check_server_needs_an_api_url(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with temporary_settings({PREFECT_API_URL: None}), pytest.raises(ServeError):
         check_server()
+
+
+def test_build_deployments_serves_the_evaluation_on_its_own_schedule(tmp_path) -> None:
+    deployments = build_deployments(
+        workdir=str(tmp_path / "w"), eval_input=("labelled.csv",), eval_cron="30 7 * * *",
+        eval_params={"min_accuracy": 0.9},
+    )  # fmt: skip
+    assert [d.flow_name for d in deployments] == ["zhflow-train", "zhflow-evaluate"]
+    evaluate = deployments[1]
+    assert evaluate.name == "nightly"
+    assert evaluate.parameters["bundle"] == str((tmp_path / "w").resolve())  # the latest bundle
+    assert evaluate.parameters["corpus"] == [str((tmp_path.cwd() / "labelled.csv").resolve())]
+    assert evaluate.parameters["output_root"] == str((tmp_path / "w" / "evaluations").resolve())
+    assert evaluate.parameters["min_accuracy"] == 0.9
+    assert evaluate.schedules[0].schedule.cron == "30 7 * * *"

@@ -98,9 +98,13 @@ def test_train_evaluate_bundle(tmp_path, corpus_ref) -> None:
     bundle = stages.package_bundle.fn(
         workdir=workdir, model=model, vocab=vocab, encoded=encoded, metrics=metrics,
         tokenizer=TokenizerSpec(engine="char").to_dict(),
+        training={"corpus_digest": "c0ffee", "rows": 96},
     )  # fmt: skip
     loaded = load_bundle(bundle["path"])
     assert loaded.labels == ["neg", "pos"] and loaded.max_len == 16
+    training = loaded.config["training"]  # for `zhflow info`
+    assert training["corpus_digest"] == "c0ffee" and training["rows"] == 96
+    assert training["trained_at"].endswith("Z") and loaded.config["zhflow_version"]
     assert json.loads((loaded.path / "metrics.json").read_text())["n"] == scores["n"]
 
 

@@ -403,3 +403,39 @@ def test_serve_registers_both_deployments_and_a_scheduled_run_completes(live: di
     finally:
         _stop(serve, grace=20)
     shutil.rmtree(tmp / "scores", ignore_errors=True)
+
+
+def test_ui_in_headless_chromium_shows_the_evaluation_artifact(live: dict) -> None:
+    """`zhflow evaluate` against the server: its metrics artifact opens in the UI."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} missing: `apt-get install -y chromium` (.ci/run installs it)")
+    playwright = pytest.importorskip(
+        "playwright.sync_api", reason="pip install playwright (dev extra)"
+    )
+    from flows.evaluation import KEY_EVAL_CONFUSION, KEY_EVAL_METRICS
+
+    done = subprocess.run(
+        [str(BIN / "zhflow"), "evaluate", "--model", live["summary"]["model"],
+         str(live["corpus"]), "--output-dir", str(live["tmp"] / "evaluation"), "--json"],
+        env=live["env"], capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    evaluation = json.loads(done.stdout.strip().splitlines()[-1])
+    assert evaluation["flow_run_url"].startswith(live["ui"] + "/runs/flow-run/")
+    accuracy = f"{evaluation['accuracy']:.4f}"
+    found = {a.key for a in _read_artifacts(live["api"], [KEY_EVAL_METRICS, KEY_EVAL_CONFUSION])}
+    assert found == {KEY_EVAL_METRICS, KEY_EVAL_CONFUSION}
+    shots = live["tmp"] / "screenshots"
+    shots.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{live['ui']}/artifacts/key/{KEY_EVAL_METRICS}")
+            page.get_by_text(accuracy).first.wait_for(timeout=60_000)
+            body = page.inner_text("body")
+            assert KEY_EVAL_METRICS in body and f"accuracy {accuracy}" in body
+            page.screenshot(path=str(shots / "evaluation.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (shots / "evaluation.png").stat().st_size > 1000

@@ -1,0 +1,273 @@
+"""The everyday commands: ``evaluate`` (a Prefect flow), ``predict`` and ``info`` (no Prefect).
+
+``predict`` and ``info`` never import Prefect nor reach a server: they load the bundle with
+the pure functions (``tasks.bundle``, ``tasks.predict``), so labelling one sentence costs the
+imports of torch and jieba, not a flow run. ``flows/cli.py`` registers the three commands;
+every heavy import here happens inside the command that needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+FORMATS = ["csv", "tsv", "jsonl", "parquet", "lines"]
+DEFAULT_EVAL_ROOT = "data/work/evaluations"  # flows.evaluation.DEFAULT_OUTPUT_ROOT
+BELOW_MINIMUM_EXIT = 4  # flows.evaluation.BELOW_MINIMUM_EXIT (not imported: it loads Prefect)
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"zhflow: error: {exc}", err=True)
+    sys.exit(getattr(exc, "exit_code", 2))
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, ensure_ascii=False, default=str))
+
+
+# ------------------------------------------------------------------------------------ evaluate
+
+
+def _evaluation_lines(summary: dict[str, Any]) -> list[str]:
+    lines = [
+        f"accuracy {summary['accuracy']:.4f}  macro-F1 {summary['macro_f1']:.4f}  "
+        f"({summary['n']} texts)",
+        f"{'class':>12} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>7}",
+    ]
+    for label, c in summary["per_class"].items():
+        lines.append(f"{label:>12} {c['precision']:>9.4f} {c['recall']:>7.4f} {c['f1']:>7.4f} "
+                     f"{c['support']:>7}")  # fmt: skip
+    if summary["unknown_labels"]:
+        lines.append(
+            f"labels unknown to the bundle (counted as wrong): {summary['unknown_labels']}; "
+            f"accuracy on known labels {summary['accuracy_known']:.4f}"
+        )
+    lines.append(f"metrics: {summary['output_dir']}")
+    if summary.get("flow_run_url"):
+        lines.append(f"flow run: {summary['flow_run_url']}")
+    return lines
+
+
+def _emit_evaluation(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _echo_json(summary)
+    else:
+        for line in _evaluation_lines(summary):
+            click.echo(line)
+
+
+@click.command("evaluate")
+@click.option("--model", "bundle", required=True, type=click.Path(), help="Model bundle directory.")
+@click.argument("corpus", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Input format (default: suffix).")
+@click.option("--text-col", help="Text column (default: text/review/content/sentence).")
+@click.option("--label-col", help="Label column (default: label/class/category/cat).")
+@click.option("--id-col", help="Id column (default: row number).")
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    help="Folder of metrics.json, confusion.md, confusion.png, predictions.parquet "
+    f"(default: {DEFAULT_EVAL_ROOT}/<corpus>-<UTC time>).",
+)
+@click.option(
+    "--min-accuracy",
+    type=click.FloatRange(0, 1),
+    help=f"Fail (exit {BELOW_MINIMUM_EXIT}, a failed flow run) when accuracy is below this.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary as the last line.")
+def evaluate_command(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
+    """Measure a bundle on a labelled CORPUS: accuracy, macro-F1, per-class P/R/F1, confusion
+    matrix (files + Prefect artifacts zhflow-eval-metrics, zhflow-eval-confusion)."""
+    from flows import server
+    from flows.cli import _quiet_user_errors
+    from flows.evaluation import BelowMinimumAccuracy, evaluate_pipeline
+    from tasks.errors import ZhflowError
+
+    _quiet_user_errors()
+    try:
+        summary = server.run_flow(evaluate_pipeline, corpus=list(corpus), **options)
+    except BelowMinimumAccuracy as exc:
+        _emit_evaluation(exc.summary, as_json)
+        _fail(exc)
+    except ZhflowError as exc:
+        _fail(exc)
+    _emit_evaluation(summary, as_json)
+
+
+# ------------------------------------------------------------------------------------- predict
+
+
+def _load(bundle: str) -> Any:
+    from tasks.bundle import load_bundle
+    from tasks.errors import ZhflowError
+
+    try:
+        return load_bundle(bundle)
+    except ZhflowError as exc:
+        _fail(exc)
+
+
+@click.command("predict")
+@click.option("--model", "bundle", required=True, type=click.Path(), help="Model bundle directory.")
+@click.argument("text", nargs=-1)
+@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="Also list the n-grams that weighed most for each label (bundles with the wide branch).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per text, one per line.")
+def predict_command(
+    bundle: str, text: tuple[str, ...], batch_size: int, explain: bool, as_json: bool
+) -> None:
+    """Label each TEXT (or each line of stdin when no TEXT is given) with its confidence.
+
+    No Prefect server: the bundle is loaded and run in this process."""
+    import torch
+
+    from flows.server import allow_quick_exit
+    from tasks.errors import ZhflowError
+    from tasks.predict import explain_texts, predict_stream, predict_texts
+
+    allow_quick_exit()  # nothing here needs exit handlers; torch's teardown costs ~0.5 s
+
+    torch.set_num_threads(1)  # a few texts: one thread starts fastest and is not slower
+    loaded = _load(bundle)
+    if explain and loaded.featurizer is None:
+        _fail(ZhflowError(f"{bundle}: --explain needs a bundle with the wide n-gram branch "
+                          "(this one was trained with --no-wide)"))  # fmt: skip
+    if text:
+        results: Any = predict_texts(loaded, list(text), batch_size)
+    else:
+        results = predict_stream(loaded, iter(sys.stdin), batch_size)
+    for item in results:
+        if explain:
+            item["explain"] = explain_texts(loaded, [item["text"]], [item["label"]])[0]
+        if as_json:
+            _echo_json(item)
+        elif item["label"] is None:
+            click.echo(f"-\t-\t{item['text']}\t({item.get('reason')})")
+        else:
+            click.echo(f"{item['label']}\t{item['confidence']:.4f}\t{item['text']}")
+            for part in item.get("explain", []):
+                click.echo(f"\t{part['weight']:+.3f}\t{part['kind']}\t{part['ngram']}")
+
+
+# ---------------------------------------------------------------------------------------- info
+
+
+def _installed(package: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def bundle_info(path: str | Path) -> dict[str, Any]:
+    """What a bundle holds, from its JSON files and manifest: nothing is loaded or unpickled.
+
+    ``intact`` says whether every file still matches the manifest. Bundles written before
+    the training record existed have ``training: null``."""
+    from tasks.errors import BundleError
+    from tasks.storage import verify_artifact
+
+    folder = Path(path)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        why = "no config.json" if folder.is_dir() else "no such directory"
+        raise BundleError(f"{folder}: refused model bundle: {why}")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))["labels"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{folder}: refused model bundle: unreadable config or labels "
+                          f"({exc})") from None  # fmt: skip
+    metrics_path = folder / "metrics.json"
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    digest = verify_artifact(folder, deep=True)
+    tokenizer = config.get("tokenizer", {})
+    return {
+        "bundle": str(folder.resolve()),
+        "format": config.get("format"),
+        "intact": digest is not None,
+        "digest": digest,
+        "tokenizer": tokenizer.get("identity"),
+        "tokenizer_spec": tokenizer.get("spec"),
+        "model": config.get("model"),
+        "max_len": config.get("max_len"),
+        "vocab_size": config.get("vocab_size"),
+        "labels": labels,
+        "test_metrics": (
+            {k: metrics.get(k) for k in ("accuracy", "macro_f1", "n")}
+            if "accuracy" in metrics
+            else None
+        ),
+        "training": config.get("training"),
+        "versions": {
+            "bundle": {
+                "zhflow": config.get("zhflow_version"),
+                "torch": config.get("torch_version"),
+                (tokenizer.get("identity") or {}).get("engine", "tokenizer"): (
+                    tokenizer.get("identity") or {}
+                ).get("version"),
+            },
+            "installed": {name: _installed(name) for name in ("zhflow", "torch", "jieba")},
+        },
+    }
+
+
+def _info_lines(info: dict[str, Any]) -> list[str]:
+    model = info["model"] or {}
+    tok = info["tokenizer"] or {}
+    metrics = info["test_metrics"]
+    training = info["training"] or {}
+    state = "intact" if info["intact"] else "ALTERED: files differ from its manifest"
+    lines = [
+        f"bundle:     {info['bundle']}",
+        f"format:     {info['format']}  ({state})",
+        "tokenizer:  " + ", ".join(f"{k}={v}" for k, v in tok.items() if v not in (None, "")),
+        "model:      " + ", ".join(f"{k}={v}" for k, v in model.items()),
+        f"vocab:      {info['vocab_size']} tokens, max_len {info['max_len']}",
+        f"labels:     {', '.join(map(str, info['labels']))}",
+    ]
+    if metrics:
+        accuracy, f1 = metrics.get("accuracy", float("nan")), metrics.get("macro_f1", float("nan"))
+        lines.append(f"test:       accuracy {accuracy:.4f}, macro-F1 {f1:.4f} on "
+                     f"{metrics.get('n')} texts")  # fmt: skip
+    else:
+        lines.append("test:       no metrics recorded")
+    if training:
+        lines.append(f"trained:    {training.get('trained_at')} on corpus sha256 "
+                     f"{training.get('corpus_digest')} ({training.get('rows')} rows)")  # fmt: skip
+    else:
+        lines.append("trained:    not recorded (bundle written before zhflow recorded it)")
+    for where, versions in info["versions"].items():
+        lines.append(f"{where + ':':<11} " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    return lines
+
+
+@click.command("info")
+@click.argument("bundle", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info_command(bundle: str, as_json: bool) -> None:
+    """What BUNDLE holds: tokenizer, model config, vocabulary, labels, test metrics, training
+    corpus digest and date, versions. Reads only its JSON files: no Prefect, no torch."""
+    from tasks.errors import ZhflowError
+
+    try:
+        info = bundle_info(bundle)
+    except ZhflowError as exc:
+        _fail(exc)
+    if as_json:
+        _echo_json(info)
+    else:
+        for line in _info_lines(info):
+            click.echo(line)

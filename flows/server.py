@@ -1,0 +1,443 @@
+"""The persistent local Prefect server zhflow owns: ``zhflow server start|stop|status``, and how
+every other command finds it.
+
+``zhflow server start`` runs ``prefect server start --host 127.0.0.1`` in the background
+(its own session, so ``stop`` can signal the whole process group) with all of its state in
+``$ZHFLOW_HOME/server`` (``ZHFLOW_HOME`` defaults to ``~/.zhflow``)::
+
+    server/
+      server.json     pid, port, URLs, database, log: what ``status`` and the other commands read
+      server.log      the server's stdout and stderr
+      prefect-home/   its PREFECT_HOME (profiles, prefect.db: the SQLite database)
+
+Commands that run a flow call :func:`connect` first: ``PREFECT_API_URL`` (environment or
+Prefect profile) wins; else, when the zhflow server answers ``/api/health``, they use it (no
+temporary server, ~10 s saved per command); else they fall back to Prefect's temporary
+server and say once, on stderr, how to start the persistent one.
+
+This module imports no Prefect at import time (``zhflow --help`` and ``predict`` stay fast).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEFAULT_PORT = 4200
+HOST = "127.0.0.1"
+STATE_FILE = "server.json"
+LOG_FILE = "server.log"
+START_TIMEOUT_S = 180.0  # first start migrates a fresh SQLite database: ~20 s, more under load
+STOP_GRACE_S = 20.0
+HEALTH_TIMEOUT_S = 1.0
+FALLBACK_HINT = (
+    "zhflow: no zhflow server running; using a temporary Prefect server (about 10 s, no UI). "
+    "Start a persistent one with `zhflow server start`."
+)
+
+
+class ServerError(click.ClickException):
+    """One line on stderr, ``zhflow: error: ...``, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"zhflow: error: {self.message}", err=True)
+
+
+# ------------------------------------------------------------------------------ where things are
+
+
+def zhflow_home() -> Path:
+    return Path(os.environ.get("ZHFLOW_HOME") or "~/.zhflow").expanduser()
+
+
+def server_dir() -> Path:
+    return zhflow_home() / "server"
+
+
+def api_url(port: int) -> str:
+    return f"http://{HOST}:{port}/api"
+
+
+def ui_url_of(api: str) -> str:
+    return api.rstrip("/").removesuffix("/api")
+
+
+def flow_run_url(ui: str, flow_run_id: Any) -> str:
+    return f"{ui}/runs/flow-run/{flow_run_id}"
+
+
+def read_state(folder: Path | None = None) -> dict[str, Any] | None:
+    path = (folder or server_dir()) / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and "pid" in state and "port" in state else None
+
+
+def _write_state(folder: Path, state: dict[str, Any]) -> None:
+    from tasks.storage import write_json_atomic
+
+    write_json_atomic(folder / STATE_FILE, state)
+
+
+# ---------------------------------------------------------------------------- is it our server
+
+
+def healthy(api: str, timeout: float = HEALTH_TIMEOUT_S) -> bool:
+    """Does a Prefect API answer ``GET {api}/health`` with 200?"""
+    try:
+        with urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=timeout) as reply:
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    """The process's argv, or None when it is gone (``/proc`` on Linux, else psutil)."""
+    proc = Path(f"/proc/{pid}/cmdline")
+    if proc.parent.parent.is_dir() and Path("/proc/self").exists():
+        try:
+            return [a for a in proc.read_bytes().decode(errors="replace").split("\0") if a]
+        except OSError:
+            return None
+    try:
+        import psutil
+
+        return list(psutil.Process(pid).cmdline())
+    except Exception:
+        return None
+
+
+def is_our_server(state: dict[str, Any]) -> bool:
+    """The PID in ``server.json`` is alive *and* is a ``prefect server start`` on our port.
+
+    A stale PID file whose number now belongs to another process must never be signalled.
+    """
+    argv = _cmdline(int(state["pid"]))
+    if not argv:
+        return False
+    joined = " ".join(argv)
+    return "prefect" in joined and "server" in argv and str(state["port"]) in argv
+
+
+# ----------------------------------------------------------------------------------- start/stop
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _prefect_executable() -> str:
+    beside = Path(sys.executable).parent / "prefect"
+    return str(beside) if beside.exists() else "prefect"
+
+
+def server_env(folder: Path, port: int) -> dict[str, str]:
+    """The server's environment: its own PREFECT_HOME and SQLite file, offline, and the UI
+    told where its API is (else the UI calls 127.0.0.1:4200 on any other port)."""
+    env = dict(os.environ)
+    env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_PROFILE", None)
+    home = folder / "prefect-home"
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_UI_API_URL=api_url(port),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+    )
+    env.setdefault(
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL", f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+    )
+    return env
+
+
+def _database(env: dict[str, str]) -> str:
+    url = env["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
+    if url.startswith("sqlite"):
+        return url.split(":///", 1)[-1]
+    return url.split("@")[-1]  # never print a password
+
+
+def _log_tail(path: Path, lines: int = 1) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def start(port: int = DEFAULT_PORT, timeout: float = START_TIMEOUT_S) -> dict[str, Any]:
+    """Start the server in the background and wait until it answers; return its state.
+
+    Already running: its state, unchanged (``already_running`` true).
+    """
+    folder = server_dir()
+    current = read_state(folder)
+    if current and is_our_server(current):
+        return {**current, "already_running": True}
+    if not _port_free(port):
+        raise ServerError(f"port {port} on {HOST} is in use; choose another with --port")
+    folder.mkdir(parents=True, exist_ok=True)
+    env = server_env(folder, port)
+    Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    log_path = folder / LOG_FILE
+    argv = [_prefect_executable(), "server", "start", "--host", HOST, "--port", str(port)]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    api = api_url(port)
+    state = {
+        "pid": proc.pid,
+        "port": port,
+        "api_url": api,
+        "ui_url": ui_url_of(api),
+        "prefect_home": env["PREFECT_HOME"],
+        "database": _database(env),
+        "log": str(log_path),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _write_state(folder, state)  # before waiting, so `stop` can end a slow start
+    deadline = time.monotonic() + timeout
+    while not healthy(api):
+        if proc.poll() is not None:
+            (folder / STATE_FILE).unlink(missing_ok=True)
+            raise ServerError(
+                f"the Prefect server exited with code {proc.returncode} while starting "
+                f"({_log_tail(log_path)}); log: {log_path}"
+            )
+        if time.monotonic() > deadline:
+            _signal_group(proc.pid, signal.SIGTERM)
+            (folder / STATE_FILE).unlink(missing_ok=True)
+            raise ServerError(f"the Prefect server did not answer within {timeout:.0f} s; "
+                              f"log: {log_path}")  # fmt: skip
+        time.sleep(0.3)
+    return {**state, "already_running": False}
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)  # the server is its session's leader: pgid == pid
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it when this process started it (tests)
+        if _cmdline(pid) is None:
+            return True
+        time.sleep(0.2)
+    return _cmdline(pid) is None
+
+
+def stop() -> dict[str, Any] | None:
+    """Stop the server ``start`` started (SIGTERM to its group, SIGKILL after a grace period).
+
+    Returns its state, or None when none is running; a stale state file is removed, and a PID
+    that now belongs to another process is never signalled.
+    """
+    folder = server_dir()
+    state = read_state(folder)
+    if state is None:
+        return None
+    if not is_our_server(state):
+        (folder / STATE_FILE).unlink(missing_ok=True)
+        return None
+    pid = int(state["pid"])
+    _signal_group(pid, signal.SIGTERM)
+    if not _wait_gone(pid, STOP_GRACE_S):
+        _signal_group(pid, signal.SIGKILL)
+        _wait_gone(pid, 5.0)
+    (folder / STATE_FILE).unlink(missing_ok=True)
+    return state
+
+
+def status() -> dict[str, Any]:
+    """``running`` (the process is ours and alive), ``healthy`` (its API answers), and the
+    state: URL, UI, PID, database, log."""
+    folder = server_dir()
+    state = read_state(folder)
+    if state is None or not is_our_server(state):
+        return {"running": False, "healthy": False, "server_dir": str(folder)}
+    return {"running": True, "healthy": healthy(state["api_url"]), **state}
+
+
+# ---------------------------------------------------------------------------- every command
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Which Prefect API a command talks to. ``ui_url`` is None for the temporary server."""
+
+    kind: str  # "configured" (PREFECT_API_URL), "zhflow" (our server), "temporary"
+    api_url: str | None
+    ui_url: str | None
+
+
+def _configured_api_url() -> str | None:
+    """PREFECT_API_URL from the environment, else from the active Prefect profile."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url or None
+
+
+_QUICK_EXIT = False
+
+
+def allow_quick_exit() -> None:
+    """Nothing this process started needs Python's exit handlers: see :func:`exit_quickly`."""
+    global _QUICK_EXIT
+    _QUICK_EXIT = True
+
+
+def exit_quickly(code: int | str | None) -> None:
+    """End the process now, skipping interpreter teardown (~1 s with torch and Prefect
+    loaded), when :func:`allow_quick_exit` was called; else return and exit normally.
+
+    Prefect's log and event workers are drained first, so the UI misses nothing. Never
+    allowed with the temporary server: its exit handler is what stops it.
+    """
+    if not _QUICK_EXIT:
+        return
+    import logging
+
+    if "prefect" in sys.modules:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all()
+        EventsWorker.drain_all()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
+
+
+def connect(announce: bool = True, quick_exit: bool = True) -> Connection:
+    """Point this process at the Prefect API to use (sets ``PREFECT_API_URL`` for the zhflow
+    server); with neither a configured API nor our server, Prefect starts a temporary one
+    and, when ``announce``, one line on stderr says how to start the persistent server.
+    ``quick_exit``: with a real server, the command may end with :func:`exit_quickly`."""
+    configured = _configured_api_url()
+    if configured:
+        if quick_exit:
+            allow_quick_exit()
+        return Connection("configured", configured, ui_url_of(configured))
+    state = read_state()
+    if state and healthy(state["api_url"]):
+        os.environ["PREFECT_API_URL"] = state["api_url"]
+        _refresh_prefect_settings()
+        if quick_exit:
+            allow_quick_exit()
+        return Connection("zhflow", state["api_url"], state.get("ui_url"))
+    if announce:
+        click.echo(FALLBACK_HINT, err=True)
+    return Connection("temporary", None, None)
+
+
+def _refresh_prefect_settings() -> None:
+    """Prefect reads its settings from the environment once per context; a context created
+    before the variable was set would still see no API URL."""
+    from prefect.context import refresh_global_settings_context
+
+    refresh_global_settings_context()
+
+
+def run_flow(flow: Any, **kwargs: Any) -> dict[str, Any]:
+    """Run ``flow`` on the server :func:`connect` picks; return its summary, with
+    ``flow_run_url`` when that server has a UI."""
+    connection = connect()
+    state = flow(**kwargs, return_state=True)
+    summary = dict(state.result())  # re-raises the flow's exception when it failed
+    if connection.ui_url:
+        summary["flow_run_url"] = flow_run_url(connection.ui_url, state.state_details.flow_run_id)
+    return summary
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+
+def _print_state(state: dict[str, Any]) -> None:
+    click.echo(f"URL:      {state['ui_url']}  (API {state['api_url']})")
+    click.echo(f"PID:      {state['pid']}")
+    click.echo(f"database: {state['database']}")
+    click.echo(f"log:      {state['log']}")
+
+
+@click.group("server")
+def server_command() -> None:
+    """The persistent local Prefect server (UI + API on 127.0.0.1) that zhflow commands use."""
+
+
+@server_command.command("start")
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=START_TIMEOUT_S,
+    show_default=True,
+    help="Seconds to wait for the server to answer.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the state as one JSON line.")
+def start_command(port: int, timeout: float, as_json: bool) -> None:
+    """Start the server in the background (state and log in $ZHFLOW_HOME/server)."""
+    state = start(port, timeout)
+    if as_json:
+        click.echo(json.dumps(state))
+        return
+    if state["already_running"]:
+        click.echo(f"zhflow server already running (PID {state['pid']})")
+    else:
+        click.echo("zhflow server started")
+    _print_state(state)
+    click.echo(f"open {state['ui_url']}; zhflow commands now use it; stop: zhflow server stop")
+
+
+@server_command.command("stop")
+def stop_command() -> None:
+    """Stop the server `zhflow server start` started (nothing else)."""
+    state = stop()
+    if state is None:
+        click.echo("zhflow server is not running")
+    else:
+        click.echo(f"zhflow server stopped (PID {state['pid']}, port {state['port']})")
+
+
+@server_command.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON line.")
+def status_command(as_json: bool) -> None:
+    """URL, PID and database of the server; exit code 1 when it is not running."""
+    info = status()
+    if as_json:
+        click.echo(json.dumps(info))
+    elif not info["running"]:
+        click.echo(f"zhflow server is not running (start it: zhflow server start; "
+                   f"state in {info['server_dir']})")  # fmt: skip
+    else:
+        click.echo("zhflow server running" + ("" if info["healthy"] else " (API not answering)"))
+        _print_state(info)
+    if not info["running"]:
+        sys.exit(1)

@@ -1,0 +1,163 @@
+"""``zhflow evaluate``: metrics of a bundle on a labelled corpus (flows/evaluation.py,
+tasks/evaluate.py:evaluate_labels), checked by hand on small fixtures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from flows.cli import main
+from tasks.errors import InputError
+from tasks.evaluate import evaluate_labels
+
+
+def test_evaluate_labels_by_hand_with_a_label_the_model_does_not_know() -> None:
+    # true:  a a a b b c     (c: unknown to the model)
+    # pred:  a a b b a a
+    m = evaluate_labels(list("aaabbc"), list("aabbaa"), known=["a", "b"])
+    assert m["labels"] == ["a", "b", "c"]
+    assert m["confusion_matrix"] == [[2, 1, 0], [1, 1, 0], [1, 0, 0]]
+    assert m["n"] == 6
+    assert m["accuracy"] == pytest.approx(3 / 6)
+    # a: P 2/4, R 2/3, F1 2*.5*.6667/(1.1667) = 4/7;  b: P 1/2, R 1/2, F1 1/2;  c: 0
+    assert m["per_class"]["a"] == pytest.approx(
+        {"precision": 0.5, "recall": 2 / 3, "f1": 4 / 7, "support": 3}
+    )
+    assert m["per_class"]["b"] == pytest.approx(
+        {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    )
+    assert m["per_class"]["c"]["f1"] == 0.0 and m["per_class"]["c"]["support"] == 1
+    assert m["macro_f1"] == pytest.approx((4 / 7 + 0.5 + 0) / 3)
+    assert m["unknown_labels"] == {"c": 1}
+    assert m["accuracy_known"] == pytest.approx(3 / 5) and m["n_known"] == 5
+
+
+def test_evaluate_labels_all_known() -> None:
+    m = evaluate_labels(["pos", "neg"], ["pos", "pos"], known=["neg", "pos"])
+    assert m["unknown_labels"] == {} and m["confusion_matrix"] == [[0, 1], [0, 1]]
+    assert m["accuracy"] == m["accuracy_known"] == 0.5
+
+
+def _labelled(path: Path, rows: list[tuple[str, str]]) -> Path:
+    pl.DataFrame({"review": [t for t, _ in rows], "y": [lab for _, lab in rows]}).write_csv(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.helpers import train_tiny_bundle
+
+    return train_tiny_bundle(tmp_path_factory.mktemp("eval") / "bundle", epochs=2)
+
+
+def test_evaluate_bundle_matches_the_predictions_and_writes_its_folder(
+    bundle: Path, tmp_path: Path
+) -> None:
+    from flows.evaluation import evaluate_bundle
+    from tasks.bundle import load_bundle
+    from tasks.predict import predict_texts
+
+    rows = [("这家店的菜很好吃", "pos"), ("太难吃了，再也不会点", "neg"), ("质量很差", "neg"),
+            ("物流很快，非常满意", "pos"), ("一般般吧", "neutral"), ("   ", "pos")]  # fmt: skip
+    corpus = _labelled(tmp_path / "new.csv", rows)
+    out = tmp_path / "eval"
+    summary = evaluate_bundle(str(bundle), [str(corpus)], out, text_col="review", label_col="y")
+
+    kept = rows[:5]  # the blank text is dropped and counted
+    predicted = [p["label"] for p in predict_texts(load_bundle(bundle), [t for t, _ in kept])]
+    right = sum(p == lab for p, (_, lab) in zip(predicted, kept, strict=True))
+    assert summary["n"] == 5 and summary["empty_texts"] == 1 and summary["rows_read"] == 6
+    assert summary["accuracy"] == pytest.approx(right / 5)
+    assert summary["unknown_labels"] == {"neutral": 1}
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["labels"] == ["neg", "pos", "neutral"]
+    assert sum(map(sum, metrics["confusion_matrix"])) == 5
+    assert metrics["confusion_matrix"][2] == [predicted[4] == "neg", predicted[4] == "pos", 0]
+    assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "neutral" in (out / "confusion.md").read_text(encoding="utf-8")
+    table = pl.read_parquet(out / "predictions.parquet")
+    assert table["predicted"].to_list() == predicted
+    assert table["correct"].sum() == right
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_evaluate_refuses_to_write_into_the_bundle(bundle: Path, tmp_path: Path) -> None:
+    from flows.evaluation import evaluate_bundle
+
+    corpus = _labelled(tmp_path / "new.csv", [("很好", "pos"), ("很差", "neg")])
+    before = sorted(p.name for p in bundle.iterdir())
+    with pytest.raises(InputError, match="inside the model bundle"):
+        evaluate_bundle(str(bundle), [str(corpus)], bundle / "eval", text_col="review",
+                        label_col="y")  # fmt: skip
+    assert sorted(p.name for p in bundle.iterdir()) == before
+
+
+def test_check_min_accuracy_message() -> None:
+    from flows.evaluation import check_min_accuracy
+
+    metrics = {"accuracy": 0.5, "macro_f1": 0.4, "n": 10}
+    assert check_min_accuracy(metrics, None) is None
+    assert check_min_accuracy(metrics, 0.5) is None
+    assert check_min_accuracy(metrics, 0.8) == (
+        "accuracy 0.5000 is below --min-accuracy 0.8 (10 texts; macro-F1 0.4000)"
+    )
+
+
+@pytest.mark.prefect
+def test_evaluate_command_artifacts_and_exit_code_under_min_accuracy(
+    prefect_server, bundle: Path, tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.evaluation import KEY_EVAL_CONFUSION, KEY_EVAL_METRICS
+
+    # One label the bundle does not know: accuracy is below 1.0 whatever it predicts.
+    corpus = _labelled(tmp_path / "new.csv", [("很好吃", "pos"), ("很难吃", "neg"),
+                                              ("还行", "neutral")])  # fmt: skip
+    args = ["evaluate", "--model", str(bundle), str(corpus), "--text-col", "review",
+            "--label-col", "y", "--json"]  # fmt: skip
+    ok = CliRunner().invoke(main, [*args, "--output-dir", str(tmp_path / "a"),
+                                   "--min-accuracy", "0"])  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    summary = json.loads(ok.stdout.strip().splitlines()[-1])
+    assert summary["unknown_labels"] == {"neutral": 1} and summary["n"] == 3
+    assert summary["output_dir"] == str((tmp_path / "a").resolve())
+
+    low = CliRunner().invoke(main, [*args, "--output-dir", str(tmp_path / "b"),
+                                    "--min-accuracy", "1.0"])  # fmt: skip
+    assert low.exit_code == 4
+    errors = [line for line in low.stderr.splitlines() if line.startswith("zhflow: error:")]
+    assert errors == [
+        f"zhflow: error: accuracy {summary['accuracy']:.4f} is below --min-accuracy 1 "
+        f"(3 texts; macro-F1 {summary['macro_f1']:.4f})"
+    ]
+    assert "Traceback" not in low.stderr
+    assert json.loads(low.stdout.strip().splitlines()[-1])["accuracy"] == summary["accuracy"]
+    assert (tmp_path / "b" / "metrics.json").is_file()  # the metrics are kept
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[KEY_EVAL_METRICS, KEY_EVAL_CONFUSION])
+            )
+        )
+        runs = client.read_flow_runs()
+    assert {a.key for a in found} == {KEY_EVAL_METRICS, KEY_EVAL_CONFUSION}
+    table = next(a for a in found if a.key == KEY_EVAL_METRICS)
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert {r["class"] for r in rows} >= {"neg", "pos", "neutral", "accuracy"}
+    states = sorted(r.state_type.value for r in runs if r.name == "evaluate-new")
+    assert states == ["COMPLETED", "FAILED"]  # the run under --min-accuracy failed, visibly
+
+
+def test_evaluate_bad_column_is_one_line(bundle: Path, tmp_path: Path) -> None:
+    corpus = _labelled(tmp_path / "new.csv", [("很好", "pos"), ("很差", "neg")])
+    from flows.evaluation import evaluate_bundle
+
+    with pytest.raises(InputError, match="nope"):
+        evaluate_bundle(str(bundle), [str(corpus)], tmp_path / "o", text_col="nope")
