@@ -138,14 +138,22 @@ class _FiniteFloatRange(click.FloatRange):
         return rv
 
 
-def _check_run_paths(workdir: str, corpus: list[str] | None, **_: Any) -> None:
+def _check_run_paths(
+    workdir: str, corpus: list[str] | None, unlabeled: list[str] | None = None, **_: Any
+) -> None:
     """Before a server starts: the work dir is (or can become) a writable folder, and each
-    corpus path can be looked at (a symlink loop is named here, not deep in a stage)."""
+    corpus (and unlabeled) path can be looked at (a symlink loop is named here, not deep in a
+    stage); pretraining has its library."""
+    import importlib.util
+
+    from tasks.errors import InputError
     from tasks.guards import check_readable, check_workdir
 
     check_workdir(workdir)
-    for path in corpus or []:
+    for path in [*(corpus or []), *(unlabeled or [])]:
         check_readable(path)
+    if (unlabeled or _.get("pretrain")) and importlib.util.find_spec("gensim") is None:
+        raise InputError("--pretrain/--unlabeled need gensim: pip install 'zhflow[pretrain]'")
 
 
 def _where_to_run(command: Any) -> Any:
@@ -276,6 +284,20 @@ def main() -> None:
     help="Wide features: n-grams in at least this many training texts.",
 )
 @click.option(
+    "--pretrain/--no-pretrain",
+    default=False,
+    show_default=True,
+    help="Initialise the embeddings with word2vec (gensim) over the train split and any "
+    "--unlabeled text: a cached 'embeddings' stage.",
+)
+@click.option(
+    "--unlabeled",
+    multiple=True,
+    type=click.Path(),
+    help="Unlabeled text to pretrain on (repeatable; any input format; implies --pretrain). "
+    "Texts identical to a valid or test text are left out.",
+)
+@click.option(
     "--epochs",
     type=click.IntRange(min=1),
     default=6,
@@ -328,6 +350,7 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
     from flows.pipeline import train_pipeline
 
     options["corpus"] = list(corpus) if corpus else None
+    options["unlabeled"] = list(options["unlabeled"]) or None
     with terminal_bars(epochs=options["epochs"]):
         summary = _run_guarded(
             server.run_flow, precheck=_check_run_paths, flow=train_pipeline, **options

@@ -96,6 +96,8 @@ def train_pipeline(
     wide_word_ngrams: int = 2,
     wide_char_ngrams: int = 3,
     wide_min_df: int = 2,
+    pretrain: bool = False,
+    unlabeled: list[str] | None = None,
     epochs: int = 6,
     batch_size: int = 64,
     lr: float = 2e-3,
@@ -163,9 +165,18 @@ def train_pipeline(
                     "input": input, "ngram_features": ngram_features}  # fmt: skip
     train_config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                     "amp": amp}  # fmt: skip
+    embeddings = None
+    if pretrain or unlabeled:
+        extra = [str(Path(p).expanduser().resolve()) for p in unlabeled or []]
+        embeddings = run(stages.pretrain_embeddings, corpus=corpus_ref, tokens=tokens,
+                         vocab=vocab, unlabeled=extra, unlabeled_digest=stages.hash_source(extra),
+                         tokenizer=spec.to_dict(), identity=spec.identity(), dim=embedding_dim,
+                         seed=seed, workers=processes or default_workers())  # fmt: skip
+        summary["pretrain"] = stages.read_json(embeddings, "summary.json")
+        summary["artifacts"]["embeddings"] = embeddings["path"]
     with artifacts.watch_training(epochs):
         trained = run(stages.train_classifier, encoded=encoded, model_config=model_config,
-                      train_config=train_config)  # fmt: skip
+                      train_config=train_config, embeddings=embeddings)  # fmt: skip
     metrics = run(stages.evaluate_classifier, model=trained, encoded=encoded,
                   font=plots.plot_font(), split_report={"cross_split_duplicate_texts":
                                 summary["profile"]["cross_split_duplicate_texts"]})  # fmt: skip
