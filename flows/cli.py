@@ -27,6 +27,8 @@ from flows.settings import apply_defaults
 apply_defaults()
 
 FORMATS = ["csv", "tsv", "jsonl", "parquet", "lines"]
+#: The tag of every zhflow flow run (filter the UI's runs list by it).
+RUN_TAG = "zhflow"
 
 
 class _HideUserErrorTracebacks(logging.Filter):
@@ -78,6 +80,8 @@ def _with_link(lines: list[str], summary: dict[str, Any]) -> list[str]:
 
 
 def _run_guarded(fn: Any, precheck: Any = None, **kwargs: Any) -> dict[str, Any]:
+    from prefect import tags
+
     from flows.lifecycle import OwnServers, stop_signals_exit
     from tasks.cluster import ClusterSpec
 
@@ -89,7 +93,8 @@ def _run_guarded(fn: Any, precheck: Any = None, **kwargs: Any) -> dict[str, Any]
             ClusterSpec.from_params(kwargs.get("dask_address"), kwargs.get("dask_workers"))
             if precheck is not None:
                 precheck(**kwargs)
-            return fn(**kwargs)
+            with tags(RUN_TAG):  # every flow run the CLI starts, as the deployments' runs
+                return fn(**kwargs)
     except Exception as exc:
         error = _as_user_error(exc)
         if error is None:

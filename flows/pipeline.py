@@ -12,10 +12,11 @@ from typing import Any
 
 import torch
 from prefect import flow
-from prefect.states import State
+from prefect.runtime import flow_run
+from prefect.states import Completed, State
 
-from flows import artifacts
-from tasks import stages
+from flows import artifacts, leaderboard
+from tasks import plots, stages
 from tasks.cache import anchor_ref
 from tasks.cluster import ClusterSpec
 from tasks.corpus import demo_corpus_paths
@@ -180,7 +181,7 @@ def train_pipeline(
         trained = run(stages.train_classifier, encoded=encoded, model_config=model_config,
                       train_config=train_config, embeddings=embeddings)  # fmt: skip
     metrics = run(stages.evaluate_classifier, model=trained, encoded=encoded,
-                  split_report={"cross_split_duplicate_texts":
+                  font=plots.plot_font(), split_report={"cross_split_duplicate_texts":
                                 summary["profile"]["cross_split_duplicate_texts"]})  # fmt: skip
     bundle = run(stages.package_bundle, model=trained, vocab=vocab, encoded=encoded,
                  metrics=metrics, tokenizer=spec.to_dict(),
@@ -188,11 +189,19 @@ def train_pipeline(
                  training={"corpus_digest": source_digest,
                            "rows": summary["profile"].get("rows_kept")})  # fmt: skip
     artifacts.publish_metrics(metrics, bundle)
+    artifacts.publish_training(trained, metrics)
     scores = stages.read_json(metrics, "metrics.json")
     summary.update(accuracy=scores["accuracy"], macro_f1=scores["macro_f1"], model=bundle["path"],
                    cross_split_duplicate_texts=scores["cross_split_duplicate_texts"])  # fmt: skip
     summary["artifacts"].update(model=trained["path"], metrics=metrics["path"])
-    return _finish(root, summary)
+    entry = leaderboard.make_entry(flow_run.get_name() or "?", summary, spec.to_dict(),
+                                   {**model_config, "wide": wide}, train_config,
+                                   {"max_len": max_len, "min_freq": min_freq,
+                                    "max_vocab": max_vocab})  # fmt: skip
+    artifacts.publish_leaderboard(leaderboard.record(root, entry), root / leaderboard.BOARD_FILE)
+    # The final state's message (on the run's page in the UI); the caller still gets the dict.
+    message = leaderboard.state_message(summary)
+    return Completed(message=message, data=_finish(root, summary))  # type: ignore[return-value]
 
 
 def _wide_spec(tokenizer: str, word_n: int, char_n: int, min_df: int) -> dict[str, Any]:

@@ -460,11 +460,15 @@ def load_trained_model(model: dict) -> RNNClassifier:
 
 @artifact_task("metrics", ("tasks.evaluate", "tasks.plots"), task_run_name="evaluate-test")
 def evaluate_classifier(
-    workdir: str, model: dict, encoded: dict, split_report: dict | None = None
+    workdir: str, model: dict, encoded: dict, font: dict, split_report: dict | None = None
 ) -> dict:
     """``split_report`` (e.g. ``cross_split_duplicate_texts``) is copied into metrics.json, so
-    the figure travels with the evidence that its test texts were never trained on."""
-    inputs = dict(workdir=workdir, model=model, encoded=encoded, split_report=split_report)
+    the figure travels with the evidence that its test texts were never trained on.
+    ``font`` is ``plots.plot_font()``: a new font redraws the plots of a cached run."""
+    inputs = dict(workdir=workdir, model=model, encoded=encoded, font=font,
+                  split_report=split_report)  # fmt: skip
+    if font != plot_fns.plot_font():  # the key must name the font the plots are drawn with
+        raise ValueError(f"font {font} is not the plot font {plot_fns.plot_font()}")
 
     def build(out: Path) -> None:
         labels = encode_fns.load_label_map(artifact_path(encoded, "labels.json"))
