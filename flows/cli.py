@@ -338,6 +338,15 @@ def main() -> None:
 )
 @click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True)
 @click.option(
+    "--seeds",
+    "ensemble_size",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train K models (seeds SEED..SEED+K-1) and average their probabilities; the bundle "
+    "holds all K.",
+)
+@click.option(
     "--until",
     type=click.Choice(["tokenize", "ngrams", "vocab", "encode", "train"]),
     default="train",

@@ -100,6 +100,7 @@ def train_pipeline(
     wide_char_ngrams: int = 3,
     wide_min_df: int = 2,
     pretrain: bool = False,
+    ensemble_size: int = 1,
     unlabeled: list[str] | None = None,
     epochs: int = 6,
     batch_size: int = 64,
@@ -118,6 +119,8 @@ def train_pipeline(
     dask_address: str | None = None,
     dask_workers: int | None = None,
 ) -> dict[str, Any]:
+    if not isinstance(ensemble_size, int) or ensemble_size < 1:
+        raise InputError(f"--seeds must be a positive integer, got {ensemble_size!r}")
     if until not in STAGES:
         raise ValueError(f"until must be one of {', '.join(STAGES)}, got {until!r}")
     torch.set_num_threads(default_train_threads())  # see TrainConfig.num_threads
@@ -177,9 +180,14 @@ def train_pipeline(
                          seed=seed, workers=processes or default_workers())  # fmt: skip
         summary["pretrain"] = stages.read_json(embeddings, "summary.json")
         summary["artifacts"]["embeddings"] = embeddings["path"]
-    with artifacts.watch_training(epochs):
-        trained = run(stages.train_classifier, encoded=encoded, model_config=model_config,
-                      train_config=train_config, embeddings=embeddings)  # fmt: skip
+    members = []
+    for k in range(ensemble_size):  # a seed ensemble: members trained with seed, seed+1...
+        with artifacts.watch_training(epochs):
+            members.append(run(stages.train_classifier, encoded=encoded,
+                               model_config=model_config,
+                               train_config={**train_config, "seed": seed + k},
+                               embeddings=embeddings))  # fmt: skip
+    trained: dict | list[dict] = members[0] if ensemble_size == 1 else members
     metrics = run(stages.evaluate_classifier, model=trained, encoded=encoded,
                   font=plots.plot_font(), split_report={"cross_split_duplicate_texts":
                                 summary["profile"]["cross_split_duplicate_texts"]})  # fmt: skip
@@ -189,11 +197,13 @@ def train_pipeline(
                  training={"corpus_digest": source_digest,
                            "rows": summary["profile"].get("rows_kept")})  # fmt: skip
     artifacts.publish_metrics(metrics, bundle)
-    artifacts.publish_training(trained, metrics)
+    artifacts.publish_training(members[0], metrics)
     scores = stages.read_json(metrics, "metrics.json")
     summary.update(accuracy=scores["accuracy"], macro_f1=scores["macro_f1"], model=bundle["path"],
                    cross_split_duplicate_texts=scores["cross_split_duplicate_texts"])  # fmt: skip
-    summary["artifacts"].update(model=trained["path"], metrics=metrics["path"])
+    summary["artifacts"].update(model=members[0]["path"], metrics=metrics["path"])
+    if ensemble_size > 1:
+        summary["artifacts"]["members"] = [m["path"] for m in members]
     entry = leaderboard.make_entry(flow_run.get_name() or "?", summary, spec.to_dict(),
                                    {**model_config, "wide": wide}, train_config,
                                    {"max_len": max_len, "min_freq": min_freq,

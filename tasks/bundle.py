@@ -29,6 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from models.ensemble import MeanEnsemble
 from models.rnn import RNNClassifier, RNNConfig
 from tasks.encode import load_label_map, save_label_map
 from tasks.errors import BundleError
@@ -54,7 +55,7 @@ class Bundle:
     """A loaded, verified bundle: ready-to-run model plus its tokenizer, vocab and labels."""
 
     path: Path
-    model: RNNClassifier
+    model: RNNClassifier | MeanEnsemble  # one classifier, or a seed ensemble of them
     config: dict[str, Any]
     tokenizer: TokenizerSpec
     vocab: pl.DataFrame
@@ -235,9 +236,15 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
         state = load_file(str(path / "weights.safetensors"))  # never unpickles
     except (SafetensorError, OSError, ValueError) as exc:
         raise _fail(path, f"weights.safetensors is not a valid safetensors file ({exc})") from None
-    model = RNNClassifier(model_config)
-    # Bundles from before calibration have no temperature: theirs is 1 (raw logits).
-    state.setdefault("temperature", torch.tensor(1.0))
+    members = config.get("ensemble", 1)
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise _fail(path, f"config.json: ensemble must be a positive integer, got {members!r}")
+    model: RNNClassifier | MeanEnsemble = RNNClassifier(model_config)
+    if members > 1:  # a seed ensemble: members.<k>.<name> tensors (models/ensemble.py)
+        model = MeanEnsemble([RNNClassifier(model_config) for _ in range(members)])
+    else:
+        # Bundles from before calibration have no temperature: theirs is 1 (raw logits).
+        state.setdefault("temperature", torch.tensor(1.0))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

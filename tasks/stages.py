@@ -24,6 +24,7 @@ from prefect import get_run_logger, task
 from safetensors.torch import load_file as load_tensors
 from safetensors.torch import save_file as save_tensors
 
+from models.ensemble import MeanEnsemble, classifiers, uncalibrated
 from models.rnn import RNNClassifier, RNNConfig
 from tasks import bundle as bundle_fns
 from tasks import cluster as cluster_fns
@@ -404,7 +405,8 @@ def load_embeddings(embeddings: dict) -> tuple[torch.Tensor, torch.Tensor]:
 @artifact_task(
     "model",
     ("tasks.train", "models.rnn"),
-    task_run_name="train-{model_config[cell]}-h{model_config[hidden_size]}-e{train_config[epochs]}",
+    task_run_name="train-{model_config[cell]}-h{model_config[hidden_size]}"
+    "-e{train_config[epochs]}-s{train_config[seed]}",
 )
 def train_classifier(
     workdir: str,
@@ -451,7 +453,13 @@ def train_classifier(
     return ref
 
 
-def load_trained_model(model: dict) -> RNNClassifier:
+def load_trained_model(model: dict | list[dict]) -> RNNClassifier | MeanEnsemble:
+    """One trained model, or (a list of refs) the seed ensemble of them."""
+    if isinstance(model, list):
+        members = [load_trained_model(m) for m in model]
+        if len(members) == 1:
+            return members[0]
+        return MeanEnsemble([m for m in members if isinstance(m, RNNClassifier)]).eval()
     cfg = RNNConfig.from_dict(read_json(model, "model_config.json"))
     net = RNNClassifier(cfg)
     net.load_state_dict(load_tensors(str(artifact_path(model, "weights.safetensors"))))
@@ -460,7 +468,11 @@ def load_trained_model(model: dict) -> RNNClassifier:
 
 @artifact_task("metrics", ("tasks.evaluate", "tasks.plots"), task_run_name="evaluate-test")
 def evaluate_classifier(
-    workdir: str, model: dict, encoded: dict, font: dict, split_report: dict | None = None
+    workdir: str,
+    model: dict | list[dict],
+    encoded: dict,
+    font: dict,
+    split_report: dict | None = None,
 ) -> dict:
     """``split_report`` (e.g. ``cross_split_duplicate_texts``) is copied into metrics.json, so
     the figure travels with the evidence that its test texts were never trained on.
@@ -481,10 +493,11 @@ def evaluate_classifier(
         metrics = eval_fns.compute_metrics(y_true, probs.argmax(axis=1), labels)
         metrics["split"] = "test"
         metrics.update(split_report or {})
-        metrics["calibration"] = _calibration_report(net, probs, y_true, out)
+        metrics["calibration"] = _calibration_report(net, probs, y_true, out, test)
+        metrics["ensemble"] = len(classifiers(net))
         write_json_atomic(out / "metrics.json", metrics)
         (out / "confusion.md").write_text(eval_fns.format_confusion_markdown(metrics), "utf-8")
-        history = read_json(model, "history.json")
+        history = read_json(model[0] if isinstance(model, list) else model, "history.json")
         plot_fns.plot_training_curve(history["epochs"], out / plot_fns.TRAINING_CURVE,
                                      history.get("best_epoch"))  # fmt: skip
         plot_fns.plot_confusion(metrics["confusion_matrix"], labels, out / plot_fns.CONFUSION_PNG)
@@ -493,7 +506,9 @@ def evaluate_classifier(
     return materialize("metrics", inputs, build)
 
 
-def _bundle_features(ngrams: dict | None, net: RNNClassifier) -> tuple[pl.DataFrame, dict] | None:
+def _bundle_features(
+    ngrams: dict | None, net: RNNClassifier | MeanEnsemble
+) -> tuple[pl.DataFrame, dict] | None:
     if net.wide is None:
         return None
     if ngrams is None or not artifact_path(ngrams, FEATURES).is_file():
@@ -502,26 +517,34 @@ def _bundle_features(ngrams: dict | None, net: RNNClassifier) -> tuple[pl.DataFr
     return pl.read_parquet(artifact_path(ngrams, FEATURES)), spec
 
 
-def _calibration_report(net: RNNClassifier, probs: Any, y_true: Any, out: Path) -> dict[str, Any]:
-    """ECE on the test split with and without the fitted temperature, and its diagram."""
-    temperature = float(net.temperature)
-    raw = eval_fns.uncalibrated(probs, temperature)
+def _calibration_report(
+    net: RNNClassifier | MeanEnsemble, probs: Any, y_true: Any, out: Path, test: dict
+) -> dict[str, Any]:
+    """ECE on the test split with and without the fitted temperature(s), and its diagram."""
+    members = classifiers(net)
+    with uncalibrated(net):
+        raw = train_fns.predict_proba(net, test["ids"], test["lengths"],
+                                      bags=train_fns.split_bags(test))  # fmt: skip
     before = eval_fns.expected_calibration_error(raw, y_true)
     after = eval_fns.expected_calibration_error(probs, y_true)
     plot_fns.plot_reliability(eval_fns.reliability_bins(raw, y_true),
                               eval_fns.reliability_bins(probs, y_true),
                               out / plot_fns.RELIABILITY_PNG, before, after)  # fmt: skip
-    report: dict[str, Any] = {"temperature": temperature, "ece_before": before,
+    temperatures = [float(m.temperature) for m in members]
+    report: dict[str, Any] = {"temperature": temperatures[0], "ece_before": before,
                               "ece_after": after, "bins": eval_fns.ECE_BINS}  # fmt: skip
     if net.wide is not None:
-        report["mix"] = float(net.mix)
+        report["mix"] = float(members[0].mix)
+    if len(members) > 1:
+        report["members"] = [{"temperature": t, **({"mix": float(m.mix)} if m.wide else {})}
+                             for t, m in zip(temperatures, members, strict=True)]  # fmt: skip
     return report
 
 
 @artifact_task("bundle", ("tasks.bundle",), task_run_name="bundle")
 def package_bundle(
     workdir: str,
-    model: dict,
+    model: dict | list[dict],
     vocab: dict,
     encoded: dict,
     metrics: dict,
@@ -547,7 +570,8 @@ def package_bundle(
             max_len=read_json(encoded, "meta.json")["max_len"],
             metrics=read_json(metrics, "metrics.json"),
             features=_bundle_features(ngrams, net),
-            extra={"zhflow_version": _zhflow_version(), "training": {
+            extra={"zhflow_version": _zhflow_version(), "ensemble": len(classifiers(net)),
+                   "training": {
                 **(training or {}),
                 "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }},

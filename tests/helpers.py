@@ -7,7 +7,8 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from models.rnn import RNNConfig
+from models.ensemble import MeanEnsemble
+from models.rnn import RNNClassifier, RNNConfig
 from tasks.bundle import seal_bundle, write_bundle
 from tasks.encode import build_label_map, encode_labels, encode_tokens
 from tasks.features import NgramSpec
@@ -29,9 +30,11 @@ def train_tiny_bundle(
     wide: bool = False,
     seed: int = 0,
     extra: dict | None = None,
+    members: int = 1,
 ) -> Path:
     """A bundle trained on the tiny corpus; ``wide`` adds the n-gram branch (char 1-3);
-    ``extra`` goes into its config.json (e.g. a training record)."""
+    ``extra`` goes into its config.json (e.g. a training record); ``members`` > 1 makes it a
+    seed ensemble (seeds seed..seed+members-1), as ``zhflow run --seeds`` does."""
     rows = tiny_corpus_rows()
     spec = TokenizerSpec(engine="char")
     tokens = segment_texts([t for t, _ in rows], spec)
@@ -53,9 +56,19 @@ def train_tiny_bundle(
     cfg = RNNConfig(vocab_size=vocab.height, num_classes=len(labels), cell="lstm",
                     embedding_dim=16, hidden_size=16,
                     wide_features=features[0].height if features else 0)  # fmt: skip
-    result = train_model(cfg, TrainConfig(epochs=epochs, batch_size=16, seed=seed), data, data,
-                         log=None)  # fmt: skip
-    write_bundle(out, result.state_dict, cfg, spec, vocab, labels, max_len, metrics={"n": 0},
+    states = [
+        train_model(cfg, TrainConfig(epochs=epochs, batch_size=16, seed=seed + k), data, data,
+                    log=None).state_dict
+        for k in range(members)
+    ]  # fmt: skip
+    state = states[0]
+    if members > 1:
+        nets = [RNNClassifier(cfg) for _ in range(members)]
+        for net, weights in zip(nets, states, strict=True):
+            net.load_state_dict(weights)
+        state = MeanEnsemble(nets).state_dict()
+        extra = {**(extra or {}), "ensemble": members}
+    write_bundle(out, state, cfg, spec, vocab, labels, max_len, metrics={"n": 0},
                  features=features, extra=extra)  # fmt: skip
     seal_bundle(out)
     return out

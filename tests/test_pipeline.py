@@ -88,3 +88,25 @@ def test_train_then_new_epochs_reruns_only_training_then_score(
     assert summary["label_accuracy"]["column"] == "label"
     assert summary["label_accuracy"]["rows"] == summary["rows"]
     assert 0.5 <= summary["confidence"]["p50"] <= 1.0
+
+
+def test_seeds_train_an_ensemble_whose_bundle_holds_every_member(
+    prefect_server, tiny_csv, tmp_path
+) -> None:
+    import json
+
+    from models.ensemble import MeanEnsemble, classifiers
+    from tasks.bundle import load_bundle
+
+    args = dict(corpus=str(tiny_csv), workdir=str(tmp_path / "w"), **{**SMALL, "epochs": 1})
+    summary = train_pipeline(**args, ensemble_size=2)
+    names = [t["name"] for t in summary["tasks"]]
+    assert names.count("model") == 2 and len(summary["artifacts"]["members"]) == 2
+    bundle = load_bundle(summary["model"])
+    assert isinstance(bundle.model, MeanEnsemble) and len(classifiers(bundle.model)) == 2
+    metrics = json.loads((Path(summary["model"]) / "metrics.json").read_text())
+    assert metrics["ensemble"] == 2 and len(metrics["calibration"]["members"]) == 2
+    # The first member is the single model of the same seed: cached, not trained again.
+    single = train_pipeline(**args)
+    assert _states(single)["model"] == "Cached"
+    assert single["artifacts"]["model"] == summary["artifacts"]["members"][0]
