@@ -23,6 +23,7 @@ key                            type        content
 ``zhflow-training-curve``      markdown    the training curve PNG, inline
 ``zhflow-test-metrics``        table       accuracy, macro-F1, per-class P/R/F1 (test split)
 ``zhflow-confusion-matrix``    markdown    confusion matrix: counts + row shares, PNG inline
+``zhflow-calibration``         markdown    temperature, mix, ECE before/after, reliability PNG
 ``zhflow-leaderboard``         table       every model trained in the work dir, best first
 ``zhflow-score-progress``      progress    batch scoring, updated per chunk
 ``zhflow-score-summary``       table       rows, speed, labels, confidence quantiles, accuracy
@@ -53,6 +54,7 @@ KEY_HISTORY = "zhflow-training-history"
 KEY_CURVE = "zhflow-training-curve"
 KEY_METRICS = "zhflow-test-metrics"
 KEY_CONFUSION = "zhflow-confusion-matrix"
+KEY_CALIBRATION = "zhflow-calibration"
 KEY_LEADERBOARD = "zhflow-leaderboard"
 KEY_SCORE_PROGRESS = "zhflow-score-progress"
 KEY_SCORE = "zhflow-score-summary"
@@ -466,11 +468,34 @@ def publish_vocab(vocab_ref: dict) -> Any:
     )
 
 
+def calibration_markdown(metrics: dict[str, Any], image: str | Path | None) -> str:
+    """How far ``confidence`` can be trusted: the fitted temperature (and the branches' mix),
+    the test split's expected calibration error before and after it, the diagram inline."""
+    cal = metrics.get("calibration")
+    if not cal:
+        return "# zhflow: calibration\n\nThis model was trained without calibration.\n"
+    lines = [
+        "# zhflow: calibration (test split)",
+        "",
+        f"temperature **{cal['temperature']:.3f}**"
+        + (f" · wide-branch weight in the mix **{cal['mix']:.2f}**" if "mix" in cal else "")
+        + f" · expected calibration error ({cal.get('bins', 15)} bins): "
+        f"**{cal['ece_before']:.4f}** before → **{cal['ece_after']:.4f}** after the temperature",
+        "",
+        "Both were fitted on the validation split; 0 = confidence equals accuracy.",
+        "",
+    ]
+    if image is not None:
+        lines += [png_markdown(image, "reliability diagram"), ""]
+    return "\n".join(lines)
+
+
 def plot_paths(metrics_ref: dict, bundle_ref: dict | None = None) -> dict[str, list[str]]:
-    from tasks.plots import CONFUSION_PNG, TRAINING_CURVE
+    from tasks.plots import CONFUSION_PNG, RELIABILITY_PNG, TRAINING_CURVE
 
     out: dict[str, list[str]] = {}
-    for title, name in (("training curve", TRAINING_CURVE), ("confusion matrix", CONFUSION_PNG)):
+    for title, name in (("training curve", TRAINING_CURVE), ("confusion matrix", CONFUSION_PNG),
+                        ("reliability diagram", RELIABILITY_PNG)):  # fmt: skip
         where = [Path(r["path"]) / name for r in (metrics_ref, bundle_ref) if r is not None]
         found = [str(p) for p in where if p.exists()]
         if found:
@@ -505,6 +530,10 @@ def publish_metrics(metrics_ref: dict, bundle_ref: dict | None = None) -> Any:
         metrics, plot_paths(metrics_ref, bundle_ref), image=_png(metrics_ref, CONFUSION_PNG)
     )
     _markdown(KEY_CONFUSION, markdown, description)
+    from tasks.plots import RELIABILITY_PNG
+
+    _markdown(KEY_CALIBRATION, calibration_markdown(metrics, _png(metrics_ref, RELIABILITY_PNG)),
+              description)  # fmt: skip
     return table
 
 

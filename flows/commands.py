@@ -85,18 +85,17 @@ def evaluate_command(corpus: tuple[str, ...], as_json: bool, **options: Any) -> 
     """Measure a bundle on a labelled CORPUS: accuracy, macro-F1, per-class P/R/F1, confusion
     matrix (files + Prefect artifacts zhflow-eval-metrics, zhflow-eval-confusion)."""
     from flows import server
-    from flows.cli import _quiet_user_errors
+    from flows.cli import _run_guarded
     from flows.evaluation import BelowMinimumAccuracy, evaluate_pipeline
-    from tasks.errors import ZhflowError
 
-    _quiet_user_errors()
-    try:
-        summary = server.run_flow(evaluate_pipeline, corpus=list(corpus), **options)
-    except BelowMinimumAccuracy as exc:
-        _emit_evaluation(exc.summary, as_json)
-        _fail(exc)
-    except ZhflowError as exc:
-        _fail(exc)
+    def evaluate(**kwargs: Any) -> dict[str, Any]:
+        try:
+            return server.run_flow(evaluate_pipeline, **kwargs)
+        except BelowMinimumAccuracy as exc:
+            _emit_evaluation(exc.summary, as_json)  # the metrics, then the one error line
+            raise
+
+    summary = _run_guarded(evaluate, corpus=list(corpus), **options)
     _emit_evaluation(summary, as_json)
 
 

@@ -17,6 +17,7 @@ from prefect.states import Completed, State
 
 from flows import artifacts, leaderboard
 from tasks import plots, stages
+from tasks.cache import anchor_ref
 from tasks.cluster import ClusterSpec
 from tasks.corpus import demo_corpus_paths
 from tasks.errors import InputError
@@ -40,7 +41,9 @@ class _Runner:
         configured = task.with_options(result_storage=self.workdir / "cache")
         state: State = configured(workdir=str(self.workdir), **kwargs, return_state=True)
         self.states.append({"name": task.name, "state": str(state.name)})
-        return state.result()  # re-raises the task's exception if it failed
+        # state.result() re-raises the task's exception if it failed; a cached ref is
+        # anchored in this work dir (records hold refs relative to it: tasks/cache.py).
+        return anchor_ref(state.result(), self.workdir)
 
 
 def resolve_corpus(corpus: str | list[str] | None, fmt: str | None) -> tuple[list[str], str | None]:
@@ -211,5 +214,18 @@ def _wide_spec(tokenizer: str, word_n: int, char_n: int, min_df: int) -> dict[st
 
 
 def _finish(root: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    write_json_atomic(root / "runs" / "latest.json", summary)
+    # The record on disk names paths inside the work dir relative to it, so the work dir
+    # can be moved or copied (zhflow score --model WORKDIR reads "model" from it).
+    write_json_atomic(root / "runs" / "latest.json", relative_paths(summary, root))
     return summary
+
+
+def relative_paths(value: Any, root: Path) -> Any:
+    """``value`` with every string naming a path inside ``root`` made relative to it."""
+    if isinstance(value, dict):
+        return {k: relative_paths(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(v, root) for v in value]
+    if isinstance(value, str) and (value == str(root) or value.startswith(f"{root}/")):
+        return Path(value).relative_to(root).as_posix()
+    return value

@@ -29,7 +29,7 @@ def resolve_bundle(bundle: str) -> str:
         except (OSError, ValueError, AttributeError):
             return bundle  # unreadable: the bundle check names the folder
         if model:
-            return str(model)
+            return str(path / model)  # relative to the work dir (absolute in old records)
     return bundle
 
 

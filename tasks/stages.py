@@ -35,10 +35,16 @@ from tasks import pretrain as pretrain_fns
 from tasks import segment as segment_fns
 from tasks import tables as table_fns
 from tasks import train as train_fns
-from tasks.cache import ArtifactPolicy, find_artifact, stage_key
+from tasks.cache import ArtifactPolicy, RelocatableJSON, find_artifact, stage_key
 from tasks.errors import InputError
 from tasks.features import NgramFeaturizer, NgramSpec
-from tasks.storage import artifact_ref, building_artifact, sha256_file, write_json_atomic
+from tasks.storage import (
+    artifact_ref,
+    building_artifact,
+    sha256_file,
+    write_guard,
+    write_json_atomic,
+)
 
 STAGE_MODULES: dict[str, tuple[str, ...]] = {}
 
@@ -52,7 +58,7 @@ def artifact_task(stage: str, modules: tuple[str, ...], **task_options: Any) -> 
             fn,
             name=stage,
             cache_policy=ArtifactPolicy(stage=stage, modules=STAGE_MODULES[stage]),
-            result_serializer="json",  # records are data, never pickles
+            result_serializer=RelocatableJSON(),  # data, never pickles; refs relative
             persist_result=True,
             tags=["zhflow", stage],
             **task_options,
@@ -71,8 +77,10 @@ def materialize(stage: str, inputs: dict[str, Any], build: Callable[[Path], None
     key, ref = find_artifact(workdir, stage, STAGE_MODULES[stage], inputs)
     if ref is None:
         lock_path = Path(workdir) / "locks" / f"{stage}-{key[:16]}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(lock_path):
+        with write_guard(lock_path):  # a read-only work dir: one line, not a traceback
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            held = FileLock(lock_path).acquire()
+        with held:  # released on leaving
             ref = artifact_ref(workdir, stage, key)
             if ref is None:
                 # Builders of this key hold this lock, so a temp folder of it is a dead

@@ -252,3 +252,40 @@ def test_confusion_png_with_chinese_labels(tmp_path: Path) -> None:
     out = plots.plot_confusion([[8, 2, 0], [1, 9, 0], [0, 1, 4]], ["负面", "正面", "中性"],
                                tmp_path / plots.CONFUSION_PNG)  # fmt: skip
     assert _is_png(out)
+
+
+def test_calibration_markdown_with_the_reliability_diagram_inline(tmp_path: Path) -> None:
+    from tasks import evaluate
+
+    probs = [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]
+    y = [0, 1, 1, 1]
+    before = evaluate.uncalibrated(probs, 2.0)
+    png = plots.plot_reliability(
+        evaluate.reliability_bins(before, y), evaluate.reliability_bins(probs, y),
+        tmp_path / "r.png", evaluate.expected_calibration_error(before, y),
+        evaluate.expected_calibration_error(probs, y),
+    )  # fmt: skip
+    metrics = {"calibration": {"temperature": 2.0, "mix": 0.7, "ece_before": 0.31,
+                               "ece_after": 0.12, "bins": 15}}  # fmt: skip
+    text = art.calibration_markdown(metrics, png)
+    assert "temperature **2.000**" in text and "**0.3100** before → **0.1200** after" in text
+    found = re.search(r"!\[reliability diagram\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", text)
+    assert found is not None and base64.b64decode(found.group(1)) == png.read_bytes()
+    assert "without calibration" in art.calibration_markdown({}, None)
+
+
+def test_expected_calibration_error_by_hand() -> None:
+    from tasks import evaluate
+
+    # Two rows at confidence 0.9 (one right), one at 0.6 (right): bins (0.8, 0.867] is empty,
+    # 0.9 falls in (0.867, 0.933]: |0.5 - 0.9| x 2/3; 0.6 in (0.6 - eps...]: |1 - 0.6| x 1/3.
+    probs = [[0.9, 0.1], [0.1, 0.9], [0.6, 0.4]]
+    y = [0, 0, 0]
+    assert evaluate.expected_calibration_error(probs, y) == pytest.approx(0.4 * 2 / 3 + 0.4 / 3)
+    assert evaluate.uncalibrated(probs, 1.0).tolist() == probs
+    # softmax(T log p) undoes a temperature T: p = softmax(z / T) → softmax(z).
+    import numpy as np
+
+    z = np.array([[2.0, -1.0]])
+    p = np.exp(z / 3) / np.exp(z / 3).sum()
+    assert evaluate.uncalibrated(p, 3.0) == pytest.approx(np.exp(z) / np.exp(z).sum())
