@@ -203,7 +203,7 @@ def _publish(summary: dict[str, Any]) -> None:
     """The two keyed artifacts; the UI is a view, so a failure here never fails the run."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    from flows.artifacts import metrics_rows
+    from flows.artifacts import metrics_rows, png_markdown
 
     metrics = json.loads(Path(summary["files"]["metrics.json"]).read_text(encoding="utf-8"))
     description = (
@@ -213,6 +213,9 @@ def _publish(summary: dict[str, Any]) -> None:
     )
     markdown = Path(summary["files"]["confusion.md"]).read_text(encoding="utf-8")
     try:
+        # The plot inline: the UI shows a data: image, never a file path (flows/artifacts.py).
+        image = png_markdown(summary["files"]["confusion.png"], "confusion matrix")
+        markdown += f"\n{image}\n"
         create_table_artifact(
             table=metrics_rows(metrics), key=KEY_EVAL_METRICS, description=description
         )

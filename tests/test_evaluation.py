@@ -151,6 +151,8 @@ def test_evaluate_command_artifacts_and_exit_code_under_min_accuracy(
     table = next(a for a in found if a.key == KEY_EVAL_METRICS)
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert {r["class"] for r in rows} >= {"neg", "pos", "neutral", "accuracy"}
+    confusion = next(a for a in found if a.key == KEY_EVAL_CONFUSION)
+    assert "](data:image/png;base64," in confusion.data  # the plot inline, not just its path
     states = sorted(r.state_type.value for r in runs if r.name == "evaluate-new")
     assert states == ["COMPLETED", "FAILED"]  # the run under --min-accuracy failed, visibly
 
