@@ -29,7 +29,10 @@ from ``flows.pipeline.train_pipeline``'s signature so they cannot drift):
   temperature fitted on the valid split;
 - ``zhflow-rnn-only`` / ``zhflow-wide-only``: the same trained model's two branches alone (the
   RNN trains identically with or without the wide branch, so this costs nothing extra and
-  shows what each part brings).
+  shows what each part brings);
+- ``zhflow-pretrained``: the default plus ``--unlabeled PATH...`` (word2vec over the train
+  split and those texts, minus any identical to a valid/test text; ``zhflow run --unlabeled``).
+  Only with ``--unlabeled``.
 
 For each method and seed: test accuracy, macro-F1, seconds; then per method the mean and
 sample standard deviation over seeds. Also the test split's expected calibration error of
@@ -59,7 +62,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 PEERS = ("tfidf-word", "tfidf-char", "tfidf-char-word", "fasttext")
-ZHFLOW = ("zhflow-default", "zhflow-rnn-only", "zhflow-wide-only")
+ZHFLOW = ("zhflow-default", "zhflow-rnn-only", "zhflow-wide-only", "zhflow-pretrained")
 METHODS = (*PEERS, *ZHFLOW)
 SVC_C = (0.1, 0.3, 1.0, 3.0)
 FASTTEXT_GRID = tuple(itertools.product((0.5, 1.0), (10, 25)))  # (lr, epochs)
@@ -195,8 +198,29 @@ def pipeline_defaults() -> dict[str, Any]:
     return {k: p.default for k, p in sig.parameters.items()}
 
 
-def run_zhflow(data: dict, tokens: dict, labels: list[str], seed: int) -> dict[str, Any]:
-    """Train ``zhflow run``'s default model with the functions its stages call."""
+def pretrained_vectors(
+    unlabeled: list[str], data: dict, tokens: dict, vocab_tokens: list[str], dim: int, seed: int
+) -> tuple[Any, Any]:
+    """What ``zhflow run --unlabeled`` feeds the embedding table (tasks/stages.py)."""
+    import torch
+
+    from tasks import stages
+    from tasks.pretrain import align_to_vocab, train_word_vectors
+    from tasks.segment import TokenizerSpec, default_workers, segment_texts
+
+    held_out = data["valid"]["text"] + data["test"]["text"]
+    texts, _ = stages.unlabeled_texts(unlabeled, held_out)
+    extra = segment_texts(texts, TokenizerSpec(), workers=default_workers())
+    matrix, found = align_to_vocab(train_word_vectors(tokens["train"] + extra, dim, seed),
+                                   vocab_tokens)  # fmt: skip
+    return torch.from_numpy(matrix), torch.from_numpy(found)
+
+
+def run_zhflow(
+    data: dict, tokens: dict, labels: list[str], seed: int, unlabeled: list[str] | None = None
+) -> dict[str, Any]:
+    """Train ``zhflow run``'s default model with the functions its stages call (with
+    ``unlabeled``: ``zhflow run --unlabeled``'s, reported as ``zhflow-pretrained``)."""
     import polars as pl
     import torch
 
@@ -245,7 +269,12 @@ def run_zhflow(data: dict, tokens: dict, labels: list[str], seed: int) -> dict[s
                     dropout=d["dropout"], input=d["input"], ngram_features=d["ngram_features"],
                     wide_features=featurizer.num_features if featurizer else 0)  # fmt: skip
     tc = train.TrainConfig(epochs=d["epochs"], batch_size=d["batch_size"], lr=d["lr"], seed=seed)
-    result = train.train_model(cfg, tc, split["train"], split["valid"], log=None)
+    init = None
+    if unlabeled:
+        init = pretrained_vectors(unlabeled, data, tokens, vocab["token"].to_list(),
+                                  d["embedding_dim"], seed)  # fmt: skip
+    result = train.train_model(cfg, tc, split["train"], split["valid"], log=None,
+                               init_embeddings=init)  # fmt: skip
     model = train.build_model(cfg)
     model.load_state_dict(result.state_dict)
     model.eval()
@@ -253,15 +282,17 @@ def run_zhflow(data: dict, tokens: dict, labels: list[str], seed: int) -> dict[s
     bags = train.split_bags(test)
     device = torch.device("cpu")
     out: dict[str, Any] = {"epochs_run": len(result.history), "best_epoch": result.best_epoch}
+    parts = (("zhflow-default", "full"), ("zhflow-rnn-only", "deep"), ("zhflow-wide-only", "wide"))
+    if unlabeled:
+        parts = (("zhflow-pretrained", "full"),)
     with torch.inference_mode():
-        for name, part in (("zhflow-default", "full"), ("zhflow-rnn-only", "deep"),
-                           ("zhflow-wide-only", "wide")):  # fmt: skip
+        for name, part in parts:
             if part == "wide" and featurizer is None:
                 continue
             logits = train._predict_logits(model, test["ids"], test["lengths"], 512, device,
                                            bags, part)  # fmt: skip
             out[name] = [label_map[i] for i in logits.argmax(-1).tolist()]
-            if part == "full":
+            if part == "full":  # the default's or the pretrained one's
                 probs = torch.softmax(logits, -1).numpy()
                 y = test["labels"].numpy()
                 t = float(model.temperature)
@@ -302,12 +333,17 @@ def run_seed(args: argparse.Namespace, seed: int, methods: list[str], threads: i
         except ImportError as exc:
             print(f"{method}: skipped ({exc.name} not installed: pip install -e '.[peers]')",
                   file=sys.stderr)  # fmt: skip
-    if any(m.startswith("zhflow") for m in methods):
-        out, s = timed(lambda: run_zhflow(data, tokens, labels, seed))
+    runs_needed = []
+    if any(m in methods for m in ZHFLOW[:3]):
+        runs_needed.append(None)
+    if "zhflow-pretrained" in methods and args.unlabeled:
+        runs_needed.append(args.unlabeled)
+    for unlabeled in runs_needed:
+        out, s = timed(lambda u=unlabeled: run_zhflow(data, tokens, labels, seed, u))
         for method in ZHFLOW:
             if method in methods and method in out:
                 extra = {k: out[k] for k in ("epochs_run", "best_epoch")}
-                if method == "zhflow-default":
+                if method in ("zhflow-default", "zhflow-pretrained"):
                     extra |= {k: out[k] for k in ("ece_before", "ece_after", "calibration")}
                 record(method, out[method], s, **extra)
     return {"seed": seed, "split": {k: len(v["label"]) for k, v in data.items()},
@@ -343,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="42,43,44", help="comma-separated split/init seeds")
     ap.add_argument("--only", default=",".join(METHODS), help="comma-separated methods")
     ap.add_argument("--threads", type=int, default=None, help="torch/fastText threads")
+    ap.add_argument("--unlabeled", action="append", default=[],
+                    help="unlabeled text for zhflow-pretrained (repeatable)")  # fmt: skip
     args = ap.parse_args(argv)
     methods = [m for m in args.only.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))

@@ -19,15 +19,23 @@ key                            type        content
 ``zhflow-vocab``               table       vocabulary size, coverage, most frequent tokens
 ``zhflow-segment-progress``    progress    segmentation, updated per shard
 ``zhflow-training-progress``   progress    training, updated each epoch
+``zhflow-training-history``    table       per epoch: losses, accuracy, macro-F1, seconds, best
+``zhflow-training-curve``      markdown    the training curve PNG, inline
 ``zhflow-test-metrics``        table       accuracy, macro-F1, per-class P/R/F1 (test split)
-``zhflow-confusion-matrix``    markdown    confusion matrix + the paths of the PNG plots
+``zhflow-confusion-matrix``    markdown    confusion matrix: counts + row shares, PNG inline
+``zhflow-calibration``         markdown    temperature, mix, ECE before/after, reliability PNG
+``zhflow-leaderboard``         table       every model trained in the work dir, best first
 ``zhflow-score-progress``      progress    batch scoring, updated per chunk
-``zhflow-score-summary``       table       rows, seconds, label distribution of a scoring run
+``zhflow-score-summary``       table       rows, speed, labels, confidence quantiles, accuracy
 =============================  ==========  =================================================
+
+Table cells are display strings: fixed decimals and thousands separators (``12,345``,
+``0.8731``), so columns line up in the UI.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -42,8 +50,12 @@ KEY_NGRAMS = "zhflow-top-ngrams"
 KEY_VOCAB = "zhflow-vocab"
 KEY_SEGMENT_PROGRESS = "zhflow-segment-progress"
 KEY_TRAINING_PROGRESS = "zhflow-training-progress"
+KEY_HISTORY = "zhflow-training-history"
+KEY_CURVE = "zhflow-training-curve"
 KEY_METRICS = "zhflow-test-metrics"
 KEY_CONFUSION = "zhflow-confusion-matrix"
+KEY_CALIBRATION = "zhflow-calibration"
+KEY_LEADERBOARD = "zhflow-leaderboard"
 KEY_SCORE_PROGRESS = "zhflow-score-progress"
 KEY_SCORE = "zhflow-score-summary"
 KEYS = (
@@ -52,21 +64,49 @@ KEYS = (
     KEY_VOCAB,
     KEY_SEGMENT_PROGRESS,
     KEY_TRAINING_PROGRESS,
+    KEY_HISTORY,
+    KEY_CURVE,
     KEY_METRICS,
     KEY_CONFUSION,
+    KEY_LEADERBOARD,
     KEY_SCORE_PROGRESS,
     KEY_SCORE,
 )
 
 TOP_NGRAMS = 15  # per n
 TOP_TOKENS = 20
+#: A token or n-gram made only of punctuation and spaces (，。！ ...): left out of the top lists,
+#: where it would crowd out the words (polars regex, Unicode categories).
+PUNCTUATION_ONLY = r"^[\p{P}\s]+$"
+PUNCTUATION_NOTE = "punctuation-only entries (，。！…) left out"
 
 # ------------------------------------------------------------------------------------------
 # pure builders
 
 
-def _num(x: Any, digits: int = 4) -> Any:
-    return round(float(x), digits) if isinstance(x, float) else x
+def fixed(x: Any, digits: int = 4) -> str:
+    """A number as table text: floats with ``digits`` decimals, ints with thousands
+    separators (``12,345``), booleans as yes/no, None as an empty cell, anything else as is."""
+    if x is None:
+        return ""
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return str(x)
+
+
+def _count_share(count: int, total: int) -> str:
+    return f"{count:,} ({count / total:.1%})" if total else f"{count:,}"
+
+
+def png_markdown(path: str | Path, alt: str) -> str:
+    """A PNG file as an inline markdown image (``data:image/png;base64``): the Prefect UI shows
+    it in a markdown artifact, where a file path or a non-public URL shows nothing."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f"![{alt}](data:image/png;base64,{data})"
 
 
 def profile_rows(profile: dict[str, Any]) -> list[dict[str, Any]]:
@@ -76,15 +116,14 @@ def profile_rows(profile: dict[str, Any]) -> list[dict[str, Any]]:
                  "conflicting_label_texts", "conflicting_rows_dropped",
                  "cross_split_duplicate_texts"):  # fmt: skip
         if name in profile:
-            rows.append({"metric": name, "value": profile[name]})
+            rows.append({"metric": name, "value": fixed(profile[name])})
     kept = profile.get("rows_kept") or sum(profile.get("labels", {}).values()) or 0
     for label, count in profile.get("labels", {}).items():
-        share = f" ({count / kept:.1%})" if kept else ""
-        rows.append({"metric": f"label {plain(label)}", "value": f"{count}{share}"})
+        rows.append({"metric": f"label {plain(label)}", "value": _count_share(count, kept)})
     for split, count in (profile.get("splits") or {}).items():
-        rows.append({"metric": f"split {split}", "value": count})
+        rows.append({"metric": f"split {split}", "value": fixed(count)})
     for name, value in (profile.get("text_length") or {}).items():
-        rows.append({"metric": f"text length {name}", "value": _num(value, 1)})
+        rows.append({"metric": f"text length {name}", "value": fixed(float(value), 1)})
     if profile.get("small_labels"):
         small = ", ".join(map(plain, profile["small_labels"]))
         rows.append({"metric": "labels with < 3 rows", "value": small})
@@ -92,14 +131,16 @@ def profile_rows(profile: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def ngram_rows(ngrams: Any, top: int = TOP_NGRAMS) -> list[dict[str, Any]]:
-    """An n-gram table (polars: n, ngram, count, doc_freq) → the ``top`` most frequent per n."""
+    """An n-gram table (polars: n, ngram, count, doc_freq) → the ``top`` most frequent per n,
+    punctuation-only n-grams left out."""
     import polars as pl
 
     frame = ngrams if isinstance(ngrams, pl.DataFrame) else pl.DataFrame(ngrams)
     if frame.height == 0:
         return []
     best = (
-        frame.sort(["n", "count", "ngram"], descending=[False, True, False])
+        frame.filter(~pl.col("ngram").str.contains(PUNCTUATION_ONLY))
+        .sort(["n", "count", "ngram"], descending=[False, True, False])
         .group_by("n", maintain_order=True)
         .head(top)
     )
@@ -107,8 +148,8 @@ def ngram_rows(ngrams: Any, top: int = TOP_NGRAMS) -> list[dict[str, Any]]:
         {
             "n": int(r["n"]),
             "ngram": plain(r["ngram"]),
-            "count": int(r["count"]),
-            "doc_freq": int(r["doc_freq"]),
+            "count": fixed(int(r["count"])),
+            "doc_freq": fixed(int(r["doc_freq"])),
         }
         for r in best.iter_rows(named=True)
     ]
@@ -117,16 +158,18 @@ def ngram_rows(ngrams: Any, top: int = TOP_NGRAMS) -> list[dict[str, Any]]:
 def vocab_rows(
     summary: dict[str, Any], vocab: Any = None, top: int = TOP_TOKENS
 ) -> list[dict[str, Any]]:
-    """Vocabulary summary (size, coverage...) then its ``top`` most frequent real tokens."""
-    rows: list[dict[str, Any]] = [{"item": k, "value": _num(v)} for k, v in summary.items()]
+    """Vocabulary summary (size, coverage...) then its ``top`` most frequent real tokens
+    (specials and punctuation-only tokens left out)."""
+    rows: list[dict[str, Any]] = [{"item": k, "value": fixed(v)} for k, v in summary.items()]
     if vocab is not None:
         import polars as pl
 
         frame = vocab if isinstance(vocab, pl.DataFrame) else pl.DataFrame(vocab)
         real = frame.filter(pl.col("count") > 0) if "count" in frame.columns else frame
+        real = real.filter(~pl.col("token").str.contains(PUNCTUATION_ONLY))
         real = real.sort(["count", "token"], descending=[True, False]).head(top)
         for r in real.iter_rows(named=True):
-            rows.append({"item": f"token {plain(r['token'])}", "value": int(r["count"])})
+            rows.append({"item": f"token {plain(r['token'])}", "value": fixed(int(r["count"]))})
     return rows
 
 
@@ -138,10 +181,10 @@ def metrics_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "class": plain(label),
-                "precision": _num(c["precision"]),
-                "recall": _num(c["recall"]),
-                "f1": _num(c["f1"]),
-                "support": int(c["support"]),
+                "precision": fixed(float(c["precision"])),
+                "recall": fixed(float(c["recall"])),
+                "f1": fixed(float(c["f1"])),
+                "support": fixed(int(c["support"])),
             }
         )
     # The macro average is over the classes present in the test split (tasks/evaluate.py).
@@ -151,19 +194,19 @@ def metrics_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "class": "macro avg",
-                "precision": _num(sum(c["precision"] for c in per) / len(per)),
-                "recall": _num(sum(c["recall"] for c in per) / len(per)),
-                "f1": _num(metrics["macro_f1"]),
-                "support": int(metrics.get("n", 0)),
+                "precision": fixed(sum(c["precision"] for c in per) / len(per)),
+                "recall": fixed(sum(c["recall"] for c in per) / len(per)),
+                "f1": fixed(float(metrics["macro_f1"])),
+                "support": fixed(int(metrics.get("n", 0))),
             }
         )
     rows.append(
         {
             "class": "accuracy",
-            "precision": None,
-            "recall": None,
-            "f1": _num(metrics["accuracy"]),
-            "support": int(metrics.get("n", 0)),
+            "precision": "",
+            "recall": "",
+            "f1": fixed(float(metrics["accuracy"])),
+            "support": fixed(int(metrics.get("n", 0))),
         }
     )
     return rows
@@ -172,43 +215,128 @@ def metrics_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 def metrics_description(metrics: dict[str, Any]) -> str:
     return (
         f"Test split: accuracy **{metrics['accuracy']:.4f}**, "
-        f"macro-F1 **{metrics['macro_f1']:.4f}** on {metrics.get('n', '?')} texts"
+        f"macro-F1 **{metrics['macro_f1']:.4f}** on {fixed(metrics.get('n', 0))} texts"
     )
 
 
-def confusion_markdown(
-    metrics: dict[str, Any], plots: Mapping[str, Sequence[str]] | None = None
-) -> str:
-    """The confusion matrix as markdown, with accuracy, macro-F1 and where the plots are."""
-    from tasks.evaluate import format_confusion_markdown
+def confusion_share_markdown(metrics: dict[str, Any]) -> str:
+    """The confusion matrix as a markdown table, each cell its count and (beside it) its share
+    of the row, i.e. of the texts with that true label; the last column is the row's total."""
+    from tasks.display import markdown
 
+    labels = [markdown(label) for label in metrics["labels"]]
+    lines = [
+        "| true \\ predicted | " + " | ".join(labels) + " | texts |",
+        "|---|" + "---:|" * (len(labels) + 1),
+    ]
+    for label, row in zip(labels, metrics["confusion_matrix"], strict=True):
+        total = sum(int(v) for v in row)
+        cells = [_count_share(int(v), total) for v in row]
+        lines.append(f"| **{label}** | " + " | ".join(cells) + f" | {total:,} |")
+    return "\n".join(lines) + "\n"
+
+
+def confusion_markdown(
+    metrics: dict[str, Any],
+    plots: Mapping[str, Sequence[str]] | None = None,
+    image: str | Path | None = None,
+) -> str:
+    """The confusion matrix as markdown: accuracy, macro-F1, the table (counts and row shares),
+    the PNG ``image`` inline, and where the plot files are."""
     lines = [
         "# zhflow: confusion matrix (test split)",
         "",
         f"accuracy **{metrics['accuracy']:.4f}** · macro-F1 **{metrics['macro_f1']:.4f}** · "
-        f"{metrics.get('n', '?')} texts",
+        f"{metrics.get('n', 0):,} texts · cells: count (share of the true label's texts)",
         "",
-        format_confusion_markdown(metrics).rstrip(),
+        confusion_share_markdown(metrics).rstrip(),
         "",
     ]
+    if image is not None:
+        lines += [png_markdown(image, "confusion matrix"), ""]
     if plots:
-        lines += ["## Plots", ""]
+        lines += ["## Files", ""]
         for name, paths in plots.items():
             lines.append(f"- **{name}**: " + ", ".join(f"`{p}`" for p in paths))
         lines.append("")
     return "\n".join(lines)
 
 
+def history_rows(history: dict[str, Any]) -> list[dict[str, Any]]:
+    """``history.json`` → one row per epoch: losses, validation accuracy and macro-F1, the
+    epoch's seconds, and which epoch's weights were kept (``best``)."""
+    best = history.get("best_epoch")
+    return [
+        {
+            "epoch": fixed(int(r["epoch"])),
+            "train_loss": fixed(float(r["train_loss"])),
+            "valid_loss": fixed(float(r["valid_loss"])),
+            "valid_accuracy": fixed(float(r["valid_accuracy"])),
+            "valid_macro_f1": fixed(float(r["valid_macro_f1"])),
+            "seconds": fixed(float(r.get("seconds", 0.0)), 1),
+            "best": "best" if r["epoch"] == best else "",
+        }
+        for r in history.get("epochs", [])
+    ]
+
+
+def curve_markdown(history: dict[str, Any], image: str | Path | None) -> str:
+    """The training curve artifact: best epoch and time in a line, then the PNG inline."""
+    epochs = history.get("epochs", [])
+    best = next((r for r in epochs if r["epoch"] == history.get("best_epoch")), None)
+    lines = ["# zhflow: training curve", ""]
+    if best is not None:
+        lines.append(
+            f"best epoch **{best['epoch']}** of {len(epochs)}: valid accuracy "
+            f"**{best['valid_accuracy']:.4f}**, macro-F1 **{best['valid_macro_f1']:.4f}** · "
+            f"{float(history.get('seconds', 0.0)):,.1f} s in all"
+        )
+        lines.append("")
+    if image is not None:
+        lines += [png_markdown(image, "training curve"), ""]
+    return "\n".join(lines)
+
+
+def leaderboard_rows(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Leaderboard entries (``flows/leaderboard.py``, best first) → table rows."""
+    return [
+        {
+            "rank": fixed(rank),
+            "run": e.get("run", ""),
+            "corpus": e.get("corpus", ""),
+            "tokenizer": e.get("tokenizer", ""),
+            "model": e.get("model", ""),
+            "settings": e.get("settings", ""),
+            "accuracy": fixed(e.get("accuracy")),
+            "macro_f1": fixed(e.get("macro_f1")),
+            "cached": fixed(bool(e.get("cached"))),
+            "bundle": e.get("bundle", ""),
+        }
+        for rank, e in enumerate(entries, start=1)
+    ]
+
+
 def score_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Scoring summary → ``[{"item", "value"}]``: rows, seconds, speed, label distribution."""
+    """Scoring summary → ``[{"item", "value"}]``: rows, seconds, speed, label distribution,
+    confidence quantiles and, when the input had labels, the accuracy against them."""
     rows: list[dict[str, Any]] = []
-    for name in ("rows", "seconds", "docs_per_s", "empty_texts", "output", "bundle", "device"):
+    for name, digits in (("rows", 0), ("seconds", 1), ("docs_per_s", 1), ("empty_texts", 0),
+                         ("output", 0), ("bundle", 0), ("device", 0)):  # fmt: skip
         if name in summary:
-            rows.append({"item": name, "value": _num(summary[name], 3)})
+            rows.append({"item": name, "value": fixed(summary[name], digits)})
     scored = sum((summary.get("labels") or {}).values())
     for label, count in (summary.get("labels") or {}).items():
-        share = f" ({count / scored:.1%})" if scored else ""
-        rows.append({"item": f"label {plain(label)}", "value": f"{count}{share}"})
+        rows.append({"item": f"label {plain(label)}", "value": _count_share(count, scored)})
+    for name, value in (summary.get("confidence") or {}).items():
+        rows.append({"item": f"confidence {name}", "value": fixed(value)})
+    truth = summary.get("label_accuracy")
+    if truth:
+        rows.append(
+            {
+                "item": f"accuracy vs input column {plain(truth['column'])!r}",
+                "value": f"{truth['accuracy']:.4f} ({truth['correct']:,} of {truth['rows']:,})",
+            }
+        )
     return rows
 
 
@@ -300,8 +428,8 @@ def publish_corpus_profile(profile: dict[str, Any], source: Sequence[str]) -> An
     return _table(
         KEY_PROFILE,
         profile_rows(profile),
-        f"Corpus profile of {names}: {profile.get('rows_kept')} texts kept "
-        f"of {profile.get('rows')}",
+        f"Corpus profile of {names}: {fixed(profile.get('rows_kept'))} texts kept "
+        f"of {fixed(profile.get('rows'))}",
     )
 
 
@@ -317,7 +445,8 @@ def publish_ngrams(ngrams_ref: dict) -> Any:
     return _table(
         KEY_NGRAMS,
         built,
-        f"Top {TOP_NGRAMS} n-grams per n (train split), from `{ngrams_ref['path']}`",
+        f"Top {TOP_NGRAMS} n-grams per n (train split; {PUNCTUATION_NOTE}), "
+        f"from `{ngrams_ref['path']}`",
     )
 
 
@@ -334,15 +463,39 @@ def publish_vocab(vocab_ref: dict) -> Any:
     return _table(
         KEY_VOCAB,
         built,
-        f"Vocabulary summary and top {TOP_TOKENS} tokens, from `{vocab_ref['path']}`",
+        f"Vocabulary summary and top {TOP_TOKENS} tokens ({PUNCTUATION_NOTE}), "
+        f"from `{vocab_ref['path']}`",
     )
 
 
+def calibration_markdown(metrics: dict[str, Any], image: str | Path | None) -> str:
+    """How far ``confidence`` can be trusted: the fitted temperature (and the branches' mix),
+    the test split's expected calibration error before and after it, the diagram inline."""
+    cal = metrics.get("calibration")
+    if not cal:
+        return "# zhflow: calibration\n\nThis model was trained without calibration.\n"
+    lines = [
+        "# zhflow: calibration (test split)",
+        "",
+        f"temperature **{cal['temperature']:.3f}**"
+        + (f" · wide-branch weight in the mix **{cal['mix']:.2f}**" if "mix" in cal else "")
+        + f" · expected calibration error ({cal.get('bins', 15)} bins): "
+        f"**{cal['ece_before']:.4f}** before → **{cal['ece_after']:.4f}** after the temperature",
+        "",
+        "Both were fitted on the validation split; 0 = confidence equals accuracy.",
+        "",
+    ]
+    if image is not None:
+        lines += [png_markdown(image, "reliability diagram"), ""]
+    return "\n".join(lines)
+
+
 def plot_paths(metrics_ref: dict, bundle_ref: dict | None = None) -> dict[str, list[str]]:
-    from tasks.plots import CONFUSION_PNG, TRAINING_CURVE
+    from tasks.plots import CONFUSION_PNG, RELIABILITY_PNG, TRAINING_CURVE
 
     out: dict[str, list[str]] = {}
-    for title, name in (("training curve", TRAINING_CURVE), ("confusion matrix", CONFUSION_PNG)):
+    for title, name in (("training curve", TRAINING_CURVE), ("confusion matrix", CONFUSION_PNG),
+                        ("reliability diagram", RELIABILITY_PNG)):  # fmt: skip
         where = [Path(r["path"]) / name for r in (metrics_ref, bundle_ref) if r is not None]
         found = [str(p) for p in where if p.exists()]
         if found:
@@ -350,30 +503,75 @@ def plot_paths(metrics_ref: dict, bundle_ref: dict | None = None) -> dict[str, l
     return out
 
 
-def publish_metrics(metrics_ref: dict, bundle_ref: dict | None = None) -> Any:
-    """``zhflow-test-metrics`` (table) and ``zhflow-confusion-matrix`` (markdown)."""
+def _markdown(key: str, markdown: str, description: str) -> Any:
     from prefect.artifacts import create_markdown_artifact
+
+    return _safely(
+        key,
+        lambda: create_markdown_artifact(markdown=markdown, key=key, description=description),
+    )
+
+
+def _png(ref: dict, name: str) -> Path | None:
+    path = Path(ref["path"]) / name
+    return path if path.is_file() else None
+
+
+def publish_metrics(metrics_ref: dict, bundle_ref: dict | None = None) -> Any:
+    """``zhflow-test-metrics`` (table) and ``zhflow-confusion-matrix`` (markdown, PNG inline)."""
+    from tasks.plots import CONFUSION_PNG
 
     metrics = _read_json(metrics_ref, "metrics.json")
     description = metrics_description(metrics)
     if bundle_ref is not None:
         description += f"; model bundle `{bundle_ref['path']}`"
     table = _table(KEY_METRICS, metrics_rows(metrics), description)
-    markdown = confusion_markdown(metrics, plot_paths(metrics_ref, bundle_ref))
-    _safely(
-        KEY_CONFUSION,
-        lambda: create_markdown_artifact(
-            markdown=markdown, key=KEY_CONFUSION, description=description
-        ),
+    markdown = confusion_markdown(
+        metrics, plot_paths(metrics_ref, bundle_ref), image=_png(metrics_ref, CONFUSION_PNG)
     )
+    _markdown(KEY_CONFUSION, markdown, description)
+    from tasks.plots import RELIABILITY_PNG
+
+    _markdown(KEY_CALIBRATION, calibration_markdown(metrics, _png(metrics_ref, RELIABILITY_PNG)),
+              description)  # fmt: skip
     return table
+
+
+def publish_training(model_ref: dict, metrics_ref: dict) -> Any:
+    """``zhflow-training-history`` (table, a row per epoch) and ``zhflow-training-curve``
+    (markdown, the curve PNG inline)."""
+    from tasks.plots import TRAINING_CURVE
+
+    history = _read_json(model_ref, "history.json")
+    best = history.get("best_epoch")
+    _markdown(
+        KEY_CURVE,
+        curve_markdown(history, _png(metrics_ref, TRAINING_CURVE)),
+        f"Training curve of `{model_ref['path']}`",
+    )
+    return _table(
+        KEY_HISTORY,
+        history_rows(history),
+        f"{len(history.get('epochs', []))} epochs; the weights of epoch {best} were kept "
+        f"(best validation macro-F1); `{model_ref['path']}`",
+    )
+
+
+def publish_leaderboard(entries: Sequence[dict[str, Any]], board_file: str | Path) -> Any:
+    """``zhflow-leaderboard``: every model trained in this work dir, best macro-F1 first."""
+    return _table(
+        KEY_LEADERBOARD,
+        leaderboard_rows(entries),
+        f"{len(entries)} models trained in this work dir, best test macro-F1 first "
+        f"(from `{board_file}`)",
+    )
 
 
 def publish_score_summary(summary: dict[str, Any]) -> Any:
     return _table(
         KEY_SCORE,
         score_rows(summary),
-        f"Scored {summary.get('rows')} rows in {summary.get('seconds')} s "
+        f"Scored {fixed(summary.get('rows'))} rows in {fixed(summary.get('seconds'), 1)} s "
         f"→ `{summary.get('output')}`",
     )
 

@@ -27,6 +27,8 @@ from flows.settings import apply_defaults
 apply_defaults()
 
 FORMATS = ["csv", "tsv", "jsonl", "parquet", "lines"]
+#: The tag of every zhflow flow run (filter the UI's runs list by it).
+RUN_TAG = "zhflow"
 
 
 class _HideUserErrorTracebacks(logging.Filter):
@@ -78,6 +80,8 @@ def _with_link(lines: list[str], summary: dict[str, Any]) -> list[str]:
 
 
 def _run_guarded(fn: Any, precheck: Any = None, **kwargs: Any) -> dict[str, Any]:
+    from prefect import tags
+
     from flows.lifecycle import OwnServers, stop_signals_exit
     from tasks.cluster import ClusterSpec
 
@@ -89,7 +93,8 @@ def _run_guarded(fn: Any, precheck: Any = None, **kwargs: Any) -> dict[str, Any]
             ClusterSpec.from_params(kwargs.get("dask_address"), kwargs.get("dask_workers"))
             if precheck is not None:
                 precheck(**kwargs)
-            return fn(**kwargs)
+            with tags(RUN_TAG):  # every flow run the CLI starts, as the deployments' runs
+                return fn(**kwargs)
     except Exception as exc:
         error = _as_user_error(exc)
         if error is None:
@@ -133,14 +138,22 @@ class _FiniteFloatRange(click.FloatRange):
         return rv
 
 
-def _check_run_paths(workdir: str, corpus: list[str] | None, **_: Any) -> None:
+def _check_run_paths(
+    workdir: str, corpus: list[str] | None, unlabeled: list[str] | None = None, **_: Any
+) -> None:
     """Before a server starts: the work dir is (or can become) a writable folder, and each
-    corpus path can be looked at (a symlink loop is named here, not deep in a stage)."""
+    corpus (and unlabeled) path can be looked at (a symlink loop is named here, not deep in a
+    stage); pretraining has its library."""
+    import importlib.util
+
+    from tasks.errors import InputError
     from tasks.guards import check_readable, check_workdir
 
     check_workdir(workdir)
-    for path in corpus or []:
+    for path in [*(corpus or []), *(unlabeled or [])]:
         check_readable(path)
+    if (unlabeled or _.get("pretrain")) and importlib.util.find_spec("gensim") is None:
+        raise InputError("--pretrain/--unlabeled need gensim: pip install 'zhflow[pretrain]'")
 
 
 def _where_to_run(command: Any) -> Any:
@@ -271,6 +284,20 @@ def main() -> None:
     help="Wide features: n-grams in at least this many training texts.",
 )
 @click.option(
+    "--pretrain/--no-pretrain",
+    default=False,
+    show_default=True,
+    help="Initialise the embeddings with word2vec (gensim) over the train split and any "
+    "--unlabeled text: a cached 'embeddings' stage.",
+)
+@click.option(
+    "--unlabeled",
+    multiple=True,
+    type=click.Path(),
+    help="Unlabeled text to pretrain on (repeatable; any input format; implies --pretrain). "
+    "Texts identical to a valid or test text are left out.",
+)
+@click.option(
     "--epochs",
     type=click.IntRange(min=1),
     default=6,
@@ -323,6 +350,7 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
     from flows.pipeline import train_pipeline
 
     options["corpus"] = list(corpus) if corpus else None
+    options["unlabeled"] = list(options["unlabeled"]) or None
     with terminal_bars(epochs=options["epochs"]):
         summary = _run_guarded(
             server.run_flow, precheck=_check_run_paths, flow=train_pipeline, **options

@@ -116,31 +116,46 @@ def _load(bundle: str) -> Any:
 @click.option("--model", "bundle", required=True, type=click.Path(), help="Model bundle directory.")
 @click.argument("text", nargs=-1)
 @click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="Also list the n-grams that weighed most for each label (bundles with the wide branch).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per text, one per line.")
-def predict_command(bundle: str, text: tuple[str, ...], batch_size: int, as_json: bool) -> None:
+def predict_command(
+    bundle: str, text: tuple[str, ...], batch_size: int, explain: bool, as_json: bool
+) -> None:
     """Label each TEXT (or each line of stdin when no TEXT is given) with its confidence.
 
     No Prefect server: the bundle is loaded and run in this process."""
     import torch
 
     from flows.server import allow_quick_exit
-    from tasks.predict import predict_stream, predict_texts
+    from tasks.errors import ZhflowError
+    from tasks.predict import explain_texts, predict_stream, predict_texts
 
     allow_quick_exit()  # nothing here needs exit handlers; torch's teardown costs ~0.5 s
 
     torch.set_num_threads(1)  # a few texts: one thread starts fastest and is not slower
     loaded = _load(bundle)
+    if explain and loaded.featurizer is None:
+        _fail(ZhflowError(f"{bundle}: --explain needs a bundle with the wide n-gram branch "
+                          "(this one was trained with --no-wide)"))  # fmt: skip
     if text:
         results: Any = predict_texts(loaded, list(text), batch_size)
     else:
         results = predict_stream(loaded, iter(sys.stdin), batch_size)
     for item in results:
+        if explain:
+            item["explain"] = explain_texts(loaded, [item["text"]], [item["label"]])[0]
         if as_json:
             _echo_json(item)
         elif item["label"] is None:
             click.echo(f"-\t-\t{item['text']}\t({item.get('reason')})")
         else:
             click.echo(f"{item['label']}\t{item['confidence']:.4f}\t{item['text']}")
+            for part in item.get("explain", []):
+                click.echo(f"\t{part['weight']:+.3f}\t{part['kind']}\t{part['ngram']}")
 
 
 # ---------------------------------------------------------------------------------------- info

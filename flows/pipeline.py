@@ -12,10 +12,12 @@ from typing import Any
 
 import torch
 from prefect import flow
-from prefect.states import State
+from prefect.runtime import flow_run
+from prefect.states import Completed, State
 
-from flows import artifacts
-from tasks import stages
+from flows import artifacts, leaderboard
+from tasks import plots, stages
+from tasks.cache import anchor_ref
 from tasks.cluster import ClusterSpec
 from tasks.corpus import demo_corpus_paths
 from tasks.errors import InputError
@@ -39,7 +41,9 @@ class _Runner:
         configured = task.with_options(result_storage=self.workdir / "cache")
         state: State = configured(workdir=str(self.workdir), **kwargs, return_state=True)
         self.states.append({"name": task.name, "state": str(state.name)})
-        return state.result()  # re-raises the task's exception if it failed
+        # state.result() re-raises the task's exception if it failed; a cached ref is
+        # anchored in this work dir (records hold refs relative to it: tasks/cache.py).
+        return anchor_ref(state.result(), self.workdir)
 
 
 def resolve_corpus(corpus: str | list[str] | None, fmt: str | None) -> tuple[list[str], str | None]:
@@ -95,6 +99,8 @@ def train_pipeline(
     wide_word_ngrams: int = 2,
     wide_char_ngrams: int = 3,
     wide_min_df: int = 2,
+    pretrain: bool = False,
+    unlabeled: list[str] | None = None,
     epochs: int = 6,
     batch_size: int = 64,
     lr: float = 2e-3,
@@ -162,11 +168,20 @@ def train_pipeline(
                     "input": input, "ngram_features": ngram_features}  # fmt: skip
     train_config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                     "amp": amp}  # fmt: skip
+    embeddings = None
+    if pretrain or unlabeled:
+        extra = [str(Path(p).expanduser().resolve()) for p in unlabeled or []]
+        embeddings = run(stages.pretrain_embeddings, corpus=corpus_ref, tokens=tokens,
+                         vocab=vocab, unlabeled=extra, unlabeled_digest=stages.hash_source(extra),
+                         tokenizer=spec.to_dict(), identity=spec.identity(), dim=embedding_dim,
+                         seed=seed, workers=processes or default_workers())  # fmt: skip
+        summary["pretrain"] = stages.read_json(embeddings, "summary.json")
+        summary["artifacts"]["embeddings"] = embeddings["path"]
     with artifacts.watch_training(epochs):
         trained = run(stages.train_classifier, encoded=encoded, model_config=model_config,
-                      train_config=train_config)  # fmt: skip
+                      train_config=train_config, embeddings=embeddings)  # fmt: skip
     metrics = run(stages.evaluate_classifier, model=trained, encoded=encoded,
-                  split_report={"cross_split_duplicate_texts":
+                  font=plots.plot_font(), split_report={"cross_split_duplicate_texts":
                                 summary["profile"]["cross_split_duplicate_texts"]})  # fmt: skip
     bundle = run(stages.package_bundle, model=trained, vocab=vocab, encoded=encoded,
                  metrics=metrics, tokenizer=spec.to_dict(),
@@ -174,11 +189,19 @@ def train_pipeline(
                  training={"corpus_digest": source_digest,
                            "rows": summary["profile"].get("rows_kept")})  # fmt: skip
     artifacts.publish_metrics(metrics, bundle)
+    artifacts.publish_training(trained, metrics)
     scores = stages.read_json(metrics, "metrics.json")
     summary.update(accuracy=scores["accuracy"], macro_f1=scores["macro_f1"], model=bundle["path"],
                    cross_split_duplicate_texts=scores["cross_split_duplicate_texts"])  # fmt: skip
     summary["artifacts"].update(model=trained["path"], metrics=metrics["path"])
-    return _finish(root, summary)
+    entry = leaderboard.make_entry(flow_run.get_name() or "?", summary, spec.to_dict(),
+                                   {**model_config, "wide": wide}, train_config,
+                                   {"max_len": max_len, "min_freq": min_freq,
+                                    "max_vocab": max_vocab})  # fmt: skip
+    artifacts.publish_leaderboard(leaderboard.record(root, entry), root / leaderboard.BOARD_FILE)
+    # The final state's message (on the run's page in the UI); the caller still gets the dict.
+    message = leaderboard.state_message(summary)
+    return Completed(message=message, data=_finish(root, summary))  # type: ignore[return-value]
 
 
 def _wide_spec(tokenizer: str, word_n: int, char_n: int, min_df: int) -> dict[str, Any]:
@@ -191,5 +214,18 @@ def _wide_spec(tokenizer: str, word_n: int, char_n: int, min_df: int) -> dict[st
 
 
 def _finish(root: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    write_json_atomic(root / "runs" / "latest.json", summary)
+    # The record on disk names paths inside the work dir relative to it, so the work dir
+    # can be moved or copied (zhflow score --model WORKDIR reads "model" from it).
+    write_json_atomic(root / "runs" / "latest.json", relative_paths(summary, root))
     return summary
+
+
+def relative_paths(value: Any, root: Path) -> Any:
+    """``value`` with every string naming a path inside ``root`` made relative to it."""
+    if isinstance(value, dict):
+        return {k: relative_paths(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(v, root) for v in value]
+    if isinstance(value, str) and (value == str(root) or value.startswith(f"{root}/")):
+        return Path(value).relative_to(root).as_posix()
+    return value

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows import artifacts
+from flows import artifacts, score_report
 from flows import progress as terminal
 from tasks.bundle import load_bundle
 from tasks.cluster import ClusterSpec, score_on_cluster
@@ -29,7 +29,7 @@ def resolve_bundle(bundle: str) -> str:
         except (OSError, ValueError, AttributeError):
             return bundle  # unreadable: the bundle check names the folder
         if model:
-            return str(model)
+            return str(path / model)  # relative to the work dir (absolute in old records)
     return bundle
 
 
@@ -45,7 +45,18 @@ def check_score_paths(bundle: str, input: str | list[str], output: str) -> None:
     check_sealed(resolve_bundle(bundle))
 
 
-@task(name="score", task_run_name="score-{input}-b{batch_size}", tags=["zhflow", "score"])
+def score_task_run_name() -> str:
+    """``score-reviews.csv-b512``: the input's file name (not its absolute path), ``+N`` more."""
+    from prefect.runtime import task_run
+
+    params = task_run.parameters
+    source = params.get("input") or "input"
+    files = [source] if isinstance(source, str) else list(source)
+    more = f"+{len(files) - 1}" if len(files) > 1 else ""
+    return f"score-{Path(files[0]).name}{more}-b{params.get('batch_size')}"
+
+
+@task(name="score", task_run_name=score_task_run_name, tags=["zhflow", "score"])
 def score_corpus(
     bundle: str,
     input: str | list[str],
@@ -107,5 +118,10 @@ def score_pipeline(
                          return_state=True)  # fmt: skip
     summary = dict(state.result())
     summary["tasks"] = [{"name": "score", "state": state.name}]
+    summary["confidence"] = score_report.confidence_summary(output)
+    labels = list(summary.get("labels") or {})
+    truth = score_report.label_accuracy(output, input, labels, fmt, text_col, encoding)
+    if truth is not None:
+        summary["label_accuracy"] = truth
     artifacts.publish_score_summary(summary)
     return summary

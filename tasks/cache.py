@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from prefect.cache_policies import CachePolicy
+from prefect.serializers import JSONSerializer
+from pydantic import Field
 
 from tasks.storage import ArtifactRef, artifact_ref, sha256_json
 
@@ -80,3 +82,36 @@ def find_artifact(
     """The stage key for these inputs and the intact artifact under it, if one exists."""
     key = stage_key(stage, modules, inputs)
     return key, artifact_ref(workdir, stage, key)
+
+
+# ------------------------------------------------------------------------------------------
+# Relocatable records: a work dir can be copied, moved or mounted elsewhere
+
+
+def _is_ref(value: Any) -> bool:
+    return isinstance(value, dict) and {"stage", "key", "path", "digest"} <= value.keys()
+
+
+def relative_ref(value: Any) -> Any:
+    """An artifact ref as stored: its folder relative to the work dir (``<stage>/<key>``)."""
+    if _is_ref(value):
+        return {**value, "path": f"{value['stage']}/{value['key']}"}
+    return value
+
+
+def anchor_ref(value: Any, workdir: str | Path) -> Any:
+    """An artifact ref as used: its folder in *this* work dir, whatever the record says (an
+    absolute path in an old record is another work dir's, e.g. the one this was copied from)."""
+    if _is_ref(value):
+        return {**value, "path": str(Path(workdir) / value["stage"] / value["key"])}
+    return value
+
+
+class RelocatableJSON(JSONSerializer):
+    """Prefect's JSON records, with artifact refs relative to the work dir: a record is
+    valid wherever its work dir is (the flow anchors refs on reading, ``anchor_ref``)."""
+
+    type: str = Field(default="zhflow-json", frozen=True)
+
+    def dumps(self, obj: Any) -> bytes:
+        return super().dumps(relative_ref(obj))

@@ -2,35 +2,37 @@
 
 Pure functions: data in, PNG file out (written to a temporary name and renamed into place).
 No Prefect, no display.
+
+Every plot is drawn in Noto Sans CJK SC, shipped by the ``noto-cjk-sans-otc`` wheel (pinned in
+constraints.txt) and registered with matplotlib here, so Chinese labels render on a fresh
+machine with no CJK font installed instead of silently turning into boxes. The font's identity
+(:func:`plot_font`) is an input of the metrics stage: a new font redraws cached plots.
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tasks.display import plain
-from tasks.storage import atomic_path
+from tasks.storage import atomic_path, sha256_file
 
 TRAINING_CURVE = "training_curve.png"
 CONFUSION_PNG = "confusion.png"
 
-# Fonts that can draw Chinese labels, if one is installed; otherwise matplotlib's default
-# (labels still render, CJK glyphs as boxes, and the markdown table names them exactly).
-_CJK_FONTS = (
-    "Noto Sans CJK SC",
-    "Noto Sans CJK JP",
-    "WenQuanYi Zen Hei",
-    "WenQuanYi Micro Hei",
-    "SimHei",
-    "Source Han Sans SC",
-    "AR PL UMing CN",
-)
+#: The package that ships the plot font, and the face of its collection the plots use.
+FONT_PACKAGE = "noto-cjk-sans-otc"
+FONT_FAMILY = "Noto Sans CJK SC"
+#: Pixels per inch of the PNGs: small enough to inline in a UI artifact (tens of KB each).
+DPI = 96
 
 
 def _pyplot() -> Any:
@@ -44,17 +46,43 @@ def _pyplot() -> Any:
     return plt
 
 
-def _font_family() -> list[str]:
+def font_file() -> Path:
+    """The font collection (.ttc) inside the installed ``noto-cjk-sans-otc`` package."""
+    import noto_cjk_sans_otc
+
+    return Path(str(noto_cjk_sans_otc.FONT_PATH))
+
+
+@cache
+def plot_font() -> dict[str, str]:
+    """What the plots are drawn with: package, version, family and the font file's sha256."""
+    path = font_file()
+    return {
+        "package": FONT_PACKAGE,
+        "version": metadata.version(FONT_PACKAGE),
+        "family": FONT_FAMILY,
+        "file": path.name,
+        "sha256": sha256_file(path),
+    }
+
+
+def register_font() -> str:
+    """Add the shipped font to matplotlib's font manager unless it is there; its family."""
     from matplotlib import font_manager
 
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    return [f for f in _CJK_FONTS if f in installed] + ["DejaVu Sans"]
+    path = str(font_file())
+    if not any(entry.fname == path for entry in font_manager.fontManager.ttflist):
+        font_manager.fontManager.addfont(path)  # every face of the collection
+    return FONT_FAMILY
 
 
 @contextmanager
 def _style() -> Iterator[None]:
-    with _pyplot().rc_context({"font.family": _font_family()}), warnings.catch_warnings():
-        # No CJK font installed: matplotlib warns per missing glyph and draws boxes.
+    plt = _pyplot()
+    # DejaVu Sans (matplotlib's own) only for the rare glyph Noto Sans CJK lacks.
+    family = [register_font(), "DejaVu Sans"]
+    with plt.rc_context({"font.family": family}), warnings.catch_warnings():
+        # A glyph neither font has (an emoji in a label): matplotlib warns and draws a box.
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
         yield
 
@@ -63,10 +91,17 @@ def _save(fig: Any, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        drawn = io.BytesIO()
+        fig.savefig(drawn, format="png", dpi=DPI, bbox_inches="tight")
     finally:
         _pyplot().close(fig)
+    from PIL import Image  # matplotlib's own dependency
+
+    # A plot has few colours: a 256-colour palette makes the PNG ~3x smaller than RGBA, which
+    # matters once it is inlined (base64) in a UI artifact, and looks the same.
+    image = Image.open(drawn).convert("RGB").quantize(colors=256)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", optimize=True)
     return path
 
 
@@ -106,15 +141,26 @@ def plot_training_curve(
         return _save(fig, path)
 
 
+def row_shares(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum (the share of each true label's texts per prediction);
+    a row with no texts stays 0."""
+    totals = matrix.sum(axis=1, keepdims=True).astype(np.float64)
+    out = np.zeros(matrix.shape, dtype=np.float64)
+    np.divide(matrix, totals, out=out, where=totals != 0)
+    return out
+
+
 def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], path: Path) -> Path:
-    """Confusion matrix (rows = true, columns = predicted), counts in the cells → PNG."""
+    """Confusion matrix (rows = true, columns = predicted) → PNG. Colour is the row share, so
+    a small class's errors show as clearly as a large one's; cells give count and share."""
     matrix = np.asarray(confusion, dtype=np.int64).reshape(len(labels), len(labels))
+    shares = row_shares(matrix)
     n = len(labels)
-    size = min(2.0 + 0.6 * n, 14.0)
+    size = min(2.0 + 0.5 * n, 9.0)  # inches; 9 at 96 dpi keeps a 14-class PNG under 100 KB
     with _style():
         fig, ax = _pyplot().subplots(figsize=(size + 1.2, size))
-        image = ax.imshow(matrix, cmap="Blues", vmin=0)
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true label")
         # Labels are text, never markup: "$\\foo{$" must not reach mathtext (it raised).
         names = [plain(x) for x in labels]
         ax.set_xticks(
@@ -129,17 +175,16 @@ def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], pa
         ax.set_ylabel("true")
         ax.set_title("confusion matrix (test)")
         if n <= 30:
-            top = matrix.max() if matrix.size else 0
             for i in range(n):
                 for j in range(n):
                     ax.text(
                         j,
                         i,
-                        str(matrix[i, j]),
+                        f"{matrix[i, j]:,}\n{shares[i, j]:.0%}",
                         ha="center",
                         va="center",
-                        fontsize=8,
-                        color="white" if top and matrix[i, j] > top / 2 else "black",
+                        fontsize=8 if n <= 12 else 6,
+                        color="white" if shares[i, j] > 0.5 else "black",
                     )
         fig.tight_layout()
         return _save(fig, path)

@@ -13,7 +13,9 @@ from typing import Any
 import polars as pl
 
 from tasks.bundle import Bundle
+from tasks.features import WORD
 from tasks.score import EMPTY_REASON, PROB_PREFIX, predict_rows
+from tasks.segment import segment_texts
 
 #: Texts per call of the scorer: bounds memory on a long stdin.
 PREDICT_CHUNK = 4096
@@ -68,3 +70,38 @@ def predict_stream(
             pending = []
     if pending:
         yield from predict_texts(bundle, pending, batch_size)
+
+
+def explain_texts(
+    bundle: Bundle, texts: Sequence[str], labels: Sequence[str | None], top: int = 5
+) -> list[list[dict[str, Any]]]:
+    """Per text, the n-grams of the wide branch that weighed most for its predicted label.
+
+    An n-gram's weight is its TF-IDF value in the text times its row of the wide layer for
+    that label, minus the row's mean over labels (what moves that label against the others):
+    ``[{"ngram", "kind" (word/char), "weight"}]``, strongest first. Needs a wide branch.
+    """
+    import torch
+
+    model = bundle.model
+    if bundle.featurizer is None or model.wide is None:
+        raise ValueError("this bundle has no wide n-gram branch (trained with --no-wide)")
+    table = model.wide.bag.weight.detach().to("cpu", torch.float32)  # (F, C)
+    relative = (table - table.mean(dim=1, keepdim=True)).numpy()
+    keys = {i: k for k, i in bundle.featurizer.index.items()}
+    tokens = segment_texts(list(texts), bundle.tokenizer)
+    out: list[list[dict[str, Any]]] = []
+    for doc, label in zip(tokens, labels, strict=True):
+        if label is None:
+            out.append([])
+            continue
+        ids, weights = bundle.featurizer.bag(doc)
+        contribution = weights * relative[ids, bundle.labels.index(label)]
+        order = contribution.argsort()[::-1][:top]
+        out.append([
+            {"ngram": keys[int(ids[k])][2:],
+             "kind": "word" if keys[int(ids[k])][0] == WORD else "char",
+             "weight": round(float(contribution[k]), 4)}
+            for k in order
+        ])  # fmt: skip
+    return out

@@ -31,13 +31,20 @@ from tasks import corpus as corpus_fns
 from tasks import encode as encode_fns
 from tasks import evaluate as eval_fns
 from tasks import plots as plot_fns
+from tasks import pretrain as pretrain_fns
 from tasks import segment as segment_fns
 from tasks import tables as table_fns
 from tasks import train as train_fns
-from tasks.cache import ArtifactPolicy, find_artifact, stage_key
+from tasks.cache import ArtifactPolicy, RelocatableJSON, find_artifact, stage_key
 from tasks.errors import InputError
 from tasks.features import NgramFeaturizer, NgramSpec
-from tasks.storage import artifact_ref, building_artifact, sha256_file, write_json_atomic
+from tasks.storage import (
+    artifact_ref,
+    building_artifact,
+    sha256_file,
+    write_guard,
+    write_json_atomic,
+)
 
 STAGE_MODULES: dict[str, tuple[str, ...]] = {}
 
@@ -51,7 +58,7 @@ def artifact_task(stage: str, modules: tuple[str, ...], **task_options: Any) -> 
             fn,
             name=stage,
             cache_policy=ArtifactPolicy(stage=stage, modules=STAGE_MODULES[stage]),
-            result_serializer="json",  # records are data, never pickles
+            result_serializer=RelocatableJSON(),  # data, never pickles; refs relative
             persist_result=True,
             tags=["zhflow", stage],
             **task_options,
@@ -70,8 +77,10 @@ def materialize(stage: str, inputs: dict[str, Any], build: Callable[[Path], None
     key, ref = find_artifact(workdir, stage, STAGE_MODULES[stage], inputs)
     if ref is None:
         lock_path = Path(workdir) / "locks" / f"{stage}-{key[:16]}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(lock_path):
+        with write_guard(lock_path):  # a read-only work dir: one line, not a traceback
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            held = FileLock(lock_path).acquire()
+        with held:  # released on leaving
             ref = artifact_ref(workdir, stage, key)
             if ref is None:
                 # Builders of this key hold this lock, so a temp folder of it is a dead
@@ -320,6 +329,75 @@ def load_encoded_split(encoded: dict, split: str) -> dict[str, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------------------
+# 4b. optional in-domain pretraining (word2vec over the train split + unlabeled text)
+
+
+@artifact_task("embeddings", ("tasks.pretrain",), task_run_name="pretrain-word2vec-d{dim}")
+def pretrain_embeddings(
+    workdir: str,
+    corpus: dict,
+    tokens: dict,
+    vocab: dict,
+    unlabeled: list[str],
+    unlabeled_digest: str,
+    tokenizer: dict,
+    identity: dict,
+    dim: int,
+    seed: int,
+    workers: int,
+) -> dict:
+    """Embeddings aligned to the vocabulary ids: ``embeddings.safetensors`` (vectors, found)."""
+    inputs = dict(workdir=workdir, corpus=corpus, tokens=tokens, vocab=vocab,
+                  unlabeled=unlabeled, unlabeled_digest=unlabeled_digest, tokenizer=tokenizer,
+                  identity=identity, dim=dim, seed=seed, workers=workers)  # fmt: skip
+
+    def build(out: Path) -> None:
+        frame = pl.read_parquet(artifact_path(tokens, "tokens.parquet"))
+        train_docs = frame.filter(pl.col("split") == "train")["tokens"].to_list()
+        held_out = pl.read_parquet(artifact_path(corpus, "corpus.parquet")).filter(
+            pl.col("split") != "train")["text"].to_list()  # fmt: skip
+        texts, dropped = unlabeled_texts(unlabeled, held_out)
+        spec = segment_fns.TokenizerSpec.from_dict(tokenizer)
+        extra = segment_fns.segment_texts(texts, spec, workers=workers)
+        vectors = pretrain_fns.train_word_vectors(train_docs + extra, dim, seed)
+        tokens_by_id = pl.read_parquet(artifact_path(vocab, "vocab.parquet"))["token"].to_list()
+        matrix, found = pretrain_fns.align_to_vocab(vectors, tokens_by_id)
+        save_tensors({"vectors": torch.from_numpy(matrix), "found": torch.from_numpy(found)},
+                     str(out / "embeddings.safetensors"))  # fmt: skip
+        summary = {"train_texts": len(train_docs), "unlabeled_texts": len(texts),
+                   "unlabeled_dropped_as_valid_or_test": dropped,
+                   "vocab_found": int(found.sum()), "vocab_size": len(tokens_by_id),
+                   "spec": pretrain_fns.PretrainSpec().to_dict()}  # fmt: skip
+        write_json_atomic(out / "summary.json", summary)
+        _log(f"pretrain: word2vec over {len(train_docs):,} train + {len(texts):,} unlabeled "
+             f"texts ({dropped:,} dropped: identical to a valid/test text); "
+             f"{int(found.sum()):,} of {len(tokens_by_id):,} vocabulary rows")  # fmt: skip
+
+    return materialize("embeddings", inputs, build)
+
+
+def unlabeled_texts(paths: list[str], held_out: list[str]) -> tuple[list[str], int]:
+    """The non-empty texts of ``paths``, minus those identical (normalised) to a held-out one."""
+    banned = {segment_fns.normalize_text(t) for t in held_out}
+    texts, dropped = [], 0
+    for path in paths:
+        for chunk in corpus_fns.read_texts_in_chunks(path):
+            for text in chunk["text"].to_list():
+                if not text or not text.strip():
+                    continue
+                if segment_fns.normalize_text(text) in banned:
+                    dropped += 1
+                    continue
+                texts.append(text)
+    return texts, dropped
+
+
+def load_embeddings(embeddings: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    tensors = load_tensors(str(artifact_path(embeddings, "embeddings.safetensors")))
+    return tensors["vectors"], tensors["found"]
+
+
+# ------------------------------------------------------------------------------------------
 # 5. training and evaluation
 
 
@@ -328,9 +406,16 @@ def load_encoded_split(encoded: dict, split: str) -> dict[str, torch.Tensor]:
     ("tasks.train", "models.rnn"),
     task_run_name="train-{model_config[cell]}-h{model_config[hidden_size]}-e{train_config[epochs]}",
 )
-def train_classifier(workdir: str, encoded: dict, model_config: dict, train_config: dict) -> dict:
+def train_classifier(
+    workdir: str,
+    encoded: dict,
+    model_config: dict,
+    train_config: dict,
+    embeddings: dict | None = None,
+) -> dict:
+    """``embeddings``: a pretrain artifact whose vectors initialise the embedding table."""
     inputs = dict(workdir=workdir, encoded=encoded, model_config=model_config,
-                  train_config=train_config)  # fmt: skip
+                  train_config=train_config, embeddings=embeddings)  # fmt: skip
     # Checkpoints live outside the artifact (which appears only when training is done), keyed
     # like it, so a killed run resumes from its last finished epoch.
     checkpoints = Path(workdir) / "checkpoints" / stage_key("model", STAGE_MODULES["model"], inputs)
@@ -352,6 +437,7 @@ def train_classifier(workdir: str, encoded: dict, model_config: dict, train_conf
             on_epoch=EPOCH_HOOKS.notify,
             checkpoint_dir=checkpoints,
             log=_log,
+            init_embeddings=load_embeddings(embeddings) if embeddings else None,
         )
         save_tensors(result.state_dict, str(out / "weights.safetensors"))
         write_json_atomic(out / "model_config.json", cfg.to_dict())
@@ -374,11 +460,15 @@ def load_trained_model(model: dict) -> RNNClassifier:
 
 @artifact_task("metrics", ("tasks.evaluate", "tasks.plots"), task_run_name="evaluate-test")
 def evaluate_classifier(
-    workdir: str, model: dict, encoded: dict, split_report: dict | None = None
+    workdir: str, model: dict, encoded: dict, font: dict, split_report: dict | None = None
 ) -> dict:
     """``split_report`` (e.g. ``cross_split_duplicate_texts``) is copied into metrics.json, so
-    the figure travels with the evidence that its test texts were never trained on."""
-    inputs = dict(workdir=workdir, model=model, encoded=encoded, split_report=split_report)
+    the figure travels with the evidence that its test texts were never trained on.
+    ``font`` is ``plots.plot_font()``: a new font redraws the plots of a cached run."""
+    inputs = dict(workdir=workdir, model=model, encoded=encoded, font=font,
+                  split_report=split_report)  # fmt: skip
+    if font != plot_fns.plot_font():  # the key must name the font the plots are drawn with
+        raise ValueError(f"font {font} is not the plot font {plot_fns.plot_font()}")
 
     def build(out: Path) -> None:
         labels = encode_fns.load_label_map(artifact_path(encoded, "labels.json"))

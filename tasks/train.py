@@ -360,6 +360,7 @@ def train_model(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     checkpoint_dir: Path | str | None = None,
     log: Callable[[str], None] | None = print,
+    init_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train with early stopping on validation macro-F1; return the best epoch's weights.
 
@@ -369,6 +370,9 @@ def train_model(
 
     No learning-rate schedule: with early stopping and restoring the best epoch, a constant
     AdamW rate trains these small RNNs as well as warmup/decay and keeps resume trivial.
+
+    ``init_embeddings`` = (vectors (V, E), found (V,) bool): pretrained rows copied into the
+    embedding table before training (``tasks.pretrain``); rows not found keep their init.
     """
     tc = train_config
     say: Callable[[str], None] = log if log is not None else (lambda _msg: None)
@@ -378,7 +382,9 @@ def train_model(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(tc.num_threads or default_train_threads())
     try:
-        return _train(model_config, tc, train, valid, on_epoch, checkpoint_dir, say)
+        return _train(
+            model_config, tc, train, valid, on_epoch, checkpoint_dir, say, init_embeddings
+        )
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -391,13 +397,17 @@ def _train(
     on_epoch: Callable[[dict[str, Any]], None] | None,
     checkpoint_dir: Path | str | None,
     say: Callable[[str], None],
+    init_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> TrainResult:
     device = pick_device(tc.device)
     random.seed(tc.seed)
     np.random.seed(tc.seed % 2**32)
     torch.manual_seed(tc.seed)
 
-    model = build_model(model_config).to(device)
+    model = build_model(model_config)
+    if init_embeddings is not None:
+        _copy_embeddings(model, *init_embeddings)
+    model = model.to(device)
     # The RNN's parameters only: the wide branch has its own phase (``_train_wide``).
     deep_params = [p for name, p in model.named_parameters() if not name.startswith("wide.")]
     optimizer = torch.optim.AdamW(deep_params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -555,6 +565,19 @@ def _train(
         resumed_from_epoch=resumed_from,
         meta=meta,
     )
+
+
+def _copy_embeddings(model: RNNClassifier, vectors: torch.Tensor, found: torch.Tensor) -> None:
+    if model.embedding is None:
+        raise InputError("pretrained embeddings need --input embedding")
+    table = model.embedding.weight
+    if tuple(vectors.shape) != tuple(table.shape) or found.shape != (table.shape[0],):
+        raise InputError(
+            f"pretrained embeddings are {tuple(vectors.shape)}, the model's table is "
+            f"{tuple(table.shape)}"
+        )
+    with torch.no_grad():
+        table[found] = vectors[found].to(table.dtype)
 
 
 def _train_wide(

@@ -8,12 +8,24 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from flows.leaderboard import BOARD_FILE, read_board
 from flows.pipeline import train_pipeline
 from flows.scoring import score_pipeline
 
 pytestmark = pytest.mark.prefect
 
 SMALL = dict(tokenizer="char", epochs=2, hidden=16, embedding_dim=16, batch_size=16, seed=3)
+
+
+def _task_run_names(flow_run_id: object) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return [r.name for r in runs]
 
 
 def _states(summary: dict) -> dict[str, str]:
@@ -53,14 +65,26 @@ def test_train_then_new_epochs_reruns_only_training_then_score(
     prefect_server, tiny_csv, tmp_path
 ) -> None:
     args = dict(corpus=str(tiny_csv), workdir=str(tmp_path / "w"), **SMALL)
-    first = train_pipeline(**args)
+    state = train_pipeline(**args, return_state=True)
+    first = state.result()
     assert 0.0 <= first["accuracy"] <= 1.0 and 0.0 <= first["macro_f1"] <= 1.0
+    # The runs list shows the final state's message.
+    assert state.message == f"accuracy {first['accuracy']:.4f}, macro-F1 {first['macro_f1']:.4f}"
     assert Path(first["model"], "weights.safetensors").exists()
     second = train_pipeline(**{**args, "epochs": 3})
     states = _states(second)
     assert [states[s] for s in ("corpus", "tokens", "ngrams", "vocab", "encoded")] == ["Cached"] * 5
     assert [states[s] for s in ("model", "metrics", "bundle")] == ["Completed"] * 3
+    board = read_board(tmp_path / "w" / BOARD_FILE)
+    assert {e["bundle"] for e in board} == {first["model"], second["model"]}
+    assert {e["settings"].split(" · ")[0] for e in board} == {"epochs 2", "epochs 3"}
 
     out = tmp_path / "preds.parquet"
-    summary = score_pipeline(bundle=second["model"], input=str(tiny_csv), output=str(out))
+    scored = score_pipeline(bundle=second["model"], input=str(tiny_csv), output=str(out),
+                            return_state=True)  # fmt: skip
+    summary = scored.result()
+    assert _task_run_names(scored.state_details.flow_run_id) == ["score-tiny.csv-b512"]
     assert summary["rows"] == pl.read_parquet(out).height == pl.read_csv(tiny_csv).height
+    assert summary["label_accuracy"]["column"] == "label"
+    assert summary["label_accuracy"]["rows"] == summary["rows"]
+    assert 0.5 <= summary["confidence"]["p50"] <= 1.0

@@ -155,3 +155,41 @@ def test_predict_on_a_bundle_with_the_wide_branch_matches_score(tmp_path: Path) 
     assert [i["label"] for i in items] == scored["label"].to_list()
     for item, confidence in zip(items, scored["confidence"].to_list(), strict=True):
         assert item["confidence"] == pytest.approx(confidence, abs=1e-5)
+
+
+def test_explain_lists_the_ngrams_that_weighed_most(tmp_path: Path) -> None:
+    import numpy as np
+
+    from tasks.bundle import load_bundle
+    from tasks.predict import explain_texts
+
+    wide = train_tiny_bundle(tmp_path / "wide", epochs=1, wide=True)
+    result = CliRunner().invoke(
+        main, ["predict", "--model", str(wide), "--explain", "--json", TEXTS[0]]
+    )
+    assert result.exit_code == 0, result.output
+    (item,) = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    parts = item["explain"]
+    assert 0 < len(parts) <= 5 and all(p["kind"] == "char" for p in parts)
+    assert all(p["ngram"] in TEXTS[0] for p in parts)  # every n-gram is in the text
+    weights = [p["weight"] for p in parts]
+    assert weights == sorted(weights, reverse=True)
+    # By hand for the top n-gram: TF-IDF weight x (its row for the label - the row's mean).
+    loaded = load_bundle(wide)
+    fz = loaded.featurizer
+    assert fz is not None and loaded.model.wide is not None
+    from tasks.segment import segment_texts
+
+    ids, w = fz.bag(segment_texts([TEXTS[0]], loaded.tokenizer)[0])
+    table = loaded.model.wide.bag.weight.detach().numpy()
+    c = loaded.labels.index(item["label"])
+    k = list(ids).index(fz.index[f"c:{parts[0]['ngram']}"])
+    expected = w[k] * (table[ids[k], c] - table[ids[k]].mean())
+    assert np.isclose(parts[0]["weight"], expected, atol=1e-4)
+    assert explain_texts(loaded, [""], [None]) == [[]]
+
+
+def test_explain_without_a_wide_branch_is_one_line(bundle: Path) -> None:
+    result = CliRunner().invoke(main, ["predict", "--model", str(bundle), "--explain", "好"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith("zhflow: error:") and "--no-wide" in result.stderr

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from safetensors.numpy import load_file
 
-from tasks import stages
+from tasks import plots, stages
 from tasks.bundle import load_bundle
 from tasks.segment import TokenizerSpec
 
@@ -90,7 +90,9 @@ def test_train_evaluate_bundle(tmp_path, corpus_ref) -> None:
     assert not (tmp_path / "w" / "checkpoints").exists() or not any(
         (tmp_path / "w" / "checkpoints").iterdir()
     )
-    metrics = stages.evaluate_classifier.fn(workdir=workdir, model=model, encoded=encoded)
+    metrics = stages.evaluate_classifier.fn(
+        workdir=workdir, model=model, encoded=encoded, font=plots.plot_font()
+    )
     scores = stages.read_json(metrics, "metrics.json")
     assert 0.0 <= scores["accuracy"] <= 1.0 and scores["labels"] == ["neg", "pos"]
     bundle = stages.package_bundle.fn(
@@ -104,6 +106,32 @@ def test_train_evaluate_bundle(tmp_path, corpus_ref) -> None:
     assert training["corpus_digest"] == "c0ffee" and training["rows"] == 96
     assert training["trained_at"].endswith("Z") and loaded.config["zhflow_version"]
     assert json.loads((loaded.path / "metrics.json").read_text())["n"] == scores["n"]
+
+
+def test_metrics_stage_redraws_its_plots_when_the_font_changes(
+    tmp_path, corpus_ref, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workdir = str(tmp_path / "w")
+    tokens = _tokens(tmp_path, corpus_ref)
+    vocab = stages.build_vocab_table.fn(workdir=workdir, tokens=tokens, min_freq=1, max_vocab=500)
+    encoded = stages.encode_corpus.fn(workdir=workdir, tokens=tokens, vocab=vocab, max_len=16)
+    model = stages.train_classifier.fn(
+        workdir=workdir, encoded=encoded, model_config={"cell": "gru", "embedding_dim": 8,
+        "hidden_size": 8}, train_config={"epochs": 1, "batch_size": 16, "seed": 3},
+    )  # fmt: skip
+    args = dict(workdir=workdir, model=model, encoded=encoded)
+    first = stages.evaluate_classifier.fn(**args, font=plots.plot_font())
+    assert stages.evaluate_classifier.fn(**args, font=plots.plot_font()) == first  # reused
+    png = stages.artifact_path(first, plots.CONFUSION_PNG)
+    drawn_at = png.stat().st_mtime_ns
+    newer = {**plots.plot_font(), "version": "9.9.9", "sha256": "0" * 64}
+    with pytest.raises(ValueError, match="not the plot font"):  # the key cannot name another
+        stages.evaluate_classifier.fn(**args, font=newer)
+    monkeypatch.setattr(plots, "plot_font", lambda: newer)  # as if the package were upgraded
+    second = stages.evaluate_classifier.fn(**args, font=newer)
+    assert second["key"] != first["key"]
+    assert stages.artifact_path(second, plots.CONFUSION_PNG).is_file()
+    assert png.stat().st_mtime_ns == drawn_at  # the old artifact is untouched
 
 
 def test_ingest_can_drop_duplicate_texts(tmp_path) -> None:

@@ -9,6 +9,7 @@ test needs Debian's ``chromium`` (``.ci/run`` installs it) and the ``playwright`
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -156,7 +157,7 @@ def test_run_against_server_publishes_keyed_artifacts_and_plots(live: dict) -> N
     metrics = found[art.KEY_METRICS]
     rows = json.loads(metrics.data) if isinstance(metrics.data, str) else metrics.data
     accuracy_row = next(r for r in rows if r["class"] == "accuracy")
-    assert accuracy_row["f1"] == round(summary["accuracy"], 4)
+    assert accuracy_row["f1"] == f"{summary['accuracy']:.4f}"  # table cells: fixed decimals
     assert f"{summary['accuracy']:.4f}" in metrics.description
     confusion = found[art.KEY_CONFUSION].data
     assert "training_curve.png" in confusion and "confusion.png" in confusion
@@ -202,6 +203,140 @@ def test_ui_in_headless_chromium_lists_the_run_and_shows_accuracy(live: dict) ->
             browser.close()
     for name in ("runs.png", "metrics.png"):
         assert (shots / name).stat().st_size > 1000
+
+
+# -- issue 15: plots inline, runs compared ------------------------------------------------
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: Two trainings with different settings in a work dir of their own (the leaderboard's).
+BOARD_RUNS = (["--epochs", "2"], ["--epochs", "3", "--hidden", "12"])
+
+
+def _browser_page(p: Any) -> tuple[Any, Any]:
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    return browser, browser.new_page(viewport={"width": 1400, "height": 1000})
+
+
+def _playwright() -> Any:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} missing: `apt-get install -y chromium` (.ci/run installs it)")
+    return pytest.importorskip("playwright.sync_api", reason="pip install playwright (dev extra)")
+
+
+def _latest(api: str, key: str) -> Any:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        (found,) = client.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[key]))
+        )
+    return found
+
+
+def _artifact_page(live: dict, key: str) -> str:
+    """The page of a key's latest version, where the UI renders its content (the key's own
+    page lists the versions)."""
+    return f"{live['ui']}/artifacts/artifact/{_latest(live['api'], key).latest_id}"
+
+
+def _table_rows(artifact: Any) -> list[dict[str, Any]]:
+    return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+
+
+@pytest.fixture(scope="module")
+def board_runs(live: dict) -> list[dict[str, Any]]:
+    workdir = live["tmp"] / "work-board"
+    summaries = []
+    for settings in BOARD_RUNS:
+        done = subprocess.run(
+            [str(BIN / "zhflow"), "run", str(live["corpus"]), "--workdir", str(workdir), *TINY,
+             *settings, "--json"],
+            env=live["env"], capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        summaries.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return summaries
+
+
+def test_ui_shows_the_confusion_matrix_and_training_curve_inline(live: dict) -> None:
+    playwright = _playwright()
+    drawn = {f.read_bytes() for f in live["tmp"].rglob("metrics/*/*.png")}
+    seen: dict[str, bytes] = {}
+    with playwright.sync_playwright() as p:
+        browser, page = _browser_page(p)
+        try:
+            for key in (art.KEY_CONFUSION, art.KEY_CURVE):
+                page.goto(_artifact_page(live, key))
+                image = page.locator('img[src^="data:image/png;base64,"]').first
+                image.wait_for(timeout=60_000)
+                # Decoded by the browser, not just present in the markup.
+                page.wait_for_function("(img) => img.complete && img.naturalWidth > 100",
+                                       arg=image.element_handle(), timeout=30_000)  # fmt: skip
+                seen[key] = base64.b64decode(image.get_attribute("src").split(",", 1)[1])
+            body = page.inner_text("body")
+        finally:
+            browser.close()
+    for key, png in seen.items():
+        assert png[:8] == PNG_MAGIC and png in drawn, key
+    assert "best epoch" in body
+
+
+def test_history_artifact_has_a_row_per_epoch(live: dict, board_runs: list[dict]) -> None:
+    epochs = int(BOARD_RUNS[-1][1])
+    rows = _table_rows(_latest(live["api"], art.KEY_HISTORY))
+    assert [r["epoch"] for r in rows] == [str(e) for e in range(1, epochs + 1)]
+    assert [r["best"] for r in rows].count("best") == 1
+    assert set(rows[0]) == {"epoch", "train_loss", "valid_loss", "valid_accuracy",
+                            "valid_macro_f1", "seconds", "best"}  # fmt: skip
+    playwright = _playwright()
+    with playwright.sync_playwright() as p:
+        browser, page = _browser_page(p)
+        try:
+            page.goto(_artifact_page(live, art.KEY_HISTORY))
+            page.get_by_text("valid_macro_f1").first.wait_for(timeout=60_000)
+            table = page.locator("table").filter(has_text="valid_macro_f1").first
+            cells = [table.locator("tbody tr").nth(i).inner_text() for i in range(epochs)]
+            extra = table.locator("tbody tr").count()
+        finally:
+            browser.close()
+    assert extra == epochs
+    for row, cell in zip(rows, cells, strict=True):
+        assert row["valid_loss"] in cell and row["train_loss"] in cell
+
+
+def test_leaderboard_lists_both_runs_after_two_trainings(
+    live: dict, board_runs: list[dict]
+) -> None:
+    rows = _table_rows(_latest(live["api"], art.KEY_LEADERBOARD))
+    assert len(rows) == 2
+    assert {r["bundle"] for r in rows} == {s["model"] for s in board_runs}
+    assert {r["settings"].split(" · ")[0] for r in rows} == {"epochs 2", "epochs 3"}
+    assert {r["model"].split()[1] for r in rows} == {"h8", "h12"}  # e.g. "bigru h8 x1 +wide"
+    assert [r["rank"] for r in rows] == ["1", "2"] and {r["cached"] for r in rows} == {"no"}
+    by_bundle = {s["model"]: s for s in board_runs}
+    for row in rows:
+        assert row["macro_f1"] == f"{by_bundle[row['bundle']]['macro_f1']:.4f}"
+    playwright = _playwright()
+    with playwright.sync_playwright() as p:
+        browser, page = _browser_page(p)
+        try:
+            page.goto(_artifact_page(live, art.KEY_LEADERBOARD))
+            page.get_by_text(rows[0]["model"]).first.wait_for(timeout=60_000)
+            body = page.inner_text("body")
+        finally:
+            browser.close()
+    assert all(r["model"] in body and r["macro_f1"] in body for r in rows)
+    assert all(s["model"] in body for s in board_runs)
+
+
+def test_training_runs_are_tagged_and_say_their_scores(live: dict, board_runs: list[dict]) -> None:
+    query = {"flow_runs": {"tags": {"all_": ["zhflow"]}}, "limit": 50}
+    runs = httpx.post(f"{live['api']}/flow_runs/filter", json=query, timeout=10).json()
+    messages = {r["state"]["message"] for r in runs}
+    for summary in (live["summary"], *board_runs):
+        assert f"accuracy {summary['accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f}" in messages
 
 
 def _scheduled_run_states(api: str) -> dict[str, set[str]]:

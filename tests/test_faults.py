@@ -1,0 +1,191 @@
+"""Issue 13, faults: a work dir is relocatable (copied, moved, mounted elsewhere it stays valid
+and self-contained), and SIGTERM/SIGINT stop the temporary Prefect server a command started.
+docs/RELIABILITY.md lists the cases."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import tiny_corpus_rows
+
+TRAIN = ("--tokenizer", "char", "--processes", "1", "--epochs", "1", "--hidden", "8",
+         "--embedding-dim", "8", "--json")  # fmt: skip
+
+
+def _cli(*args: object) -> dict:
+    from flows.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    rows = tiny_corpus_rows()
+    path = tmp_path / "tiny.csv"
+    pl.DataFrame({"text": [t for t, _ in rows], "label": [lab for _, lab in rows]}).write_csv(path)
+    return path
+
+
+def _inside(summary: dict, workdir: Path) -> None:
+    root = str(workdir.resolve())
+    assert summary["workdir"] == root
+    for name, path in summary["artifacts"].items():
+        assert path.startswith(f"{root}/"), (name, path)
+    assert summary["model"].startswith(f"{root}/bundle/")
+
+
+@pytest.mark.prefect
+def test_copied_then_moved_work_dir_stays_valid(prefect_server, corpus: Path, tmp_path) -> None:
+    wd, wd2 = tmp_path / "wd", tmp_path / "wd2"
+    first = _cli("run", corpus, "--workdir", wd, *TRAIN)
+    _inside(first, wd)
+    shutil.copytree(wd, wd2, symlinks=True)  # cp -a
+    # While wd still exists, a run on the copy reports the copy's artifacts and bundle.
+    copy = _cli("run", corpus, "--workdir", wd2, *TRAIN)
+    assert {t["state"] for t in copy["tasks"]} == {"Cached"}
+    _inside(copy, wd2)
+    # Then wd moves away: the copy still runs (all cached) and stays self-contained.
+    shutil.move(wd, tmp_path / "elsewhere" / "wd")
+    moved = _cli("run", corpus, "--workdir", wd2, *TRAIN)
+    assert {t["state"] for t in moved["tasks"]} == {"Cached"}
+    _inside(moved, wd2)
+    assert moved["accuracy"] == first["accuracy"]
+    # Records and the run record name artifacts relative to the work dir.
+    for record in (wd2 / "cache").iterdir():
+        ref = json.loads(json.loads(record.read_text())["result"])
+        assert ref["path"] == f"{ref['stage']}/{ref['key']}", ref
+    latest = json.loads((wd2 / "runs" / "latest.json").read_text())
+    assert latest["model"].startswith("bundle/") and latest["workdir"] == "."
+    # Scoring with --model WORKDIR uses this work dir's bundle.
+    from flows.scoring import resolve_bundle
+
+    assert Path(resolve_bundle(str(wd2))).resolve() == Path(moved["model"])
+
+
+@pytest.mark.prefect
+def test_moved_work_dir_rebuilds_only_what_is_missing(
+    prefect_server, corpus: Path, tmp_path: Path
+) -> None:
+    wd = tmp_path / "wd"
+    _cli("run", corpus, "--workdir", wd, "--until", "vocab", *TRAIN)
+    wd2 = tmp_path / "mounted" / "wd"
+    shutil.move(wd, wd2)
+    summary = _cli("run", corpus, "--workdir", wd2, "--until", "encode", *TRAIN)
+    states = {t["name"]: t["state"] for t in summary["tasks"]}
+    assert states == {"corpus": "Cached", "tokens": "Cached", "ngrams": "Cached",
+                      "vocab": "Cached", "encoded": "Completed"}  # fmt: skip
+    assert summary["artifacts"]["encoded"].startswith(str(wd2.resolve()))
+
+
+def test_refs_are_stored_relative_and_anchored_on_reading(tmp_path: Path) -> None:
+    from tasks.cache import RelocatableJSON, anchor_ref
+
+    ref = {"stage": "vocab", "key": "k1", "path": "/old/place/vocab/k1", "digest": "d"}
+    stored = json.loads(RelocatableJSON().dumps(ref))
+    assert stored == {**ref, "path": "vocab/k1"}
+    assert anchor_ref(stored, tmp_path) == {**ref, "path": str(tmp_path / "vocab" / "k1")}
+    assert anchor_ref(ref, tmp_path)["path"] == str(tmp_path / "vocab" / "k1")  # old records
+    assert anchor_ref({"other": 1}, tmp_path) == {"other": 1}
+
+
+# ------------------------------------------------------------------------------------------
+# signals: the temporary server goes down with the command
+
+
+def _zhflow() -> list[str]:
+    script = Path(sys.executable).with_name("zhflow")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli"]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _server_processes(port: int) -> list[int]:
+    """Pids of uvicorn processes serving ``port`` (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"uvicorn" in b" ".join(cmd) and str(port).encode() in cmd:
+            found.append(int(entry.name))
+    return found
+
+
+def _big_corpus(path: Path, rows: int = 3000) -> Path:
+    import random
+
+    rng = random.Random(0)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(rows):
+            text = "".join(rng.choice("好差快慢贵便宜服务态度味道") for _ in range(30))
+            f.write(
+                json.dumps({"text": text, "label": "pos" if i % 2 else "neg"}, ensure_ascii=False)
+            )
+            f.write("\n")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find server processes")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_the_temporary_server(tmp_path: Path, signum: int) -> None:
+    corpus = _big_corpus(tmp_path / "big.jsonl")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # no API URL
+    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               DO_NOT_TRACK="1", PYTHONUNBUFFERED="1",
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90")  # fmt: skip
+    err = tmp_path / "stderr.txt"
+    with open(err, "wb") as sink:
+        proc = subprocess.Popen(
+            [*_zhflow(), "run", str(corpus), "--workdir", str(tmp_path / "wd"), "--tokenizer",
+             "char", "--epochs", "50", "--processes", "1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline, port = time.monotonic() + 180, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            text = err.read_text(errors="replace")
+            started = re.search(r"Starting temporary server on http://127\.0\.0\.1:(\d+)", text)
+            if port is None and started:
+                port = int(started.group(1))
+            if port is not None and "Beginning flow run" in text:
+                break
+            time.sleep(0.2)
+        assert port is not None and proc.poll() is None, err.read_text(errors="replace")[-3000:]
+        time.sleep(2)  # inside a stage
+        assert _listening(port)
+        proc.send_signal(signum)  # the command only, as `kill PID` or Ctrl-C would
+        assert proc.wait(timeout=90) == 128 + signum, err.read_text(errors="replace")[-3000:]
+        deadline = time.monotonic() + 15
+        while _server_processes(port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _server_processes(port) == [], "the temporary server outlived the command"
+        assert not _listening(port)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for pid in _server_processes(port) if port else []:  # never leave one behind
+            os.kill(pid, signal.SIGKILL)
