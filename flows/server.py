@@ -202,7 +202,7 @@ def start(port: int = DEFAULT_PORT, timeout: float = START_TIMEOUT_S) -> dict[st
     env = server_env(folder, port)
     Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     log_path = folder / LOG_FILE
-    argv = [_prefect_executable(), "server", "start", "--host", HOST, "--port", str(port)]
+    argv = [_prefect_executable(), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip

@@ -13,7 +13,7 @@ segmentation runs keep jieba's full speed. Words added later (a user dictionary,
 ``add_word``) are kept in memory on top of the index and carried over on that swap.
 
 The index is built once per jieba dictionary (its sha256 and jieba's version name the
-file), beside jieba's own cache, from a normally initialised tokenizer.
+file) in ``$ZHFLOW_HOME/cache``, from a normally initialised tokenizer.
 """
 
 from __future__ import annotations
@@ -32,10 +32,8 @@ _MISSING = object()
 
 
 def index_dir() -> Path:
-    home = os.environ.get("ZHFLOW_HOME")
-    if home:
-        return Path(home).expanduser() / "cache"
-    return Path(tempfile.gettempdir())
+    """``$ZHFLOW_HOME/cache`` (``ZHFLOW_HOME`` defaults to ``~/.zhflow``, as for the server)."""
+    return Path(os.environ.get("ZHFLOW_HOME") or "~/.zhflow").expanduser() / "cache"
 
 
 def index_path(jieba: Any) -> Path:
@@ -140,11 +138,12 @@ def indexed_tokenizer(jieba: Any) -> Any:
     disk): the caller initialises jieba as usual."""
     path = index_path(jieba)
     tokenizer = jieba.Tokenizer()
-    try:
-        if not path.is_file():
-            tokenizer.initialize()
+    if not path.is_file():
+        tokenizer.initialize()
+        with contextlib.suppress(sqlite3.Error, OSError):  # e.g. a read-only home: no index
             build_index(tokenizer.FREQ, tokenizer.total, path)
-            return tokenizer  # loaded in full already: use it as is
+        return tokenizer  # loaded in full already: use it as is
+    try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         (total,) = db.execute("SELECT v FROM meta WHERE k = 'total'").fetchone()
     except (sqlite3.Error, OSError, TypeError):

@@ -64,3 +64,12 @@ def test_an_unreadable_index_falls_back(tmp_path: Path, monkeypatch: pytest.Monk
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not sqlite")
     assert jieba_index.indexed_tokenizer(jieba) is None  # the caller initialises jieba itself
+
+
+def test_no_writable_cache_still_gives_a_loaded_tokenizer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, full
+) -> None:
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("ZHFLOW_HOME", str(tmp_path / "file"))  # cache dir cannot be created
+    tokenizer = jieba_index.indexed_tokenizer(_quiet_jieba())
+    assert tokenizer is not None and tokenizer.lcut(TEXTS[0]) == full.lcut(TEXTS[0])

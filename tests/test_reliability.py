@@ -69,6 +69,12 @@ _SERVER_START = re.compile(
     r"|prefect\s+server\s+start\s+-"
     r"|[\"']server[\"']\s*,\s*[\"']start[\"']"
 )
+# `zhflow server start` has no --host: it always binds 127.0.0.1 (flows/server.py).
+_ZHFLOW_SERVER = re.compile(
+    r"zhflow[\w(\[, =]{0,30}[\"']server[\"']\s*,\s*[\"']start[\"']"
+    r"|\bzhflow\s+server\s+start\b",
+    re.I,
+)
 _LOCAL_HOST = re.compile(
     r"--host[ =]\s*[\"']?(127\.0\.0\.1|localhost)\b|[\"']--host[\"']\s*,\s*[\"']127\.0\.0\.1[\"']"
 )
@@ -148,7 +154,11 @@ def exposure_problems(files: dict[str, str]) -> list[str]:
         has_auth = "PREFECT_SERVER_API_AUTH_STRING" in text
         for number, line in _logical_lines(text):
             exposed = bool(_EXPOSED.search(line))
-            if _SERVER_START.search(line) and not _LOCAL_HOST.search(line):
+            if (
+                _SERVER_START.search(line)
+                and not _LOCAL_HOST.search(line)
+                and not _ZHFLOW_SERVER.search(line)
+            ):
                 if not (exposed and has_auth):
                     problems.append(
                         f"{name}:{number}: server not bound to 127.0.0.1: {line.strip()}"
@@ -176,6 +186,7 @@ def test_exposure_checker_catches_violations() -> None:
     assert exposure_problems({"bad.env": "PREFECT_SERVER_API_HOST=0.0.0.0 prefect server start"})
     shown = "PREFECT_SERVER_API_AUTH_STRING=admin:pass prefect server start --host 0.0.0.0"
     assert exposure_problems({"exposed_with_auth.md": shown}) == []
+    assert exposure_problems({"zhflow.py": 'run([zhflow, "server", "start", "--port", "1"])'}) == []
 
 
 def test_every_prefect_server_in_docs_and_scripts_binds_localhost() -> None:

@@ -28,6 +28,7 @@ from flows import server
 from flows.cli import main
 
 BIN = Path(sys.executable).parent
+ZHFLOW_SERVER_START = ["server", "start"]  # always binds 127.0.0.1
 
 
 def _free_port() -> int:
@@ -124,7 +125,7 @@ def test_start_refuses_a_port_in_use(home: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = CliRunner().invoke(main, ["server", "start", "--port", str(port)])
+        result = CliRunner().invoke(main, [*ZHFLOW_SERVER_START, "--port", str(port)])
     assert result.exit_code == 2
     assert result.output.strip() == (
         f"zhflow: error: port {port} on 127.0.0.1 is in use; choose another with --port"
