@@ -670,11 +670,17 @@ def calibrate(
             if model.wide is not None
             else None
         )
-    raw_loss = float(F.cross_entropy(deep if wide is None else _mixed(deep, wide, 0.5), labels))
+    model.temperature.fill_(1.0)
+
+    def mixed(mix: float) -> torch.Tensor:  # the model's own mixing, at temperature 1
+        if wide is not None:
+            model.mix.fill_(mix)
+        return model.mix_logits(deep, wide)
+
+    raw_loss = float(F.cross_entropy(mixed(0.5), labels))
     best: tuple[float, float, float] | None = None  # (loss, mix, temperature)
     for mix in MIX_GRID if wide is not None else (1.0,):
-        logits = deep if wide is None else _mixed(deep, wide, mix)
-        temperature, loss = fit_temperature(logits, labels)
+        temperature, loss = fit_temperature(mixed(mix), labels)
         if best is None or loss < best[0] - 1e-9:
             best = (loss, mix, temperature)
     assert best is not None
@@ -688,7 +694,3 @@ def calibrate(
     if wide is not None:
         out["mix"] = mix
     return out
-
-
-def _mixed(deep: torch.Tensor, wide: torch.Tensor, mix: float) -> torch.Tensor:
-    return mix * F.log_softmax(wide, -1) + (1 - mix) * F.log_softmax(deep, -1)
