@@ -214,9 +214,10 @@ def bundle_info(path: str | Path) -> dict[str, Any]:
             "bundle": {
                 "zhflow": config.get("zhflow_version"),
                 "torch": config.get("torch_version"),
+                # TokenizerSpec.identity() names it engine_version (None for `char`).
                 (tokenizer.get("identity") or {}).get("engine", "tokenizer"): (
                     tokenizer.get("identity") or {}
-                ).get("version"),
+                ).get("engine_version"),
             },
             "installed": {name: _installed(name) for name in ("zhflow", "torch", "jieba")},
         },

@@ -110,6 +110,8 @@ def test_info_shows_what_the_bundle_holds(bundle: Path) -> None:
     assert info["versions"]["bundle"]["zhflow"] == "0.1.0"
     assert info["versions"]["bundle"]["torch"] == config["torch_version"]
     assert set(info["versions"]["installed"]) == {"zhflow", "torch", "jieba"}
+    identity = config["tokenizer"]["identity"]  # the tiny bundle segments characters
+    assert info["versions"]["bundle"][identity["engine"]] == identity["engine_version"]
     assert all(info["versions"]["installed"].values())
 
     text = CliRunner().invoke(main, ["info", str(bundle)]).stdout
