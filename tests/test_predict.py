@@ -195,3 +195,11 @@ def test_explain_without_a_wide_branch_is_one_line(bundle: Path) -> None:
     result = CliRunner().invoke(main, ["predict", "--model", str(bundle), "--explain", "好"])
     assert result.exit_code == 2
     assert result.stderr.strip().startswith("zhflow: error:") and "--no-wide" in result.stderr
+
+
+def test_bundle_info_reads_json_only(bundle: Path) -> None:
+    from flows.commands import bundle_info
+
+    info = bundle_info(bundle)
+    assert info["intact"] is True and info["labels"] == ["neg", "pos"]
+    assert info["model"]["cell"] == "lstm" and info["training"] == TRAINING
