@@ -41,9 +41,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from zhflow.tasks import catalog
 from zhflow.tasks.display import plain
+
+if TYPE_CHECKING:
+    from zhflow.tasks.storage import ArtifactRef
 
 KEY_PROFILE = "zhflow-corpus-profile"
 KEY_NGRAMS = "zhflow-top-ngrams"
@@ -417,10 +421,10 @@ def _table(key: str, rows: list[dict[str, Any]], description: str) -> Any:
     return _safely(key, lambda: create_table_artifact(table=rows, key=key, description=description))
 
 
-def _read_json(ref: dict, name: str) -> Any:
+def _read_json(ref: ArtifactRef, name: str) -> Any:
     import json
 
-    return json.loads((Path(ref["path"]) / name).read_text(encoding="utf-8"))
+    return json.loads((Path(ref.path) / name).read_text(encoding="utf-8"))
 
 
 def publish_corpus_profile(profile: dict[str, Any], source: Sequence[str]) -> Any:
@@ -433,11 +437,11 @@ def publish_corpus_profile(profile: dict[str, Any], source: Sequence[str]) -> An
     )
 
 
-def publish_ngrams(ngrams_ref: dict) -> Any:
+def publish_ngrams(ngrams_ref: ArtifactRef) -> Any:
     def rows() -> list[dict[str, Any]]:
         import polars as pl
 
-        return ngram_rows(pl.read_parquet(Path(ngrams_ref["path"]) / "ngrams.parquet"))
+        return ngram_rows(pl.read_parquet(Path(ngrams_ref.path) / catalog.NGRAMS_PARQUET))
 
     built = _safely(KEY_NGRAMS, rows)
     if built is None:
@@ -446,16 +450,16 @@ def publish_ngrams(ngrams_ref: dict) -> Any:
         KEY_NGRAMS,
         built,
         f"Top {TOP_NGRAMS} n-grams per n (train split; {PUNCTUATION_NOTE}), "
-        f"from `{ngrams_ref['path']}`",
+        f"from `{ngrams_ref.path}`",
     )
 
 
-def publish_vocab(vocab_ref: dict) -> Any:
+def publish_vocab(vocab_ref: ArtifactRef) -> Any:
     def rows() -> list[dict[str, Any]]:
         import polars as pl
 
-        vocab = pl.read_parquet(Path(vocab_ref["path"]) / "vocab.parquet")
-        return vocab_rows(_read_json(vocab_ref, "summary.json"), vocab)
+        vocab = pl.read_parquet(Path(vocab_ref.path) / catalog.VOCAB_PARQUET)
+        return vocab_rows(_read_json(vocab_ref, catalog.SUMMARY_JSON), vocab)
 
     built = _safely(KEY_VOCAB, rows)
     if built is None:
@@ -464,7 +468,7 @@ def publish_vocab(vocab_ref: dict) -> Any:
         KEY_VOCAB,
         built,
         f"Vocabulary summary and top {TOP_TOKENS} tokens ({PUNCTUATION_NOTE}), "
-        f"from `{vocab_ref['path']}`",
+        f"from `{vocab_ref.path}`",
     )
 
 
@@ -490,13 +494,15 @@ def calibration_markdown(metrics: dict[str, Any], image: str | Path | None) -> s
     return "\n".join(lines)
 
 
-def plot_paths(metrics_ref: dict, bundle_ref: dict | None = None) -> dict[str, list[str]]:
+def plot_paths(
+    metrics_ref: ArtifactRef, bundle_ref: ArtifactRef | None = None
+) -> dict[str, list[str]]:
     from zhflow.tasks.plots import CONFUSION_PNG, RELIABILITY_PNG, TRAINING_CURVE
 
     out: dict[str, list[str]] = {}
     for title, name in (("training curve", TRAINING_CURVE), ("confusion matrix", CONFUSION_PNG),
                         ("reliability diagram", RELIABILITY_PNG)):  # fmt: skip
-        where = [Path(r["path"]) / name for r in (metrics_ref, bundle_ref) if r is not None]
+        where = [Path(r.path) / name for r in (metrics_ref, bundle_ref) if r is not None]
         found = [str(p) for p in where if p.exists()]
         if found:
             out[title] = found
@@ -512,19 +518,19 @@ def _markdown(key: str, markdown: str, description: str) -> Any:
     )
 
 
-def _png(ref: dict, name: str) -> Path | None:
-    path = Path(ref["path"]) / name
+def _png(ref: ArtifactRef, name: str) -> Path | None:
+    path = Path(ref.path) / name
     return path if path.is_file() else None
 
 
-def publish_metrics(metrics_ref: dict, bundle_ref: dict | None = None) -> Any:
+def publish_metrics(metrics_ref: ArtifactRef, bundle_ref: ArtifactRef | None = None) -> Any:
     """``zhflow-test-metrics`` (table) and ``zhflow-confusion-matrix`` (markdown, PNG inline)."""
     from zhflow.tasks.plots import CONFUSION_PNG
 
-    metrics = _read_json(metrics_ref, "metrics.json")
+    metrics = _read_json(metrics_ref, catalog.METRICS_JSON)
     description = metrics_description(metrics)
     if bundle_ref is not None:
-        description += f"; model bundle `{bundle_ref['path']}`"
+        description += f"; model bundle `{bundle_ref.path}`"
     table = _table(KEY_METRICS, metrics_rows(metrics), description)
     markdown = confusion_markdown(
         metrics, plot_paths(metrics_ref, bundle_ref), image=_png(metrics_ref, CONFUSION_PNG)
@@ -537,23 +543,23 @@ def publish_metrics(metrics_ref: dict, bundle_ref: dict | None = None) -> Any:
     return table
 
 
-def publish_training(model_ref: dict, metrics_ref: dict) -> Any:
+def publish_training(model_ref: ArtifactRef, metrics_ref: ArtifactRef) -> Any:
     """``zhflow-training-history`` (table, a row per epoch) and ``zhflow-training-curve``
     (markdown, the curve PNG inline)."""
     from zhflow.tasks.plots import TRAINING_CURVE
 
-    history = _read_json(model_ref, "history.json")
+    history = _read_json(model_ref, catalog.HISTORY_JSON)
     best = history.get("best_epoch")
     _markdown(
         KEY_CURVE,
         curve_markdown(history, _png(metrics_ref, TRAINING_CURVE)),
-        f"Training curve of `{model_ref['path']}`",
+        f"Training curve of `{model_ref.path}`",
     )
     return _table(
         KEY_HISTORY,
         history_rows(history),
         f"{len(history.get('epochs', []))} epochs; the weights of epoch {best} were kept "
-        f"(best validation macro-F1); `{model_ref['path']}`",
+        f"(best validation macro-F1); `{model_ref.path}`",
     )
 
 

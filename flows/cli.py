@@ -23,6 +23,7 @@ from zhflow.flows.commands import evaluate_command, info_command, predict_comman
 from zhflow.flows.progress import terminal_bars
 from zhflow.flows.serve import serve_command
 from zhflow.flows.settings import apply_defaults
+from zhflow.tasks import catalog
 
 apply_defaults()
 
@@ -187,6 +188,14 @@ def main() -> None:
     """zhflow: Chinese text classification with jieba, polars, PyTorch RNNs and Prefect."""
 
 
+def _until(value: str) -> str:
+    """The stage name for ``--until VALUE``; an old spelling still works, with a note."""
+    stage = catalog.until_stage(value)
+    if stage != value:
+        click.echo(f"zhflow: warning: --until {value} is deprecated; use --until {stage}", err=True)
+    return stage
+
+
 @main.command()
 @click.argument("corpus", required=False, nargs=-1, type=click.Path())
 @click.option(
@@ -348,9 +357,13 @@ def main() -> None:
 )
 @click.option(
     "--until",
-    type=click.Choice(["tokenize", "ngrams", "vocab", "encode", "train"]),
-    default="train",
+    type=click.Choice([*catalog.UNTIL, *catalog.UNTIL_ALIASES]),
+    default=catalog.BUNDLE.name,
     show_default=True,
+    callback=lambda ctx, param, value: _until(value),
+    help=f"Stop after this stage ({catalog.BUNDLE.name}: the whole run). Deprecated spellings: "
+    + ", ".join(f"{old} = {new}" for old, new in catalog.UNTIL_ALIASES.items())
+    + ".",
 )
 @_where_to_run
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary as the last line.")

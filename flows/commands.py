@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from zhflow.tasks import catalog
+
 FORMATS = ["csv", "tsv", "jsonl", "parquet", "lines"]
 DEFAULT_EVAL_ROOT = "data/work/evaluations"  # zhflow.flows.evaluation.DEFAULT_OUTPUT_ROOT
 BELOW_MINIMUM_EXIT = (
@@ -181,17 +183,17 @@ def bundle_info(path: str | Path) -> dict[str, Any]:
     from zhflow.tasks.storage import verify_artifact
 
     folder = Path(path)
-    config_path = folder / "config.json"
+    config_path = folder / catalog.CONFIG_JSON
     if not config_path.is_file():
         why = "no config.json" if folder.is_dir() else "no such directory"
         raise BundleError(f"{folder}: refused model bundle: {why}")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-        labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))["labels"]
+        labels = json.loads((folder / catalog.LABELS_JSON).read_text(encoding="utf-8"))["labels"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{folder}: refused model bundle: unreadable config or labels "
                           f"({exc})") from None  # fmt: skip
-    metrics_path = folder / "metrics.json"
+    metrics_path = folder / catalog.METRICS_JSON
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
     digest = verify_artifact(folder, deep=True)
     tokenizer = config.get("tokenizer", {})

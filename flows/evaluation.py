@@ -27,12 +27,18 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from zhflow.flows.scoring import resolve_bundle
+from zhflow.tasks import catalog
 from zhflow.tasks.errors import InputError, ZhflowError
 
 KEY_EVAL_METRICS = "zhflow-eval-metrics"
 KEY_EVAL_CONFUSION = "zhflow-eval-confusion"
 DEFAULT_OUTPUT_ROOT = "data/work/evaluations"
-OUTPUT_FILES = ("metrics.json", "confusion.md", "confusion.png", "predictions.parquet")
+OUTPUT_FILES = (
+    catalog.METRICS_JSON,
+    catalog.CONFUSION_MD,
+    catalog.CONFUSION_PNG,
+    catalog.PREDICTIONS_PARQUET,
+)
 #: Exit code of a completed evaluation whose accuracy is below ``--min-accuracy``: not bad
 #: input (2) nor a refused bundle (3), so a scheduler can tell "the model got worse" apart.
 BELOW_MINIMUM_EXIT = 4
@@ -162,9 +168,9 @@ def evaluate_bundle(
     )
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    png = output_dir / "confusion.png"
-    write_json_atomic(output_dir / "metrics.json", metrics)
-    with atomic_path(output_dir / "confusion.md") as tmp:
+    png = output_dir / catalog.CONFUSION_PNG
+    write_json_atomic(output_dir / catalog.METRICS_JSON, metrics)
+    with atomic_path(output_dir / catalog.CONFUSION_MD) as tmp:
         tmp.write_text(confusion_report(metrics, str(bundle.path), corpus, png), encoding="utf-8")
     with atomic_path(png) as tmp:
         plot_confusion(metrics["confusion_matrix"], metrics["labels"], tmp)
@@ -176,7 +182,7 @@ def evaluate_bundle(
             "confidence": predicted["confidence"],
         }
     ).with_columns((pl.col("label") == pl.col("predicted")).alias("correct"))
-    with atomic_path(output_dir / "predictions.parquet") as tmp:
+    with atomic_path(output_dir / catalog.PREDICTIONS_PARQUET) as tmp:
         rows.write_parquet(tmp)
     return {
         "accuracy": metrics["accuracy"],
@@ -205,16 +211,16 @@ def _publish(summary: dict[str, Any]) -> None:
 
     from zhflow.flows.artifacts import metrics_rows, png_markdown
 
-    metrics = json.loads(Path(summary["files"]["metrics.json"]).read_text(encoding="utf-8"))
+    metrics = json.loads(Path(summary["files"][catalog.METRICS_JSON]).read_text(encoding="utf-8"))
     description = (
         f"Evaluation of `{summary['bundle']}` on `{', '.join(summary['corpus'])}`: "
         f"accuracy **{metrics['accuracy']:.4f}**, macro-F1 **{metrics['macro_f1']:.4f}** "
         f"on {metrics['n']} texts"
     )
-    markdown = Path(summary["files"]["confusion.md"]).read_text(encoding="utf-8")
+    markdown = Path(summary["files"][catalog.CONFUSION_MD]).read_text(encoding="utf-8")
     try:
         # The plot inline: the UI shows a data: image, never a file path (flows/artifacts.py).
-        image = png_markdown(summary["files"]["confusion.png"], "confusion matrix")
+        image = png_markdown(summary["files"][catalog.CONFUSION_PNG], "confusion matrix")
         markdown += f"\n{image}\n"
         create_table_artifact(
             table=metrics_rows(metrics), key=KEY_EVAL_METRICS, description=description

@@ -18,9 +18,10 @@ from typing import Any
 
 from filelock import FileLock
 
+from zhflow.tasks import catalog
 from zhflow.tasks.storage import write_json_atomic
 
-BOARD_FILE = Path("runs") / "leaderboard.json"
+BOARD_FILE = Path(catalog.LEADERBOARD)
 BOARD_VERSION = 1
 
 

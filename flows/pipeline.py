@@ -1,8 +1,9 @@
 """The training flow: corpus → tokens → n-grams + vocab → tensors → model → metrics → bundle.
 
-Wiring only: every step is a cached task from ``tasks/stages.py``. ``until`` stops early
-(e.g. ``until="encode"`` runs the data half). The flow returns a JSON-able summary with
-each task's final state (``Completed`` or ``Cached``).
+Wiring only: every step is a cached task from ``tasks/stages.py``, named as in
+``tasks/catalog.py``. ``until`` stops after a stage (e.g. ``until="encoded"`` runs the data
+half). The flow returns a JSON-able summary with each task's final state (``Completed`` or
+``Cached``).
 """
 
 from __future__ import annotations
@@ -16,17 +17,16 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from zhflow.flows import artifacts, leaderboard
-from zhflow.tasks import plots, stages
+from zhflow.tasks import catalog, plots, stages
 from zhflow.tasks.cache import anchor_ref
 from zhflow.tasks.cluster import ClusterSpec
 from zhflow.tasks.corpus import demo_corpus_paths
 from zhflow.tasks.errors import InputError
 from zhflow.tasks.features import NgramSpec
 from zhflow.tasks.segment import TokenizerSpec, default_workers
-from zhflow.tasks.storage import write_json_atomic
+from zhflow.tasks.storage import ArtifactRef, write_json_atomic
 from zhflow.tasks.train import default_train_threads
 
-STAGES = ("tokenize", "ngrams", "vocab", "encode", "train")
 DEFAULT_WORKDIR = "data/work"
 
 
@@ -37,8 +37,8 @@ class _Runner:
         self.workdir = workdir
         self.states: list[dict[str, str]] = []
 
-    def __call__(self, task: Any, **kwargs: Any) -> dict:
-        configured = task.with_options(result_storage=self.workdir / "cache")
+    def __call__(self, task: Any, **kwargs: Any) -> ArtifactRef:
+        configured = task.with_options(result_storage=self.workdir / catalog.CACHE_DIR)
         state: State = configured(workdir=str(self.workdir), **kwargs, return_state=True)
         self.states.append({"name": task.name, "state": str(state.name)})
         # state.result() re-raises the task's exception if it failed; a cached ref is
@@ -67,7 +67,8 @@ def corpus_run_name() -> str:
     params = flow_run.parameters
     corpus = params.get("corpus")
     name = Path(corpus if isinstance(corpus, str) else (corpus or ["demo"])[0]).stem or "demo"
-    return f"{name}-{params.get('model', 'gru')}-{params.get('until', 'train')}"
+    until = params.get("until", catalog.BUNDLE.name)
+    return f"{name}-{params.get('model', 'gru')}-{catalog.UNTIL_ALIASES.get(until, until)}"
 
 
 @flow(name="zhflow-train", flow_run_name=corpus_run_name, log_prints=True)
@@ -114,15 +115,14 @@ def train_pipeline(
     valid_frac: float = 0.1,
     test_frac: float = 0.1,
     dedupe: bool = False,
-    until: str = "train",
+    until: str = catalog.BUNDLE.name,
     processes: int | None = None,
     dask_address: str | None = None,
     dask_workers: int | None = None,
 ) -> dict[str, Any]:
     if not isinstance(ensemble_size, int) or ensemble_size < 1:
         raise InputError(f"--seeds must be a positive integer, got {ensemble_size!r}")
-    if until not in STAGES:
-        raise ValueError(f"until must be one of {', '.join(STAGES)}, got {until!r}")
+    until = catalog.until_stage(until)  # the old spellings (tokenize, encode, train) still work
     torch.set_num_threads(default_train_threads())  # see TrainConfig.num_threads
     cluster = ClusterSpec.from_params(dask_address, dask_workers)  # checked before any work
     root = Path(workdir).expanduser().resolve()
@@ -137,33 +137,33 @@ def train_pipeline(
                      fmt=fmt, text_col=text_col, label_col=label_col, id_col=id_col,
                      encoding=encoding, seed=seed, valid_frac=valid_frac,
                      test_frac=test_frac, dedupe=dedupe)  # fmt: skip
-    summary["profile"] = stages.read_json(corpus_ref, "profile.json")
+    summary["profile"] = stages.read_json(corpus_ref, catalog.PROFILE_JSON)
     artifacts.publish_corpus_profile(summary["profile"], source)
     with artifacts.watch_segmentation():
         tokens = run(stages.segment_corpus, corpus=corpus_ref, tokenizer=spec.to_dict(),
                      identity=spec.identity(), workers=processes or default_workers(),
                      cluster=cluster.to_dict() if cluster else None)  # fmt: skip
-    summary["artifacts"] = {"corpus": corpus_ref["path"], "tokens": tokens["path"]}
-    if until == "tokenize":
+    summary["artifacts"] = {"corpus": corpus_ref.path, "tokens": tokens.path}
+    if until == catalog.TOKENS.name:
         return _finish(root, summary)
     wide_spec = (
         _wide_spec(tokenizer, wide_word_ngrams, wide_char_ngrams, wide_min_df) if wide else None
     )
     ngrams = run(stages.build_ngram_table, tokens=tokens, n_max=ngram, wide=wide_spec)
     artifacts.publish_ngrams(ngrams)
-    summary["artifacts"]["ngrams"] = ngrams["path"]
-    if until == "ngrams":
+    summary["artifacts"]["ngrams"] = ngrams.path
+    if until == catalog.NGRAMS.name:
         return _finish(root, summary)
     vocab = run(stages.build_vocab_table, tokens=tokens, min_freq=min_freq, max_vocab=max_vocab)
-    summary["artifacts"]["vocab"] = vocab["path"]
-    summary["vocab"] = stages.read_json(vocab, "summary.json")
+    summary["artifacts"]["vocab"] = vocab.path
+    summary["vocab"] = stages.read_json(vocab, catalog.SUMMARY_JSON)
     artifacts.publish_vocab(vocab)
-    if until == "vocab":
+    if until == catalog.VOCAB.name:
         return _finish(root, summary)
     encoded = run(stages.encode_corpus, tokens=tokens, vocab=vocab, max_len=max_len,
                   ngrams=ngrams if wide else None)  # fmt: skip
-    summary["artifacts"]["encoded"] = encoded["path"]
-    if until == "encode":
+    summary["artifacts"]["encoded"] = encoded.path
+    if until == catalog.ENCODED.name:
         return _finish(root, summary)
 
     model_config = {"cell": model, "embedding_dim": embedding_dim, "hidden_size": hidden,
@@ -178,8 +178,8 @@ def train_pipeline(
                          vocab=vocab, unlabeled=extra, unlabeled_digest=stages.hash_source(extra),
                          tokenizer=spec.to_dict(), identity=spec.identity(), dim=embedding_dim,
                          seed=seed, workers=processes or default_workers())  # fmt: skip
-        summary["pretrain"] = stages.read_json(embeddings, "summary.json")
-        summary["artifacts"]["embeddings"] = embeddings["path"]
+        summary["pretrain"] = stages.read_json(embeddings, catalog.SUMMARY_JSON)
+        summary["artifacts"]["embeddings"] = embeddings.path
     members = []
     for k in range(ensemble_size):  # a seed ensemble: members trained with seed, seed+1...
         with artifacts.watch_training(epochs):
@@ -187,7 +187,7 @@ def train_pipeline(
                                model_config=model_config,
                                train_config={**train_config, "seed": seed + k},
                                embeddings=embeddings))  # fmt: skip
-    trained: dict | list[dict] = members[0] if ensemble_size == 1 else members
+    trained: ArtifactRef | list[ArtifactRef] = members[0] if ensemble_size == 1 else members
     metrics = run(stages.evaluate_classifier, model=trained, encoded=encoded,
                   font=plots.plot_font(), split_report={"cross_split_duplicate_texts":
                                 summary["profile"]["cross_split_duplicate_texts"]})  # fmt: skip
@@ -198,12 +198,12 @@ def train_pipeline(
                            "rows": summary["profile"].get("rows_kept")})  # fmt: skip
     artifacts.publish_metrics(metrics, bundle)
     artifacts.publish_training(members[0], metrics)
-    scores = stages.read_json(metrics, "metrics.json")
-    summary.update(accuracy=scores["accuracy"], macro_f1=scores["macro_f1"], model=bundle["path"],
+    scores = stages.read_json(metrics, catalog.METRICS_JSON)
+    summary.update(accuracy=scores["accuracy"], macro_f1=scores["macro_f1"], model=bundle.path,
                    cross_split_duplicate_texts=scores["cross_split_duplicate_texts"])  # fmt: skip
-    summary["artifacts"].update(model=members[0]["path"], metrics=metrics["path"])
+    summary["artifacts"].update(model=members[0].path, metrics=metrics.path)
     if ensemble_size > 1:
-        summary["artifacts"]["members"] = [m["path"] for m in members]
+        summary["artifacts"]["members"] = [m.path for m in members]
     entry = leaderboard.make_entry(flow_run.get_name() or "?", summary, spec.to_dict(),
                                    {**model_config, "wide": wide}, train_config,
                                    {"max_len": max_len, "min_freq": min_freq,
@@ -226,7 +226,7 @@ def _wide_spec(tokenizer: str, word_n: int, char_n: int, min_df: int) -> dict[st
 def _finish(root: Path, summary: dict[str, Any]) -> dict[str, Any]:
     # The record on disk names paths inside the work dir relative to it, so the work dir
     # can be moved or copied (zhflow score --model WORKDIR reads "model" from it).
-    write_json_atomic(root / "runs" / "latest.json", relative_paths(summary, root))
+    write_json_atomic(root / catalog.LATEST_RUN, relative_paths(summary, root))
     return summary
 
 

@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger, task
 
 from zhflow.flows import artifacts, score_report
 from zhflow.flows import progress as terminal
+from zhflow.tasks import catalog
 from zhflow.tasks.bundle import load_bundle
 from zhflow.tasks.cluster import ClusterSpec, score_on_cluster
 from zhflow.tasks.score import score_file
@@ -22,8 +23,8 @@ def resolve_bundle(bundle: str) -> str:
     import json
 
     path = Path(bundle).expanduser()
-    latest = path / "runs" / "latest.json"
-    if not (path / "config.json").exists() and latest.is_file():
+    latest = path / catalog.LATEST_RUN
+    if not (path / catalog.CONFIG_JSON).exists() and latest.is_file():
         try:
             model = json.loads(latest.read_text(encoding="utf-8")).get("model")
         except (OSError, ValueError, AttributeError):

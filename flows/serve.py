@@ -22,6 +22,8 @@ from typing import Any
 
 import click
 
+from zhflow.tasks import catalog
+
 TRAIN_FLOW = "zhflow-train"
 SCORE_FLOW = "zhflow-score"
 EVALUATE_FLOW = "zhflow-evaluate"
@@ -126,7 +128,7 @@ def build_deployments(
         score = {
             "bundle": _abs(bundle) if bundle else root,
             "input": inputs[0] if len(inputs) == 1 else inputs,
-            "output": _abs(score_output or str(Path(root) / "scores" / "predictions.parquet")),
+            "output": _abs(score_output or str(Path(root) / catalog.SCORES)),
             **(score_params or {}),
         }
         deployments.append(
@@ -144,7 +146,7 @@ def build_deployments(
         evaluate = {
             "bundle": _abs(bundle) if bundle else root,
             "corpus": [_abs(p) for p in eval_input],
-            "output_root": str(Path(root) / "evaluations"),
+            "output_root": str(Path(root) / catalog.EVALUATIONS_DIR),
             **(eval_params or {}),
         }
         deployments.append(

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from zhflow.models.ensemble import MeanEnsemble
 from zhflow.models.rnn import RNNClassifier, RNNConfig
+from zhflow.tasks import catalog
 from zhflow.tasks.encode import load_label_map, save_label_map
 from zhflow.tasks.errors import BundleError
 from zhflow.tasks.features import NgramFeaturizer, NgramSpec
@@ -46,8 +47,14 @@ from zhflow.tasks.storage import (
 from zhflow.tasks.tables import featurizer_from_table
 
 BUNDLE_FORMAT = "zhflow-bundle/1"
-FEATURES = "features.parquet"
-REQUIRED = ("weights.safetensors", "config.json", "vocab.parquet", "labels.json", MANIFEST)
+FEATURES = catalog.FEATURES_PARQUET
+REQUIRED = (
+    catalog.WEIGHTS_SAFETENSORS,
+    catalog.CONFIG_JSON,
+    catalog.VOCAB_PARQUET,
+    catalog.LABELS_JSON,
+    MANIFEST,
+)
 
 
 @dataclass
@@ -82,16 +89,16 @@ def write_bundle(
     ``features``: the wide branch's feature table and its ``NgramSpec`` dict."""
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
-              str(out / "weights.safetensors"))  # fmt: skip
+              str(out / catalog.WEIGHTS_SAFETENSORS))  # fmt: skip
     spec = tokenizer.to_dict()
-    for field, name in (("user_dict", "user_dict.txt"), ("stopwords", "stopwords.txt")):
+    for field, name in (("user_dict", catalog.USER_DICT_TXT), ("stopwords", catalog.STOPWORDS_TXT)):
         if spec[field]:
             shutil.copyfile(spec[field], out / name)
             spec[field] = name  # relative to the bundle, resolved on load
-    vocab.write_parquet(out / "vocab.parquet")
-    save_label_map(out / "labels.json", labels)
+    vocab.write_parquet(out / catalog.VOCAB_PARQUET)
+    save_label_map(out / catalog.LABELS_JSON, labels)
     if metrics is not None:
-        write_json_atomic(out / "metrics.json", metrics)
+        write_json_atomic(out / catalog.METRICS_JSON, metrics)
     config = {
         "format": BUNDLE_FORMAT,
         "model": model_config.to_dict(),
@@ -105,7 +112,7 @@ def write_bundle(
     if features is not None:
         features[0].write_parquet(out / FEATURES)
         config["wide"] = {"spec": dict(features[1]), "num_features": features[0].height}
-    write_json_atomic(out / "config.json", config)
+    write_json_atomic(out / catalog.CONFIG_JSON, config)
 
 
 def seal_bundle(out: Path) -> None:
@@ -211,15 +218,15 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     path = Path(path)
     digest, listed = _check_files(path)
     try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((path / catalog.CONFIG_JSON).read_text(encoding="utf-8"))
         if not isinstance(config, dict) or config.get("format") != BUNDLE_FORMAT:
             found = config.get("format") if isinstance(config, dict) else None
             raise _fail(path, f"format {found!r}, expected {BUNDLE_FORMAT!r}")
-        labels = load_label_map(path / "labels.json")
+        labels = load_label_map(path / catalog.LABELS_JSON)
         _check_parts(path, config, labels, listed)
         model_config = RNNConfig.from_dict(config["model"])
         tokenizer = _resolve_tokenizer(path, config["tokenizer"])
-        vocab = pl.read_parquet(path / "vocab.parquet")
+        vocab = pl.read_parquet(path / catalog.VOCAB_PARQUET)
         max_len = config["max_len"]
         featurizer = _load_featurizer(path, config, model_config)
     except BundleError:
@@ -233,7 +240,7 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     if len(labels) != model_config.num_classes:
         raise _fail(path, f"{len(labels)} labels, the model expects {model_config.num_classes}")
     try:
-        state = load_file(str(path / "weights.safetensors"))  # never unpickles
+        state = load_file(str(path / catalog.WEIGHTS_SAFETENSORS))  # never unpickles
     except (SafetensorError, OSError, ValueError) as exc:
         raise _fail(path, f"weights.safetensors is not a valid safetensors file ({exc})") from None
     members = config.get("ensemble", 1)

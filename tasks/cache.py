@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,8 @@ from prefect.cache_policies import CachePolicy
 from prefect.serializers import JSONSerializer
 from pydantic import Field
 
+from zhflow.tasks.catalog import CACHE_DIR  # records: <workdir>/cache/<key>, beside artifacts
 from zhflow.tasks.storage import ArtifactRef, artifact_ref, sha256_json
-
-CACHE_DIR = "cache"  # cache records live in <workdir>/cache/<key>, beside the artifacts
 
 # Parameters that say where or how fast to work, never what to compute.
 NON_KEY_PARAMS = frozenset({"workdir", "workers", "cluster", "progress", "log"})
@@ -43,7 +42,7 @@ def _key_value(value: Any) -> Any:
     """What of an input goes into the key: an artifact's content digest, else the value."""
     if isinstance(value, ArtifactRef):
         return {"artifact": value.stage, "digest": value.digest}
-    if isinstance(value, dict) and {"stage", "key", "path", "digest"} <= value.keys():
+    if _is_ref(value):
         return {"artifact": value["stage"], "digest": value["digest"]}
     if isinstance(value, list | tuple):
         return [_key_value(v) for v in value]
@@ -92,18 +91,29 @@ def _is_ref(value: Any) -> bool:
     return isinstance(value, dict) and {"stage", "key", "path", "digest"} <= value.keys()
 
 
+def as_ref(value: Any) -> Any:
+    """An ``ArtifactRef`` for a ref as stored (a JSON object), anything else unchanged."""
+    return ArtifactRef(**{k: value[k] for k in ("stage", "key", "path", "digest")}) if _is_ref(
+        value) else value  # fmt: skip
+
+
 def relative_ref(value: Any) -> Any:
-    """An artifact ref as stored: its folder relative to the work dir (``<stage>/<key>``)."""
+    """An artifact ref as stored: a JSON object, its folder relative to the work dir
+    (``<stage>/<key>``)."""
+    if isinstance(value, ArtifactRef):
+        value = asdict(value)
     if _is_ref(value):
         return {**value, "path": f"{value['stage']}/{value['key']}"}
     return value
 
 
 def anchor_ref(value: Any, workdir: str | Path) -> Any:
-    """An artifact ref as used: its folder in *this* work dir, whatever the record says (an
-    absolute path in an old record is another work dir's, e.g. the one this was copied from)."""
-    if _is_ref(value):
-        return {**value, "path": str(Path(workdir) / value["stage"] / value["key"])}
+    """An artifact ref as used: an ``ArtifactRef`` whose folder is in *this* work dir, whatever
+    the record says (an absolute path in an old record is another work dir's, e.g. the one this
+    was copied from)."""
+    ref = as_ref(value)
+    if isinstance(ref, ArtifactRef):
+        return replace(ref, path=str(Path(workdir) / ref.stage / ref.key))
     return value
 
 
@@ -115,3 +125,6 @@ class RelocatableJSON(JSONSerializer):
 
     def dumps(self, obj: Any) -> bytes:
         return super().dumps(relative_ref(obj))
+
+    def loads(self, blob: bytes) -> Any:
+        return as_ref(super().loads(blob))

@@ -26,6 +26,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from zhflow.tasks import catalog
 from zhflow.tasks import score as score_fns
 from zhflow.tasks import segment as segment_fns
 from zhflow.tasks.errors import InputError, ZhflowError
@@ -240,4 +241,4 @@ def score_on_cluster(
 
 def scratch_dir(root: Path, stage: str) -> Path:
     """A fresh folder for one stage run's shards under ``root`` (shared storage)."""
-    return root / "shards" / f"{stage}-{uuid.uuid4().hex[:12]}"
+    return root / catalog.SHARDS_DIR / f"{stage}-{uuid.uuid4().hex[:12]}"

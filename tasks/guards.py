@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from zhflow.tasks import catalog
 from zhflow.tasks.errors import InputError, ZhflowError
 from zhflow.tasks.storage import MANIFEST, write_errno
 
@@ -25,7 +26,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: place for a user's output (``tasks/stages.py``, ``tasks/cache.py``, ``flows/pipeline.py``).
 WORKDIR_FOLDERS = frozenset(
     {"corpus", "tokens", "ngrams", "vocab", "encoded", "model", "metrics", "bundle",
-     "cache", "locks", "checkpoints", "runs", "shards"}
+     catalog.CACHE_DIR, catalog.LOCKS_DIR, catalog.CHECKPOINTS_DIR,
+     catalog.LATEST_RUN.split("/")[0], catalog.SHARDS_DIR}
 )  # fmt: skip
 
 
@@ -44,7 +46,7 @@ def _real(path: Path) -> Path:
 
 def is_workdir(folder: Path) -> bool:
     """A zhflow work dir: it has run records or a cache folder."""
-    return (folder / "runs" / "latest.json").is_file() or (folder / "cache").is_dir()
+    return (folder / catalog.LATEST_RUN).is_file() or (folder / catalog.CACHE_DIR).is_dir()
 
 
 def check_output_not_input(output: str | os.PathLike[str], inputs: Iterable[str]) -> None:

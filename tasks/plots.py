@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from zhflow.tasks import catalog
 from zhflow.tasks.display import plain
 from zhflow.tasks.storage import atomic_path, sha256_file
 
-TRAINING_CURVE = "training_curve.png"
-CONFUSION_PNG = "confusion.png"
+TRAINING_CURVE = catalog.TRAINING_CURVE_PNG
+CONFUSION_PNG = catalog.CONFUSION_PNG
 
 #: The package that ships the plot font, and the face of its collection the plots use.
 FONT_PACKAGE = "noto-cjk-sans-otc"
@@ -190,7 +191,7 @@ def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], pa
         return _save(fig, path)
 
 
-RELIABILITY_PNG = "reliability.png"
+RELIABILITY_PNG = catalog.RELIABILITY_PNG
 
 
 def plot_reliability(

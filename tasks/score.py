@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from zhflow.models.wide import RaggedBags, gather_bags
+from zhflow.tasks import catalog
 from zhflow.tasks.bundle import Bundle
 from zhflow.tasks.corpus import read_texts_in_chunks
 from zhflow.tasks.encode import UNK_ID, encode_tokens
@@ -417,7 +418,7 @@ def _worker_bundle(path: str) -> Bundle:
     from zhflow.tasks.bundle import load_bundle
     from zhflow.tasks.train import pick_device
 
-    key = (str(Path(path).resolve()), (Path(path) / "config.json").stat().st_mtime)
+    key = (str(Path(path).resolve()), (Path(path) / catalog.CONFIG_JSON).stat().st_mtime)
     if key not in _BUNDLES:
         _BUNDLES.clear()  # one bundle at a time: a new one replaces the old
         _BUNDLES[key] = load_bundle(path, device=pick_device("auto"))

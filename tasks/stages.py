@@ -13,7 +13,6 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from safetensors.torch import save_file as save_tensors
 from zhflow.models.ensemble import MeanEnsemble, classifiers, uncalibrated
 from zhflow.models.rnn import RNNClassifier, RNNConfig
 from zhflow.tasks import bundle as bundle_fns
+from zhflow.tasks import catalog
 from zhflow.tasks import cluster as cluster_fns
 from zhflow.tasks import corpus as corpus_fns
 from zhflow.tasks import encode as encode_fns
@@ -40,6 +40,7 @@ from zhflow.tasks.cache import ArtifactPolicy, RelocatableJSON, find_artifact, s
 from zhflow.tasks.errors import InputError
 from zhflow.tasks.features import NgramFeaturizer, NgramSpec
 from zhflow.tasks.storage import (
+    ArtifactRef,
     artifact_ref,
     building_artifact,
     sha256_file,
@@ -68,7 +69,7 @@ def artifact_task(stage: str, modules: tuple[str, ...], **task_options: Any) -> 
     return decorate
 
 
-def materialize(stage: str, inputs: dict[str, Any], build: Callable[[Path], None]) -> dict:
+def materialize(stage: str, inputs: dict[str, Any], build: Callable[[Path], None]) -> ArtifactRef:
     """Return the intact artifact for ``inputs``, building it (under a file lock) if needed.
 
     The lock makes a second process on the same work dir wait for the first instead of
@@ -77,7 +78,7 @@ def materialize(stage: str, inputs: dict[str, Any], build: Callable[[Path], None
     workdir = inputs["workdir"]
     key, ref = find_artifact(workdir, stage, STAGE_MODULES[stage], inputs)
     if ref is None:
-        lock_path = Path(workdir) / "locks" / f"{stage}-{key[:16]}.lock"
+        lock_path = Path(workdir) / catalog.LOCKS_DIR / f"{stage}-{key[:16]}.lock"
         with write_guard(lock_path):  # a read-only work dir: one line, not a traceback
             lock_path.parent.mkdir(parents=True, exist_ok=True)
             held = FileLock(lock_path).acquire()
@@ -92,11 +93,7 @@ def materialize(stage: str, inputs: dict[str, Any], build: Callable[[Path], None
                     build(tmp)
                 ref = artifact_ref(workdir, stage, key)
     assert ref is not None
-    return asdict(ref)
-
-
-def artifact_path(ref: dict, name: str) -> Path:
-    return Path(ref["path"]) / name
+    return ref
 
 
 def hash_source(paths: list[str]) -> str:
@@ -121,7 +118,7 @@ def _log(message: str) -> None:
 # 1. corpus: read, validate, profile, split
 
 
-@artifact_task("corpus", ("zhflow.tasks.corpus",), task_run_name="read-corpus")
+@artifact_task(catalog.CORPUS.name, ("zhflow.tasks.corpus",), task_run_name="read-corpus")
 def ingest_corpus(
     workdir: str,
     source: list[str],
@@ -135,7 +132,7 @@ def ingest_corpus(
     valid_frac: float,
     test_frac: float,
     dedupe: bool,
-) -> dict:
+) -> ArtifactRef:
     inputs = dict(workdir=workdir, source=source, source_digest=source_digest, fmt=fmt,
                   text_col=text_col, label_col=label_col, id_col=id_col, encoding=encoding,
                   seed=seed, valid_frac=valid_frac, test_frac=test_frac,
@@ -166,12 +163,12 @@ def ingest_corpus(
         profile["small_labels"] = small
         profile["splits"] = dict(split.group_by("split").len().sort("split").iter_rows())
         profile["cross_split_duplicate_texts"] = corpus_fns.count_cross_split_duplicates(split)
-        split.write_parquet(out / "corpus.parquet")
-        write_json_atomic(out / "profile.json", profile)
+        split.write_parquet(out / catalog.CORPUS_PARQUET)
+        write_json_atomic(out / catalog.PROFILE_JSON, profile)
         _log(f"corpus: {profile['rows_kept']} rows kept of {profile['rows']}; "
              f"labels {profile['labels']}")  # fmt: skip
 
-    return materialize("corpus", inputs, build)
+    return materialize(catalog.CORPUS.name, inputs, build)
 
 
 # ------------------------------------------------------------------------------------------
@@ -179,18 +176,18 @@ def ingest_corpus(
 
 
 @artifact_task(
-    "tokens",
+    catalog.TOKENS.name,
     ("zhflow.tasks.segment",),
     task_run_name="segment-{tokenizer[engine]}-{tokenizer[mode]}-w{workers}",
 )
 def segment_corpus(
     workdir: str,
-    corpus: dict,
+    corpus: ArtifactRef,
     tokenizer: dict,
     identity: dict,
     workers: int,
     cluster: dict | None = None,
-) -> dict:
+) -> ArtifactRef:
     """``identity`` (engine version, dictionary hashes...) is an input so it enters the key.
 
     ``workers`` local processes, or with ``cluster`` (``ClusterSpec.to_dict()``) shards on a
@@ -201,23 +198,25 @@ def segment_corpus(
     spec = segment_fns.TokenizerSpec.from_dict(tokenizer)
 
     def build(out: Path) -> None:
-        corpus_file = artifact_path(corpus, "corpus.parquet")
+        corpus_file = corpus.file(catalog.CORPUS_PARQUET)
         frame = pl.read_parquet(corpus_file)
         if cluster:
             tokens = _segment_on_cluster(workdir, corpus_file, frame, tokenizer, cluster)
         else:
             tokens = segment_fns.segment_frame(frame, spec, workers, progress=_segment_progress)
-        tokens.write_parquet(out / "tokens.parquet")
-        write_json_atomic(out / "tokenizer.json", {"spec": tokenizer, "identity": identity})
+        tokens.write_parquet(out / catalog.TOKENS_PARQUET)
+        write_json_atomic(out / catalog.TOKENIZER_JSON, {"spec": tokenizer, "identity": identity})
 
-    return materialize("tokens", inputs, build)
+    return materialize(catalog.TOKENS.name, inputs, build)
 
 
 def _segment_on_cluster(
     workdir: str, corpus_file: Path, frame: pl.DataFrame, tokenizer: dict, cluster: dict
 ) -> pl.DataFrame:
     spec = cluster_fns.ClusterSpec(**cluster)
-    scratch = cluster_fns.scratch_dir(Path(workdir), "tokens")  # the work dir: shared storage
+    scratch = cluster_fns.scratch_dir(
+        Path(workdir), catalog.TOKENS.name
+    )  # the work dir: shared storage
     try:
         parts = cluster_fns.segment_on_cluster(
             corpus_file, frame.height, tokenizer, spec, scratch, progress=_segment_progress
@@ -227,10 +226,10 @@ def _segment_on_cluster(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def scan_train_tokens(tokens: dict) -> pl.LazyFrame:
+def scan_train_tokens(tokens: ArtifactRef) -> pl.LazyFrame:
     """The train split's token lists as a lazy scan: the tables stream over it."""
     return (
-        pl.scan_parquet(artifact_path(tokens, "tokens.parquet"))
+        pl.scan_parquet(tokens.file(catalog.TOKENS_PARQUET))
         .filter(pl.col("split") == "train")
         .select("tokens")
     )
@@ -241,51 +240,56 @@ def scan_train_tokens(tokens: dict) -> pl.LazyFrame:
 
 
 @artifact_task(
-    "ngrams", ("zhflow.tasks.tables", "zhflow.tasks.features"), task_run_name="ngrams-n{n_max}"
+    catalog.NGRAMS.name,
+    ("zhflow.tasks.tables", "zhflow.tasks.features"),
+    task_run_name="ngrams-n{n_max}",
 )
-def build_ngram_table(workdir: str, tokens: dict, n_max: int, wide: dict | None = None) -> dict:
+def build_ngram_table(
+    workdir: str, tokens: ArtifactRef, n_max: int, wide: dict | None = None
+) -> ArtifactRef:
     """The n-gram table (published), and with ``wide`` (an ``NgramSpec`` dict) the wide
     branch's features chosen from the train split: ``features.parquet`` + ``features.json``."""
     inputs = dict(workdir=workdir, tokens=tokens, n_max=n_max, wide=wide)
 
     def build(out: Path) -> None:
         table = table_fns.count_ngrams(scan_train_tokens(tokens), n_max)
-        table.write_parquet(out / "ngrams.parquet")
+        table.write_parquet(out / catalog.NGRAMS_PARQUET)
         if wide is not None:
             spec = NgramSpec.from_dict(wide)
             features = table_fns.select_ngram_features(scan_train_tokens(tokens), spec)
-            features.write_parquet(out / FEATURES)
-            write_json_atomic(out / "features.json", {"spec": spec.to_dict(),
+            features.write_parquet(out / catalog.FEATURES_PARQUET)
+            write_json_atomic(out / catalog.FEATURES_JSON, {"spec": spec.to_dict(),
                               "num_features": features.height})  # fmt: skip
             _log(f"wide branch: {features.height:,} n-gram features {spec.to_dict()}")
 
-    return materialize("ngrams", inputs, build)
+    return materialize(catalog.NGRAMS.name, inputs, build)
 
 
-FEATURES = "features.parquet"
-
-
-def load_featurizer(ngrams: dict) -> NgramFeaturizer | None:
+def load_featurizer(ngrams: ArtifactRef) -> NgramFeaturizer | None:
     """The wide branch's featurizer of an n-gram artifact, or None if it has no features."""
-    if not artifact_path(ngrams, FEATURES).is_file():
+    if not ngrams.file(catalog.FEATURES_PARQUET).is_file():
         return None
-    spec = NgramSpec.from_dict(read_json(ngrams, "features.json")["spec"])
-    return table_fns.featurizer_from_table(pl.read_parquet(artifact_path(ngrams, FEATURES)), spec)
+    spec = NgramSpec.from_dict(read_json(ngrams, catalog.FEATURES_JSON)["spec"])
+    return table_fns.featurizer_from_table(
+        pl.read_parquet(ngrams.file(catalog.FEATURES_PARQUET)), spec
+    )
 
 
 @artifact_task(
-    "vocab", ("zhflow.tasks.tables",), task_run_name="vocab-min{min_freq}-max{max_vocab}"
+    catalog.VOCAB.name, ("zhflow.tasks.tables",), task_run_name="vocab-min{min_freq}-max{max_vocab}"
 )
-def build_vocab_table(workdir: str, tokens: dict, min_freq: int, max_vocab: int) -> dict:
+def build_vocab_table(
+    workdir: str, tokens: ArtifactRef, min_freq: int, max_vocab: int
+) -> ArtifactRef:
     inputs = dict(workdir=workdir, tokens=tokens, min_freq=min_freq, max_vocab=max_vocab)
 
     def build(out: Path) -> None:
         train = scan_train_tokens(tokens)
         vocab = table_fns.build_vocab(train, min_freq, max_vocab)
-        vocab.write_parquet(out / "vocab.parquet")
-        write_json_atomic(out / "summary.json", table_fns.summarize_vocab(vocab, train))
+        vocab.write_parquet(out / catalog.VOCAB_PARQUET)
+        write_json_atomic(out / catalog.SUMMARY_JSON, table_fns.summarize_vocab(vocab, train))
 
-    return materialize("vocab", inputs, build)
+    return materialize(catalog.VOCAB.name, inputs, build)
 
 
 # ------------------------------------------------------------------------------------------
@@ -293,17 +297,23 @@ def build_vocab_table(workdir: str, tokens: dict, min_freq: int, max_vocab: int)
 
 
 @artifact_task(
-    "encoded", ("zhflow.tasks.encode", "zhflow.tasks.features"), task_run_name="encode-len{max_len}"
+    catalog.ENCODED.name,
+    ("zhflow.tasks.encode", "zhflow.tasks.features"),
+    task_run_name="encode-len{max_len}",
 )
 def encode_corpus(
-    workdir: str, tokens: dict, vocab: dict, max_len: int, ngrams: dict | None = None
-) -> dict:
+    workdir: str,
+    tokens: ArtifactRef,
+    vocab: ArtifactRef,
+    max_len: int,
+    ngrams: ArtifactRef | None = None,
+) -> ArtifactRef:
     """Token ids per split; with ``ngrams`` holding wide features, each text's n-gram bag too."""
     inputs = dict(workdir=workdir, tokens=tokens, vocab=vocab, max_len=max_len, ngrams=ngrams)
 
     def build(out: Path) -> None:
-        frame = pl.read_parquet(artifact_path(tokens, "tokens.parquet"))
-        index = table_fns.vocab_to_index(pl.read_parquet(artifact_path(vocab, "vocab.parquet")))
+        frame = pl.read_parquet(tokens.file(catalog.TOKENS_PARQUET))
+        index = table_fns.vocab_to_index(pl.read_parquet(vocab.file(catalog.VOCAB_PARQUET)))
         featurizer = load_featurizer(ngrams) if ngrams is not None else None
         label_map = encode_fns.build_label_map(frame["label"].to_list())
         wide_features = featurizer.num_features if featurizer else 0
@@ -315,21 +325,21 @@ def encode_corpus(
             ids, lengths = encode_fns.encode_tokens(token_lists, index, max_len)
             labels = encode_fns.encode_labels(part["label"].to_list(), label_map)
             bags = featurizer(token_lists) if featurizer else None
-            encode_fns.save_split(out / f"{name}.safetensors", ids, lengths, labels, bags)
+            encode_fns.save_split(out / catalog.split_file(name), ids, lengths, labels, bags)
             meta["splits"][name] = {"rows": len(lengths), "truncated": int((
                 part["tokens"].list.len() > max_len).sum())}  # fmt: skip
-        encode_fns.save_label_map(out / "labels.json", label_map)
-        write_json_atomic(out / "meta.json", meta)
+        encode_fns.save_label_map(out / catalog.LABELS_JSON, label_map)
+        write_json_atomic(out / catalog.META_JSON, meta)
 
-    return materialize("encoded", inputs, build)
-
-
-def read_json(ref: dict, name: str) -> Any:
-    return json.loads(artifact_path(ref, name).read_text(encoding="utf-8"))
+    return materialize(catalog.ENCODED.name, inputs, build)
 
 
-def load_encoded_split(encoded: dict, split: str) -> dict[str, torch.Tensor]:
-    path = artifact_path(encoded, f"{split}.safetensors")
+def read_json(ref: ArtifactRef, name: str) -> Any:
+    return json.loads(ref.file(name).read_text(encoding="utf-8"))
+
+
+def load_encoded_split(encoded: ArtifactRef, split: str) -> dict[str, torch.Tensor]:
+    path = encoded.file(catalog.split_file(split))
     if not path.exists():
         raise InputError(f"the corpus has no {split} rows; add rows or lower the split fractions")
     return load_tensors(str(path))
@@ -339,12 +349,14 @@ def load_encoded_split(encoded: dict, split: str) -> dict[str, torch.Tensor]:
 # 4b. optional in-domain pretraining (word2vec over the train split + unlabeled text)
 
 
-@artifact_task("embeddings", ("zhflow.tasks.pretrain",), task_run_name="pretrain-word2vec-d{dim}")
+@artifact_task(
+    catalog.EMBEDDINGS.name, ("zhflow.tasks.pretrain",), task_run_name="pretrain-word2vec-d{dim}"
+)
 def pretrain_embeddings(
     workdir: str,
-    corpus: dict,
-    tokens: dict,
-    vocab: dict,
+    corpus: ArtifactRef,
+    tokens: ArtifactRef,
+    vocab: ArtifactRef,
     unlabeled: list[str],
     unlabeled_digest: str,
     tokenizer: dict,
@@ -352,35 +364,35 @@ def pretrain_embeddings(
     dim: int,
     seed: int,
     workers: int,
-) -> dict:
+) -> ArtifactRef:
     """Embeddings aligned to the vocabulary ids: ``embeddings.safetensors`` (vectors, found)."""
     inputs = dict(workdir=workdir, corpus=corpus, tokens=tokens, vocab=vocab,
                   unlabeled=unlabeled, unlabeled_digest=unlabeled_digest, tokenizer=tokenizer,
                   identity=identity, dim=dim, seed=seed, workers=workers)  # fmt: skip
 
     def build(out: Path) -> None:
-        frame = pl.read_parquet(artifact_path(tokens, "tokens.parquet"))
+        frame = pl.read_parquet(tokens.file(catalog.TOKENS_PARQUET))
         train_docs = frame.filter(pl.col("split") == "train")["tokens"].to_list()
-        held_out = pl.read_parquet(artifact_path(corpus, "corpus.parquet")).filter(
+        held_out = pl.read_parquet(corpus.file(catalog.CORPUS_PARQUET)).filter(
             pl.col("split") != "train")["text"].to_list()  # fmt: skip
         texts, dropped = unlabeled_texts(unlabeled, held_out)
         spec = segment_fns.TokenizerSpec.from_dict(tokenizer)
         extra = segment_fns.segment_texts(texts, spec, workers=workers)
         vectors = pretrain_fns.train_word_vectors(train_docs + extra, dim, seed)
-        tokens_by_id = pl.read_parquet(artifact_path(vocab, "vocab.parquet"))["token"].to_list()
+        tokens_by_id = pl.read_parquet(vocab.file(catalog.VOCAB_PARQUET))["token"].to_list()
         matrix, found = pretrain_fns.align_to_vocab(vectors, tokens_by_id)
         save_tensors({"vectors": torch.from_numpy(matrix), "found": torch.from_numpy(found)},
-                     str(out / "embeddings.safetensors"))  # fmt: skip
+                     str(out / catalog.EMBEDDINGS_SAFETENSORS))  # fmt: skip
         summary = {"train_texts": len(train_docs), "unlabeled_texts": len(texts),
                    "unlabeled_dropped_as_valid_or_test": dropped,
                    "vocab_found": int(found.sum()), "vocab_size": len(tokens_by_id),
                    "spec": pretrain_fns.PretrainSpec().to_dict()}  # fmt: skip
-        write_json_atomic(out / "summary.json", summary)
+        write_json_atomic(out / catalog.SUMMARY_JSON, summary)
         _log(f"pretrain: word2vec over {len(train_docs):,} train + {len(texts):,} unlabeled "
              f"texts ({dropped:,} dropped: identical to a valid/test text); "
              f"{int(found.sum()):,} of {len(tokens_by_id):,} vocabulary rows")  # fmt: skip
 
-    return materialize("embeddings", inputs, build)
+    return materialize(catalog.EMBEDDINGS.name, inputs, build)
 
 
 def unlabeled_texts(paths: list[str], held_out: list[str]) -> tuple[list[str], int]:
@@ -399,8 +411,8 @@ def unlabeled_texts(paths: list[str], held_out: list[str]) -> tuple[list[str], i
     return texts, dropped
 
 
-def load_embeddings(embeddings: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    tensors = load_tensors(str(artifact_path(embeddings, "embeddings.safetensors")))
+def load_embeddings(embeddings: ArtifactRef) -> tuple[torch.Tensor, torch.Tensor]:
+    tensors = load_tensors(str(embeddings.file(catalog.EMBEDDINGS_SAFETENSORS)))
     return tensors["vectors"], tensors["found"]
 
 
@@ -409,28 +421,32 @@ def load_embeddings(embeddings: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @artifact_task(
-    "model",
+    catalog.MODEL.name,
     ("zhflow.tasks.train", "zhflow.models.rnn"),
     task_run_name="train-{model_config[cell]}-h{model_config[hidden_size]}"
     "-e{train_config[epochs]}-s{train_config[seed]}",
 )
 def train_classifier(
     workdir: str,
-    encoded: dict,
+    encoded: ArtifactRef,
     model_config: dict,
     train_config: dict,
-    embeddings: dict | None = None,
-) -> dict:
+    embeddings: ArtifactRef | None = None,
+) -> ArtifactRef:
     """``embeddings``: a pretrain artifact whose vectors initialise the embedding table."""
     inputs = dict(workdir=workdir, encoded=encoded, model_config=model_config,
                   train_config=train_config, embeddings=embeddings)  # fmt: skip
     # Checkpoints live outside the artifact (which appears only when training is done), keyed
     # like it, so a killed run resumes from its last finished epoch.
-    checkpoints = Path(workdir) / "checkpoints" / stage_key("model", STAGE_MODULES["model"], inputs)
+    checkpoints = (
+        Path(workdir)
+        / catalog.CHECKPOINTS_DIR
+        / stage_key(catalog.MODEL.name, STAGE_MODULES[catalog.MODEL.name], inputs)
+    )
 
     def build(out: Path) -> None:
-        meta = read_json(encoded, "meta.json")
-        labels = encode_fns.load_label_map(artifact_path(encoded, "labels.json"))
+        meta = read_json(encoded, catalog.META_JSON)
+        labels = encode_fns.load_label_map(encoded.file(catalog.LABELS_JSON))
         try:
             cfg = RNNConfig(vocab_size=meta["vocab_size"], num_classes=len(labels),
                             wide_features=meta.get("wide_features", 0), **model_config)  # fmt: skip
@@ -447,41 +463,43 @@ def train_classifier(
             log=_log,
             init_embeddings=load_embeddings(embeddings) if embeddings else None,
         )
-        save_tensors(result.state_dict, str(out / "weights.safetensors"))
-        write_json_atomic(out / "model_config.json", cfg.to_dict())
-        write_json_atomic(out / "history.json", {
+        save_tensors(result.state_dict, str(out / catalog.WEIGHTS_SAFETENSORS))
+        write_json_atomic(out / catalog.MODEL_CONFIG_JSON, cfg.to_dict())
+        write_json_atomic(out / catalog.HISTORY_JSON, {
             "epochs": result.history, "best_epoch": result.best_epoch,
             "best_valid_macro_f1": result.best_valid_macro_f1, "seconds": result.seconds,
             "resumed_from_epoch": result.resumed_from_epoch, **result.meta})  # fmt: skip
 
-    ref = materialize("model", inputs, build)
+    ref = materialize(catalog.MODEL.name, inputs, build)
     shutil.rmtree(checkpoints, ignore_errors=True)  # the finished artifact supersedes them
     return ref
 
 
-def load_trained_model(model: dict | list[dict]) -> RNNClassifier | MeanEnsemble:
+def load_trained_model(model: ArtifactRef | list[ArtifactRef]) -> RNNClassifier | MeanEnsemble:
     """One trained model, or (a list of refs) the seed ensemble of them."""
     if isinstance(model, list):
         members = [load_trained_model(m) for m in model]
         if len(members) == 1:
             return members[0]
         return MeanEnsemble([m for m in members if isinstance(m, RNNClassifier)]).eval()
-    cfg = RNNConfig.from_dict(read_json(model, "model_config.json"))
+    cfg = RNNConfig.from_dict(read_json(model, catalog.MODEL_CONFIG_JSON))
     net = RNNClassifier(cfg)
-    net.load_state_dict(load_tensors(str(artifact_path(model, "weights.safetensors"))))
+    net.load_state_dict(load_tensors(str(model.file(catalog.WEIGHTS_SAFETENSORS))))
     return net.eval()
 
 
 @artifact_task(
-    "metrics", ("zhflow.tasks.evaluate", "zhflow.tasks.plots"), task_run_name="evaluate-test"
+    catalog.METRICS.name,
+    ("zhflow.tasks.evaluate", "zhflow.tasks.plots"),
+    task_run_name="evaluate-test",
 )
 def evaluate_classifier(
     workdir: str,
-    model: dict | list[dict],
-    encoded: dict,
+    model: ArtifactRef | list[ArtifactRef],
+    encoded: ArtifactRef,
     font: dict,
     split_report: dict | None = None,
-) -> dict:
+) -> ArtifactRef:
     """``split_report`` (e.g. ``cross_split_duplicate_texts``) is copied into metrics.json, so
     the figure travels with the evidence that its test texts were never trained on.
     ``font`` is ``plots.plot_font()``: a new font redraws the plots of a cached run."""
@@ -491,7 +509,7 @@ def evaluate_classifier(
         raise ValueError(f"font {font} is not the plot font {plot_fns.plot_font()}")
 
     def build(out: Path) -> None:
-        labels = encode_fns.load_label_map(artifact_path(encoded, "labels.json"))
+        labels = encode_fns.load_label_map(encoded.file(catalog.LABELS_JSON))
         test = load_encoded_split(encoded, "test")
         net = load_trained_model(model)
         probs = train_fns.predict_proba(
@@ -503,26 +521,28 @@ def evaluate_classifier(
         metrics.update(split_report or {})
         metrics["calibration"] = _calibration_report(net, probs, y_true, out, test)
         metrics["ensemble"] = len(classifiers(net))
-        write_json_atomic(out / "metrics.json", metrics)
-        (out / "confusion.md").write_text(eval_fns.format_confusion_markdown(metrics), "utf-8")
-        history = read_json(model[0] if isinstance(model, list) else model, "history.json")
+        write_json_atomic(out / catalog.METRICS_JSON, metrics)
+        (out / catalog.CONFUSION_MD).write_text(
+            eval_fns.format_confusion_markdown(metrics), "utf-8"
+        )
+        history = read_json(model[0] if isinstance(model, list) else model, catalog.HISTORY_JSON)
         plot_fns.plot_training_curve(history["epochs"], out / plot_fns.TRAINING_CURVE,
                                      history.get("best_epoch"))  # fmt: skip
         plot_fns.plot_confusion(metrics["confusion_matrix"], labels, out / plot_fns.CONFUSION_PNG)
         _log(f"test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
 
-    return materialize("metrics", inputs, build)
+    return materialize(catalog.METRICS.name, inputs, build)
 
 
 def _bundle_features(
-    ngrams: dict | None, net: RNNClassifier | MeanEnsemble
+    ngrams: ArtifactRef | None, net: RNNClassifier | MeanEnsemble
 ) -> tuple[pl.DataFrame, dict] | None:
     if net.wide is None:
         return None
-    if ngrams is None or not artifact_path(ngrams, FEATURES).is_file():
+    if ngrams is None or not ngrams.file(catalog.FEATURES_PARQUET).is_file():
         raise InputError("the model has a wide n-gram branch but no n-gram features were given")
-    spec = read_json(ngrams, "features.json")["spec"]
-    return pl.read_parquet(artifact_path(ngrams, FEATURES)), spec
+    spec = read_json(ngrams, catalog.FEATURES_JSON)["spec"]
+    return pl.read_parquet(ngrams.file(catalog.FEATURES_PARQUET)), spec
 
 
 def _calibration_report(
@@ -549,17 +569,17 @@ def _calibration_report(
     return report
 
 
-@artifact_task("bundle", ("zhflow.tasks.bundle",), task_run_name="bundle")
+@artifact_task(catalog.BUNDLE.name, ("zhflow.tasks.bundle",), task_run_name="bundle")
 def package_bundle(
     workdir: str,
-    model: dict | list[dict],
-    vocab: dict,
-    encoded: dict,
-    metrics: dict,
+    model: ArtifactRef | list[ArtifactRef],
+    vocab: ArtifactRef,
+    encoded: ArtifactRef,
+    metrics: ArtifactRef,
     tokenizer: dict,
-    ngrams: dict | None = None,
+    ngrams: ArtifactRef | None = None,
     training: dict | None = None,
-) -> dict:
+) -> ArtifactRef:
     """``ngrams``: the n-gram artifact whose features the model's wide branch reads.
     ``training`` (e.g. the corpus digest) is recorded in the bundle's config with the
     packaging date and the zhflow version, for ``zhflow info``."""
@@ -573,10 +593,10 @@ def package_bundle(
             net.state_dict(),
             net.config,
             segment_fns.TokenizerSpec.from_dict(tokenizer),
-            pl.read_parquet(artifact_path(vocab, "vocab.parquet")),
-            encode_fns.load_label_map(artifact_path(encoded, "labels.json")),
-            max_len=read_json(encoded, "meta.json")["max_len"],
-            metrics=read_json(metrics, "metrics.json"),
+            pl.read_parquet(vocab.file(catalog.VOCAB_PARQUET)),
+            encode_fns.load_label_map(encoded.file(catalog.LABELS_JSON)),
+            max_len=read_json(encoded, catalog.META_JSON)["max_len"],
+            metrics=read_json(metrics, catalog.METRICS_JSON),
             features=_bundle_features(ngrams, net),
             extra={"zhflow_version": _zhflow_version(), "ensemble": len(classifiers(net)),
                    "training": {
@@ -585,10 +605,10 @@ def package_bundle(
             }},
         )  # fmt: skip
         for name in (plot_fns.TRAINING_CURVE, plot_fns.CONFUSION_PNG, plot_fns.RELIABILITY_PNG):
-            if artifact_path(metrics, name).is_file():
-                shutil.copyfile(artifact_path(metrics, name), out / name)
+            if metrics.file(name).is_file():
+                shutil.copyfile(metrics.file(name), out / name)
 
-    return materialize("bundle", inputs, build)
+    return materialize(catalog.BUNDLE.name, inputs, build)
 
 
 def _zhflow_version() -> str | None:

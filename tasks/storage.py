@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zhflow.tasks.catalog import MANIFEST as MANIFEST  # re-exported for readers
 from zhflow.tasks.errors import InputError, WriteError, ZhflowError
 
-MANIFEST = "_manifest.json"
 _CHUNK = 1 << 20
 # mkstemp/mkdtemp create 0600/0700 entries; finished files get the usual umask-based modes.
 # Read once at import (os.umask can only be read by setting it, which races with threads).

@@ -27,12 +27,13 @@ import torch.nn.functional as F
 
 from zhflow.models.rnn import RNNClassifier, RNNConfig, count_parameters
 from zhflow.models.wide import Bags, RaggedBags, bag_matrix, gather_bags, transpose_csr
+from zhflow.tasks import catalog
 from zhflow.tasks.errors import InputError, ZhflowError
 from zhflow.tasks.evaluate import macro_f1
 from zhflow.tasks.linear import fit_logistic_path
 from zhflow.tasks.storage import atomic_path
 
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = catalog.CHECKPOINT_PT
 _CHECKPOINT_FORMAT = 1
 # Settings that change where/how fast a run goes but not what it computes: a checkpoint written
 # under other values of these may still be resumed.

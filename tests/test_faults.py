@@ -94,12 +94,16 @@ def test_moved_work_dir_rebuilds_only_what_is_missing(
 
 def test_refs_are_stored_relative_and_anchored_on_reading(tmp_path: Path) -> None:
     from zhflow.tasks.cache import RelocatableJSON, anchor_ref
+    from zhflow.tasks.storage import ArtifactRef
 
     ref = {"stage": "vocab", "key": "k1", "path": "/old/place/vocab/k1", "digest": "d"}
     stored = json.loads(RelocatableJSON().dumps(ref))
     assert stored == {**ref, "path": "vocab/k1"}
-    assert anchor_ref(stored, tmp_path) == {**ref, "path": str(tmp_path / "vocab" / "k1")}
-    assert anchor_ref(ref, tmp_path)["path"] == str(tmp_path / "vocab" / "k1")  # old records
+    anchored = ArtifactRef(**{**ref, "path": str(tmp_path / "vocab" / "k1")})
+    assert anchor_ref(stored, tmp_path) == anchored
+    assert anchor_ref(ref, tmp_path) == anchored  # old records
+    assert RelocatableJSON().loads(RelocatableJSON().dumps(anchored)) == ArtifactRef(
+        **stored)  # fmt: skip
     assert anchor_ref({"other": 1}, tmp_path) == {"other": 1}
 
 

@@ -73,7 +73,7 @@ def test_pretrain_stage_writes_aligned_embeddings(tmp_path, tiny_csv) -> None:
         unlabeled_digest=stages.hash_source([str(extra)]), tokenizer=spec.to_dict(),
         identity=spec.identity(), dim=8, seed=0, workers=1)  # fmt: skip
     vectors, found = stages.load_embeddings(ref)
-    size = pl.read_parquet(stages.artifact_path(vocab, "vocab.parquet")).height
+    size = pl.read_parquet(vocab.file("vocab.parquet")).height
     assert vectors.shape == (size, 8) and found.shape == (size,) and 0 < int(found.sum()) < size
     summary = stages.read_json(ref, "summary.json")
     assert summary["unlabeled_texts"] == 2 and summary["vocab_found"] == int(found.sum())

@@ -32,7 +32,7 @@ def _tokens(tmp_path, corpus_ref, engine: str = "char") -> dict:
 
 
 def test_ingest_writes_corpus_and_profile(corpus_ref) -> None:
-    frame = pl.read_parquet(stages.artifact_path(corpus_ref, "corpus.parquet"))
+    frame = pl.read_parquet(corpus_ref.file("corpus.parquet"))
     assert frame.columns == ["id", "text", "label", "split"]
     profile = stages.read_json(corpus_ref, "profile.json")
     assert profile["rows"] == 96 and profile["labels"] == {"neg": 48, "pos": 48}
@@ -40,7 +40,7 @@ def test_ingest_writes_corpus_and_profile(corpus_ref) -> None:
 
 
 def test_ingest_is_reused_not_rebuilt(tmp_path, tiny_csv, corpus_ref) -> None:
-    marker = stages.artifact_path(corpus_ref, "profile.json").stat().st_mtime_ns
+    marker = corpus_ref.file("profile.json").stat().st_mtime_ns
     again = stages.ingest_corpus.fn(
         workdir=str(tmp_path / "w"), source=[str(tiny_csv)],
         source_digest=stages.hash_source([str(tiny_csv)]), fmt=None, text_col=None,
@@ -48,31 +48,31 @@ def test_ingest_is_reused_not_rebuilt(tmp_path, tiny_csv, corpus_ref) -> None:
         dedupe=False,
     )  # fmt: skip
     assert again == corpus_ref
-    assert stages.artifact_path(again, "profile.json").stat().st_mtime_ns == marker
+    assert again.file("profile.json").stat().st_mtime_ns == marker
 
 
 def test_segment_then_tables_then_encode(tmp_path, corpus_ref) -> None:
     tokens = _tokens(tmp_path, corpus_ref)
-    frame = pl.read_parquet(stages.artifact_path(tokens, "tokens.parquet"))
+    frame = pl.read_parquet(tokens.file("tokens.parquet"))
     assert frame.columns == ["id", "tokens", "label", "split"]
     assert frame["tokens"][0].to_list()[:3] == list(frame["tokens"][0].to_list()[:3])
     workdir = str(tmp_path / "w")
 
     ngrams = stages.build_ngram_table.fn(workdir=workdir, tokens=tokens, n_max=2)
-    table = pl.read_parquet(stages.artifact_path(ngrams, "ngrams.parquet"))
+    table = pl.read_parquet(ngrams.file("ngrams.parquet"))
     assert set(table["n"].unique().to_list()) == {1, 2}
 
     vocab = stages.build_vocab_table.fn(workdir=workdir, tokens=tokens, min_freq=1, max_vocab=500)
-    vocab_df = pl.read_parquet(stages.artifact_path(vocab, "vocab.parquet"))
+    vocab_df = pl.read_parquet(vocab.file("vocab.parquet"))
     train_chars = {
         c for toks in stages.scan_train_tokens(tokens).collect()["tokens"].to_list() for c in toks
     }
     assert set(vocab_df["token"].to_list()[2:]) == train_chars  # fitted on train only
 
     encoded = stages.encode_corpus.fn(workdir=workdir, tokens=tokens, vocab=vocab, max_len=8)
-    train = load_file(str(stages.artifact_path(encoded, "train.safetensors")))
+    train = load_file(str(encoded.file("train.safetensors")))
     assert train["ids"].shape[1] == 8 and train["lengths"].max() <= 8
-    meta = json.loads(stages.artifact_path(encoded, "meta.json").read_text())
+    meta = json.loads(encoded.file("meta.json").read_text())
     assert meta["vocab_size"] == vocab_df.height
     assert stages.read_json(encoded, "labels.json") == {"labels": ["neg", "pos"]}
 
@@ -100,7 +100,7 @@ def test_train_evaluate_bundle(tmp_path, corpus_ref) -> None:
         tokenizer=TokenizerSpec(engine="char").to_dict(),
         training={"corpus_digest": "c0ffee", "rows": 96},
     )  # fmt: skip
-    loaded = load_bundle(bundle["path"])
+    loaded = load_bundle(bundle.path)
     assert loaded.labels == ["neg", "pos"] and loaded.max_len == 16
     training = loaded.config["training"]  # for `zhflow info`
     assert training["corpus_digest"] == "c0ffee" and training["rows"] == 96
@@ -122,15 +122,15 @@ def test_metrics_stage_redraws_its_plots_when_the_font_changes(
     args = dict(workdir=workdir, model=model, encoded=encoded)
     first = stages.evaluate_classifier.fn(**args, font=plots.plot_font())
     assert stages.evaluate_classifier.fn(**args, font=plots.plot_font()) == first  # reused
-    png = stages.artifact_path(first, plots.CONFUSION_PNG)
+    png = first.file(plots.CONFUSION_PNG)
     drawn_at = png.stat().st_mtime_ns
     newer = {**plots.plot_font(), "version": "9.9.9", "sha256": "0" * 64}
     with pytest.raises(ValueError, match="not the plot font"):  # the key cannot name another
         stages.evaluate_classifier.fn(**args, font=newer)
     monkeypatch.setattr(plots, "plot_font", lambda: newer)  # as if the package were upgraded
     second = stages.evaluate_classifier.fn(**args, font=newer)
-    assert second["key"] != first["key"]
-    assert stages.artifact_path(second, plots.CONFUSION_PNG).is_file()
+    assert second.key != first.key
+    assert second.file(plots.CONFUSION_PNG).is_file()
     assert png.stat().st_mtime_ns == drawn_at  # the old artifact is untouched
 
 
@@ -151,4 +151,4 @@ def test_ingest_can_drop_duplicate_texts(tmp_path) -> None:
     assert profile["conflicting_label_texts"] == 1 and profile["conflicting_rows_dropped"] == 2
     assert profile["duplicates_dropped"] == 1 and profile["conflicting_labels"] == 0
     assert profile["cross_split_duplicate_texts"] == 0
-    assert pl.read_parquet(stages.artifact_path(ref, "corpus.parquet")).height == 11
+    assert pl.read_parquet(ref.file("corpus.parquet")).height == 11

@@ -38,7 +38,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 BIN = Path(sys.executable).parent
 TINY = ["--tokenizer", "char", "--epochs", "1", "--hidden", "8", "--embedding-dim", "8"]
 TRAIN_PARAMS = [f"--train-param={k[2:]}={v}" for k, v in zip(TINY[::2], TINY[1::2], strict=True)]
-RUN_NAME = "tiny-gru-train"  # flow_run_name: corpus stem, model (default gru), until
+RUN_NAME = "tiny-gru-bundle"  # flow_run_name: corpus stem, model (default gru), until
 
 
 def _free_port() -> int:
