@@ -404,7 +404,7 @@ def load_embeddings(embeddings: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 @artifact_task(
     "model",
-    ("tasks.train", "models.rnn"),
+    ("tasks.train", "tasks.linear", "models.rnn", "models.wide"),
     task_run_name="train-{model_config[cell]}-h{model_config[hidden_size]}"
     "-e{train_config[epochs]}-s{train_config[seed]}",
 )
