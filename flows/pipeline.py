@@ -17,16 +17,16 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
-from flows import artifacts, leaderboard
-from tasks import plots, stages
-from tasks.cache import anchor_ref
-from tasks.cluster import ClusterSpec, open_task_runner
-from tasks.corpus import demo_corpus_paths
-from tasks.errors import InputError
-from tasks.features import NgramSpec
-from tasks.segment import TokenizerSpec, default_workers
-from tasks.storage import write_json_atomic
-from tasks.train import default_train_threads
+from zhflow.flows import artifacts, leaderboard
+from zhflow.tasks import plots, stages
+from zhflow.tasks.cache import anchor_ref
+from zhflow.tasks.cluster import ClusterSpec, open_task_runner
+from zhflow.tasks.corpus import demo_corpus_paths
+from zhflow.tasks.errors import InputError
+from zhflow.tasks.features import NgramSpec
+from zhflow.tasks.segment import TokenizerSpec, default_workers
+from zhflow.tasks.storage import write_json_atomic
+from zhflow.tasks.train import default_train_threads
 
 STAGES = ("tokenize", "ngrams", "vocab", "encode", "train")
 DEFAULT_WORKDIR = "data/work"
@@ -85,7 +85,7 @@ def resolve_corpus(corpus: str | list[str] | None, fmt: str | None) -> tuple[lis
 
 
 def _resolved(path: str) -> Path:
-    from tasks.guards import check_readable
+    from zhflow.tasks.guards import check_readable
 
     check_readable(path)  # a symlink loop: one line, not pathlib's RuntimeError
     return Path(path).expanduser().resolve()

@@ -25,12 +25,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.rnn import RNNClassifier, RNNConfig, count_parameters
-from models.wide import Bags, RaggedBags, bag_matrix, gather_bags, transpose_csr
-from tasks.errors import InputError, ZhflowError
-from tasks.evaluate import macro_f1
-from tasks.linear import fit_logistic_path
-from tasks.storage import atomic_path
+from zhflow.models.rnn import RNNClassifier, RNNConfig, count_parameters
+from zhflow.models.wide import Bags, RaggedBags, bag_matrix, gather_bags, transpose_csr
+from zhflow.tasks.errors import InputError, ZhflowError
+from zhflow.tasks.evaluate import macro_f1
+from zhflow.tasks.linear import fit_logistic_path
+from zhflow.tasks.storage import atomic_path
 
 CHECKPOINT_NAME = "checkpoint.pt"
 _CHECKPOINT_FORMAT = 1
@@ -379,7 +379,7 @@ def train_model(
     AdamW rate trains these small RNNs as well as warmup/decay and keeps resume trivial.
 
     ``init_embeddings`` = (vectors (V, E), found (V,) bool): pretrained rows copied into the
-    embedding table before training (``tasks.pretrain``); rows not found keep their init.
+    embedding table before training (``zhflow.tasks.pretrain``); rows not found keep their init.
     """
     tc = train_config
     say: Callable[[str], None] = log if log is not None else (lambda _msg: None)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.wide import RaggedBags, bag_matrix, transpose_csr
-from tasks.linear import fit_logistic, fit_logistic_path
+from zhflow.models.wide import RaggedBags, bag_matrix, transpose_csr
+from zhflow.tasks.linear import fit_logistic, fit_logistic_path
 
 
 def _problem(seed: int = 0, n: int = 120, f: int = 30, classes: int = 3) -> tuple:
