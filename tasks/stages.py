@@ -422,7 +422,7 @@ def load_embeddings(embeddings: ArtifactRef) -> tuple[torch.Tensor, torch.Tensor
 
 @artifact_task(
     catalog.MODEL.name,
-    ("zhflow.tasks.train", "zhflow.models.rnn"),
+    ("zhflow.tasks.train", "zhflow.tasks.linear", "zhflow.models.rnn", "zhflow.models.wide"),
     task_run_name="train-{model_config[cell]}-h{model_config[hidden_size]}"
     "-e{train_config[epochs]}-s{train_config[seed]}",
 )
