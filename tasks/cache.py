@@ -1,7 +1,8 @@
 """Content-based cache keys for Prefect tasks whose results are artifact folders.
 
-A stage's key hashes: the stage name, the source of the code that builds it, its parameters,
-and the content digests of the artifacts it reads. The same key names the output folder
+A stage's key hashes: the stage name, its code version (the catalog's explicit version and the
+syntax of the functions that build it and of what they call: tasks/codeversion.py), its
+parameters, and the content digests of the artifacts it reads. The same key names the output folder
 (``<workdir>/<stage>/<key>``), so a cache record always points at its own content. The policy
 drops the record when that folder is missing or fails its manifest check: Prefect then runs the
 task again (and records it afresh) instead of trusting a record whose output was deleted or
@@ -10,9 +11,7 @@ corrupted.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import inspect
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -22,20 +21,33 @@ from prefect.cache_policies import CachePolicy
 from prefect.serializers import JSONSerializer
 from pydantic import Field
 
+from zhflow.tasks import catalog
 from zhflow.tasks.catalog import CACHE_DIR  # records: <workdir>/cache/<key>, beside artifacts
+from zhflow.tasks.codeversion import code_version
 from zhflow.tasks.storage import ArtifactRef, artifact_ref, sha256_json
 
 # Parameters that say where or how fast to work, never what to compute.
 NON_KEY_PARAMS = frozenset({"workdir", "workers", "cluster", "progress", "log"})
 
 
+@dataclass(frozen=True)
+class StageCode:
+    """What builds a stage: its task function (the root of its code version) and the
+    parameters that never enter its key beyond :data:`NON_KEY_PARAMS`."""
+
+    root: Callable[..., Any]
+    key_ignores: tuple[str, ...] = ()
+
+
+#: Filled by ``tasks.stages.artifact_task``: stage name -> its code.
+STAGE_CODE: dict[str, StageCode] = {}
+
+
 @cache
-def code_hash(*modules: str) -> str:
-    """sha256 over the source of the modules that define a stage's computation."""
-    h = hashlib.sha256()
-    for name in modules:
-        h.update(inspect.getsource(importlib.import_module(name)).encode("utf-8"))
-    return h.hexdigest()
+def stage_code(stage: str) -> str:
+    """A stage's code version: the catalog's explicit ``version`` and the hash of the functions
+    that build it and what they call (tasks/codeversion.py)."""
+    return f"v{catalog.stage(stage).version}-{code_version(STAGE_CODE[stage].root)}"
 
 
 def _key_value(value: Any) -> Any:
@@ -49,17 +61,28 @@ def _key_value(value: Any) -> Any:
     return value
 
 
-def stage_key(stage: str, modules: tuple[str, ...], inputs: dict[str, Any]) -> str:
-    params = {k: _key_value(v) for k, v in sorted(inputs.items()) if k not in NON_KEY_PARAMS}
-    return sha256_json({"stage": stage, "code": code_hash(*modules), "inputs": params})
+def stage_key(
+    stage: str, code: str, inputs: dict[str, Any], key_ignores: tuple[str, ...] = ()
+) -> str:
+    """The key of ``stage`` built by code version ``code`` from ``inputs``."""
+    ignored = NON_KEY_PARAMS | set(key_ignores)
+    params = {k: _key_value(v) for k, v in sorted(inputs.items()) if k not in ignored}
+    return sha256_json({"stage": stage, "code": code, "inputs": params})
+
+
+def key_of(stage: str, inputs: dict[str, Any]) -> str:
+    """The key of a registered stage (``STAGE_CODE``) for ``inputs``."""
+    return stage_key(stage, stage_code(stage), inputs, STAGE_CODE[stage].key_ignores)
 
 
 @dataclass
 class ArtifactPolicy(CachePolicy):
-    """Cache on input content + parameters + code; miss when the output folder is not intact."""
+    """Cache on input content + parameters + code; miss when the output folder is not intact.
+
+    ``code`` stands in for the registered stage's code version (tests)."""
 
     stage: str = ""
-    modules: tuple[str, ...] = ()
+    code: str = ""
 
     def compute_key(
         self,
@@ -68,7 +91,7 @@ class ArtifactPolicy(CachePolicy):
         flow_parameters: dict[str, Any],
         **kwargs: Any,
     ) -> str | None:
-        key = stage_key(self.stage, self.modules, inputs)
+        key = stage_key(self.stage, self.code, inputs) if self.code else key_of(self.stage, inputs)
         if artifact_ref(inputs["workdir"], self.stage, key) is None:
             # Output missing or corrupt: forget the record so the task runs and records anew.
             (Path(inputs["workdir"]) / CACHE_DIR / key).unlink(missing_ok=True)
@@ -76,10 +99,10 @@ class ArtifactPolicy(CachePolicy):
 
 
 def find_artifact(
-    workdir: str, stage: str, modules: tuple[str, ...], inputs: dict[str, Any]
+    workdir: str, stage: str, inputs: dict[str, Any]
 ) -> tuple[str, ArtifactRef | None]:
     """The stage key for these inputs and the intact artifact under it, if one exists."""
-    key = stage_key(stage, modules, inputs)
+    key = key_of(stage, inputs)
     return key, artifact_ref(workdir, stage, key)
 
 

@@ -36,7 +36,14 @@ from zhflow.tasks import pretrain as pretrain_fns
 from zhflow.tasks import segment as segment_fns
 from zhflow.tasks import tables as table_fns
 from zhflow.tasks import train as train_fns
-from zhflow.tasks.cache import ArtifactPolicy, RelocatableJSON, find_artifact, stage_key
+from zhflow.tasks.cache import (
+    STAGE_CODE,
+    ArtifactPolicy,
+    RelocatableJSON,
+    StageCode,
+    find_artifact,
+    key_of,
+)
 from zhflow.tasks.errors import InputError
 from zhflow.tasks.features import NgramFeaturizer, NgramSpec
 from zhflow.tasks.storage import (
@@ -48,18 +55,19 @@ from zhflow.tasks.storage import (
     write_json_atomic,
 )
 
-STAGE_MODULES: dict[str, tuple[str, ...]] = {}
 
+def artifact_task(stage: str, key_ignores: tuple[str, ...] = (), **task_options: Any) -> Callable:
+    """Make a Prefect task cached on content (see tasks/cache.py) that returns an artifact ref.
 
-def artifact_task(stage: str, modules: tuple[str, ...], **task_options: Any) -> Callable:
-    """Make a Prefect task cached on content (see tasks/cache.py) that returns an artifact ref."""
+    The task function is the root of the stage's code version; ``key_ignores`` are
+    parameters it takes that must not enter the key (their content is in another one)."""
 
     def decorate(fn: Callable) -> Any:
-        STAGE_MODULES[stage] = (*modules, fn.__module__)
+        STAGE_CODE[stage] = StageCode(fn, key_ignores)
         return task(  # type: ignore[call-overload]  # options pass through **task_options
             fn,
             name=stage,
-            cache_policy=ArtifactPolicy(stage=stage, modules=STAGE_MODULES[stage]),
+            cache_policy=ArtifactPolicy(stage=stage),
             result_serializer=RelocatableJSON(),  # data, never pickles; refs relative
             persist_result=True,
             tags=["zhflow", stage],
@@ -76,7 +84,7 @@ def materialize(stage: str, inputs: dict[str, Any], build: Callable[[Path], None
     building the same artifact twice; the rename into place keeps readers safe regardless.
     """
     workdir = inputs["workdir"]
-    key, ref = find_artifact(workdir, stage, STAGE_MODULES[stage], inputs)
+    key, ref = find_artifact(workdir, stage, inputs)
     if ref is None:
         lock_path = Path(workdir) / catalog.LOCKS_DIR / f"{stage}-{key[:16]}.lock"
         with write_guard(lock_path):  # a read-only work dir: one line, not a traceback
@@ -118,7 +126,7 @@ def _log(message: str) -> None:
 # 1. corpus: read, validate, profile, split
 
 
-@artifact_task(catalog.CORPUS.name, ("zhflow.tasks.corpus",), task_run_name="read-corpus")
+@artifact_task(catalog.CORPUS.name, task_run_name="read-corpus")
 def ingest_corpus(
     workdir: str,
     source: list[str],
@@ -177,7 +185,7 @@ def ingest_corpus(
 
 @artifact_task(
     catalog.TOKENS.name,
-    ("zhflow.tasks.segment",),
+    key_ignores=("tokenizer",),  # the identity holds what decides the tokens; no paths
     task_run_name="segment-{tokenizer[engine]}-{tokenizer[mode]}-w{workers}",
 )
 def segment_corpus(
@@ -188,7 +196,9 @@ def segment_corpus(
     workers: int,
     cluster: dict | None = None,
 ) -> ArtifactRef:
-    """``identity`` (engine version, dictionary hashes...) is an input so it enters the key.
+    """The key holds ``identity`` (engine version, dictionary hashes...), never ``tokenizer``:
+    equivalent specs (``char`` with or without ``hmm``) and a dictionary moved elsewhere share
+    one artifact.
 
     ``workers`` local processes, or with ``cluster`` (``ClusterSpec.to_dict()``) shards on a
     Dask cluster; neither enters the key: the tokens are the same, byte for byte.
@@ -205,7 +215,7 @@ def segment_corpus(
         else:
             tokens = segment_fns.segment_frame(frame, spec, workers, progress=_segment_progress)
         tokens.write_parquet(out / catalog.TOKENS_PARQUET)
-        write_json_atomic(out / catalog.TOKENIZER_JSON, {"spec": tokenizer, "identity": identity})
+        write_json_atomic(out / catalog.TOKENIZER_JSON, {"identity": identity})
 
     return materialize(catalog.TOKENS.name, inputs, build)
 
@@ -241,7 +251,6 @@ def scan_train_tokens(tokens: ArtifactRef) -> pl.LazyFrame:
 
 @artifact_task(
     catalog.NGRAMS.name,
-    ("zhflow.tasks.tables", "zhflow.tasks.features"),
     task_run_name="ngrams-n{n_max}",
 )
 def build_ngram_table(
@@ -275,9 +284,7 @@ def load_featurizer(ngrams: ArtifactRef) -> NgramFeaturizer | None:
     )
 
 
-@artifact_task(
-    catalog.VOCAB.name, ("zhflow.tasks.tables",), task_run_name="vocab-min{min_freq}-max{max_vocab}"
-)
+@artifact_task(catalog.VOCAB.name, task_run_name="vocab-min{min_freq}-max{max_vocab}")
 def build_vocab_table(
     workdir: str, tokens: ArtifactRef, min_freq: int, max_vocab: int
 ) -> ArtifactRef:
@@ -298,7 +305,6 @@ def build_vocab_table(
 
 @artifact_task(
     catalog.ENCODED.name,
-    ("zhflow.tasks.encode", "zhflow.tasks.features"),
     task_run_name="encode-len{max_len}",
 )
 def encode_corpus(
@@ -350,7 +356,9 @@ def load_encoded_split(encoded: ArtifactRef, split: str) -> dict[str, torch.Tens
 
 
 @artifact_task(
-    catalog.EMBEDDINGS.name, ("zhflow.tasks.pretrain",), task_run_name="pretrain-word2vec-d{dim}"
+    catalog.EMBEDDINGS.name,
+    key_ignores=("tokenizer",),  # as for tokens: the identity, not the spec's paths
+    task_run_name="pretrain-word2vec-d{dim}",
 )
 def pretrain_embeddings(
     workdir: str,
@@ -422,7 +430,6 @@ def load_embeddings(embeddings: ArtifactRef) -> tuple[torch.Tensor, torch.Tensor
 
 @artifact_task(
     catalog.MODEL.name,
-    ("zhflow.tasks.train", "zhflow.tasks.linear", "zhflow.models.rnn", "zhflow.models.wide"),
     task_run_name="train-{model_config[cell]}-h{model_config[hidden_size]}"
     "-e{train_config[epochs]}-s{train_config[seed]}",
 )
@@ -438,11 +445,7 @@ def train_classifier(
                   train_config=train_config, embeddings=embeddings)  # fmt: skip
     # Checkpoints live outside the artifact (which appears only when training is done), keyed
     # like it, so a killed run resumes from its last finished epoch.
-    checkpoints = (
-        Path(workdir)
-        / catalog.CHECKPOINTS_DIR
-        / stage_key(catalog.MODEL.name, STAGE_MODULES[catalog.MODEL.name], inputs)
-    )
+    checkpoints = Path(workdir) / catalog.CHECKPOINTS_DIR / key_of(catalog.MODEL.name, inputs)
 
     def build(out: Path) -> None:
         meta = read_json(encoded, catalog.META_JSON)
@@ -490,7 +493,6 @@ def load_trained_model(model: ArtifactRef | list[ArtifactRef]) -> RNNClassifier 
 
 @artifact_task(
     catalog.METRICS.name,
-    ("zhflow.tasks.evaluate", "zhflow.tasks.plots"),
     task_run_name="evaluate-test",
 )
 def evaluate_classifier(
@@ -569,7 +571,7 @@ def _calibration_report(
     return report
 
 
-@artifact_task(catalog.BUNDLE.name, ("zhflow.tasks.bundle",), task_run_name="bundle")
+@artifact_task(catalog.BUNDLE.name, task_run_name="bundle")
 def package_bundle(
     workdir: str,
     model: ArtifactRef | list[ArtifactRef],

@@ -3,7 +3,7 @@ from __future__ import annotations
 from zhflow.tasks.cache import CACHE_DIR, ArtifactPolicy, stage_key
 from zhflow.tasks.storage import ArtifactRef, building_artifact
 
-MODULES = ("zhflow.tasks.tables",)
+CODE = "v1-test"  # a stage code version (tasks/cache.py stage_code)
 
 
 def _ref(digest: str) -> dict:
@@ -11,34 +11,26 @@ def _ref(digest: str) -> dict:
 
 
 def test_key_depends_on_content_and_params_not_location() -> None:
-    base = stage_key("vocab", MODULES, {"workdir": "/a", "tokens": _ref("d1"), "min_freq": 2})
-    assert base == stage_key(
-        "vocab", MODULES, {"workdir": "/b", "tokens": _ref("d1"), "min_freq": 2}
-    )
-    assert base != stage_key(
-        "vocab", MODULES, {"workdir": "/a", "tokens": _ref("d2"), "min_freq": 2}
-    )
-    assert base != stage_key(
-        "vocab", MODULES, {"workdir": "/a", "tokens": _ref("d1"), "min_freq": 3}
-    )
-    assert base != stage_key(
-        "ngrams", MODULES, {"workdir": "/a", "tokens": _ref("d1"), "min_freq": 2}
-    )
+    base = stage_key("vocab", CODE, {"workdir": "/a", "tokens": _ref("d1"), "min_freq": 2})
+    assert base == stage_key("vocab", CODE, {"workdir": "/b", "tokens": _ref("d1"), "min_freq": 2})
+    assert base != stage_key("vocab", CODE, {"workdir": "/a", "tokens": _ref("d2"), "min_freq": 2})
+    assert base != stage_key("vocab", CODE, {"workdir": "/a", "tokens": _ref("d1"), "min_freq": 3})
+    assert base != stage_key("ngrams", CODE, {"workdir": "/a", "tokens": _ref("d1"), "min_freq": 2})
     # the worker count changes speed, not the result
-    assert stage_key("t", MODULES, {"workdir": "/a", "workers": 1}) == stage_key(
-        "t", MODULES, {"workdir": "/a", "workers": 4}
+    assert stage_key("t", CODE, {"workdir": "/a", "workers": 1}) == stage_key(
+        "t", CODE, {"workdir": "/a", "workers": 4}
     )
 
 
 def test_artifact_ref_objects_key_like_dicts() -> None:
     ref = ArtifactRef(stage="tokens", key="k", path="/elsewhere", digest="d1")
-    assert stage_key("s", MODULES, {"x": ref}) == stage_key("s", MODULES, {"x": _ref("d1")})
+    assert stage_key("s", CODE, {"x": ref}) == stage_key("s", CODE, {"x": _ref("d1")})
 
 
 def test_policy_forgets_record_when_output_is_gone(tmp_path) -> None:
-    policy = ArtifactPolicy(stage="vocab", modules=MODULES)
+    policy = ArtifactPolicy(stage="vocab", code=CODE)
     inputs = {"workdir": str(tmp_path), "min_freq": 2}
-    key = stage_key("vocab", MODULES, inputs)
+    key = stage_key("vocab", CODE, inputs)
     record = tmp_path / CACHE_DIR / key
     record.parent.mkdir()
     record.write_text("{}")

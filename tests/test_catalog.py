@@ -48,10 +48,11 @@ def test_file_names_are_literals_only_in_the_catalog() -> None:
 
 def test_every_stage_task_is_named_by_the_catalog() -> None:
     from zhflow.tasks import stages
+    from zhflow.tasks.cache import STAGE_CODE
 
     tasks = [v for v in vars(stages).values() if hasattr(v, "cache_policy") and hasattr(v, "fn")]
     assert sorted(t.name for t in tasks) == sorted(s.name for s in catalog.STAGES)
-    assert set(stages.STAGE_MODULES) == set(catalog.BY_NAME)
+    assert set(STAGE_CODE) == set(catalog.BY_NAME)
     assert all(s.folder == s.name for s in catalog.STAGES)
 
 

@@ -110,3 +110,57 @@ def test_seeds_train_an_ensemble_whose_bundle_holds_every_member(
     single = train_pipeline(**args)
     assert _states(single)["model"] == "Cached"
     assert single["artifacts"]["model"] == summary["artifacts"]["members"][0]
+
+
+@pytest.fixture
+def fresh_code_versions():
+    from zhflow.tasks.cache import stage_code
+
+    stage_code.cache_clear()
+    yield stage_code.cache_clear
+    stage_code.cache_clear()  # the next test sees the real source again
+
+
+def test_a_comment_edit_keeps_every_stage_cached_a_code_edit_reruns_only_its_stage(
+    prefect_server, tiny_csv, tmp_path, monkeypatch, fresh_code_versions
+) -> None:
+    from zhflow.tasks import codeversion
+
+    real = codeversion.source
+    args = dict(corpus=str(tiny_csv), workdir=str(tmp_path / "w"), until="vocab", **SMALL)
+    first = train_pipeline(**args)
+    # A comment after every function and class of the vocab stage's module (tasks/tables.py).
+    monkeypatch.setattr(codeversion, "source", lambda obj: real(obj) + (
+        "    # a comment\n" if obj.__module__ == "zhflow.tasks.tables" else ""))  # fmt: skip
+    fresh_code_versions()
+    commented = train_pipeline(**args)
+    assert set(_states(commented).values()) == {"Cached"}
+    assert commented["artifacts"] == first["artifacts"]
+    # A statement added to build_vocab: the vocab stage alone runs again (ngrams, which uses
+    # other functions of the same module, stays cached).
+    monkeypatch.setattr(codeversion, "source", lambda obj: real(obj) + (
+        "    _ = None\n" if obj.__qualname__ == "build_vocab" else ""))  # fmt: skip
+    fresh_code_versions()
+    edited = train_pipeline(**args)
+    assert _states(edited) == {"corpus": "Cached", "tokens": "Cached", "ngrams": "Cached",
+                               "vocab": "Completed"}  # fmt: skip
+
+
+def test_equivalent_tokenizer_specs_share_one_tokens_artifact(
+    prefect_server, tiny_csv, tmp_path
+) -> None:
+    stopwords = [tmp_path / "a" / "stop.txt", tmp_path / "b" / "stop.txt"]
+    for path in stopwords:
+        path.parent.mkdir()
+        path.write_text("的\n", encoding="utf-8")
+    args = dict(corpus=str(tiny_csv), workdir=str(tmp_path / "w"), until="tokens", **SMALL)
+    with_hmm = train_pipeline(**args, hmm=True)
+    without_hmm = train_pipeline(**args, hmm=False)  # `char` has no HMM: the same tokens
+    assert _states(without_hmm)["tokens"] == "Cached"
+    assert without_hmm["artifacts"]["tokens"] == with_hmm["artifacts"]["tokens"]
+    # A stopword file counts by its content, not where it lives.
+    here = train_pipeline(**args, stopwords=str(stopwords[0]))
+    there = train_pipeline(**args, stopwords=str(stopwords[1]))
+    assert here["artifacts"]["tokens"] != with_hmm["artifacts"]["tokens"]
+    assert _states(there)["tokens"] == "Cached"
+    assert there["artifacts"]["tokens"] == here["artifacts"]["tokens"]
