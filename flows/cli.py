@@ -24,6 +24,7 @@ from zhflow.flows.progress import terminal_bars
 from zhflow.flows.serve import serve_command
 from zhflow.flows.settings import apply_defaults
 from zhflow.tasks import catalog
+from zhflow.tasks.engines import ENGINES
 
 apply_defaults()
 
@@ -210,7 +211,7 @@ def _until(value: str) -> str:
 @click.option("--workdir", default="data/work", show_default=True, help="Artifacts + cache root.")
 @click.option(
     "--tokenizer",
-    type=click.Choice(["jieba", "char", "thulac", "rjieba"]),
+    type=click.Choice(list(ENGINES)),  # the registry: tasks/engines.py
     default="jieba",
     show_default=True,
 )

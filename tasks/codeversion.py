@@ -116,7 +116,17 @@ def _parse_file(path: str) -> ast.Module | None:
         return None
 
 
-def _binding(module: str, name: str, depth: int = 0) -> str | None:
+def _classes_and_functions(module: str, node: ast.AST) -> list[Any]:
+    namespace = vars(sys.modules[module]) if module in sys.modules else {}
+    found = []
+    for dotted in _dotted_names(node):
+        value = namespace.get(dotted[0])
+        if (inspect.isfunction(value) or inspect.isclass(value)) and _is_ours(value):
+            found.append(value)
+    return found
+
+
+def _binding(module: str, name: str, depth: int = 0) -> ast.stmt | None:
     """The syntax of the module-level statement that binds ``name`` in ``module``: a constant
     counts by its code (``LIMIT = 3``), never by its value at run time (a module's cache dict
     fills up as it runs). An imported name is followed to the module it comes from."""
@@ -134,7 +144,7 @@ def _binding(module: str, name: str, depth: int = 0) -> str | None:
                 if (alias.asname or alias.name) == name:
                     return _binding(node.module, alias.name, depth + 1)
         if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-            return ast.dump(node)
+            return node
     return None
 
 
@@ -164,10 +174,12 @@ def reached(root: Callable[..., Any]) -> dict[str, str]:
             if inspect.isfunction(value) or inspect.isclass(value):
                 if _is_ours(value):
                     todo.append(value)
-            elif _is_ours_module(module):
+            elif _is_ours_module(module) and f"{module}.{attribute}" not in parts:
                 binding = _binding(module, attribute)
                 if binding is not None:
-                    parts.setdefault(f"{module}.{attribute}", binding)
+                    parts[f"{module}.{attribute}"] = ast.dump(binding)
+                    # What the constant is built from (a registry of classes): followed too.
+                    todo.extend(_classes_and_functions(module, binding))
     return parts
 
 

@@ -23,11 +23,6 @@ small strings) and are reassembled in input order, identical to a one-process ru
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import importlib.metadata
-import io
-import logging
 import multiprocessing
 import os
 import re
@@ -37,6 +32,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zhflow.tasks.engines import ENGINES, Tokenizer, get_engine
 from zhflow.tasks.errors import InputError
 from zhflow.tasks.storage import atomic_path, sha256_file, sha256_json
 
@@ -58,10 +54,7 @@ __all__ = [
     "segment_texts",
 ]
 
-ENGINES = ("jieba", "char", "thulac", "rjieba")
 MODES = ("precise", "search")
-#: Engines that honour ``mode`` and ``hmm``.
-_JIEBA_LIKE = ("jieba", "rjieba")
 #: Bump when zhflow's own token logic (normalisation, filtering) changes the tokens.
 SCHEME_VERSION = 1
 #: Below this many texts one process is faster than starting workers (~1 s each).
@@ -69,11 +62,6 @@ MIN_PARALLEL = 2000
 #: Shards per worker: progress granularity and load balance at the tail.
 SHARDS_PER_WORKER = 16
 _MIN_SHARD_TEXTS = 64
-
-_INSTALL_HINT = {"thulac": "pip install zhflow[thulac]", "rjieba": "pip install zhflow[fast]"}
-_PACKAGE = {"jieba": "jieba", "thulac": "thulac", "rjieba": "rjieba"}
-
-Tokenizer = Callable[[str], list[str]]
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -111,30 +99,6 @@ def load_stopwords(path: str | os.PathLike[str]) -> frozenset[str]:
 # --------------------------------------------------------------------------- spec
 
 
-def _engine_version(engine: str) -> str | None:
-    if engine == "char":
-        return None
-    if engine == "jieba":
-        import jieba
-
-        return str(jieba.__version__)
-    try:
-        return importlib.metadata.version(_PACKAGE[engine])
-    except importlib.metadata.PackageNotFoundError:
-        raise InputError(
-            f"tokenizer engine {engine!r} is not installed: {_INSTALL_HINT[engine]}"
-        ) from None
-
-
-def _import_engine(engine: str) -> Any:
-    try:
-        return importlib.import_module(_PACKAGE[engine])
-    except ImportError:
-        raise InputError(
-            f"tokenizer engine {engine!r} is not installed: {_INSTALL_HINT[engine]}"
-        ) from None
-
-
 def _check_file(kind: str, value: Any) -> str | None:
     if value is None:
         return None
@@ -160,21 +124,18 @@ class TokenizerSpec:
     drop_whitespace: bool = True
 
     def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise InputError(
-                f"unknown tokenizer engine {self.engine!r} (choose from {', '.join(ENGINES)})"
-            )
+        engine = get_engine(self.engine)
         if self.mode not in MODES:
             raise InputError(
                 f"unknown segmentation mode {self.mode!r} (choose from {', '.join(MODES)})"
             )
-        if self.mode != "precise" and self.engine not in _JIEBA_LIKE:
+        if self.mode not in engine.modes:
             raise InputError(f"mode {self.mode!r} needs the jieba engine, not {self.engine!r}")
         for name in ("hmm", "normalize", "drop_whitespace"):
             if not isinstance(getattr(self, name), bool):
                 value = getattr(self, name)
                 raise InputError(f"tokenizer option {name} must be true or false, got {value!r}")
-        if self.user_dict is not None and self.engine != "jieba":
+        if self.user_dict is not None and not engine.accepts_user_dict:
             raise InputError(
                 f"a user dictionary needs the jieba engine ({self.engine!r} cannot load one)"
             )
@@ -187,13 +148,13 @@ class TokenizerSpec:
         Options an engine ignores are reported as None, so equivalent specs share caches.
         The user dictionary and stopword files count by content (sha256).
         """
-        jieba_like = self.engine in _JIEBA_LIKE
+        engine = get_engine(self.engine)
         return {
             "scheme": SCHEME_VERSION,
             "engine": self.engine,
-            "engine_version": _engine_version(self.engine),
-            "mode": self.mode if jieba_like else None,
-            "hmm": self.hmm if jieba_like else None,
+            "engine_version": engine.version(),
+            "mode": self.mode if engine.uses_hmm else None,
+            "hmm": self.hmm if engine.uses_hmm else None,
             "normalize": self.normalize,
             "drop_whitespace": self.drop_whitespace,
             "user_dict_sha256": _hash_or_none("user dictionary", self.user_dict),
@@ -230,13 +191,6 @@ def _hash_or_none(kind: str, path: str | None) -> str | None:
 # --------------------------------------------------------------------------- tokenizers
 
 
-def _quiet_jieba() -> Any:
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)  # "Building prefix dict ..." / "Loading model ..."
-    return jieba
-
-
 # Loaded engines, per process: a jieba dictionary costs ~1 s to load, a thulac model ~3 s.
 # Keyed by what the loaded object depends on; mode and HMM are per-call arguments.
 _ENGINES: dict[tuple[str, str | None, str | None], Any] = {}
@@ -245,30 +199,9 @@ _ENGINES_MAX = 4
 
 def _load_engine(engine: str, user_dict: str | None) -> Any:
     key = (engine, user_dict, _hash_or_none("user dictionary", user_dict))
-    obj = _ENGINES.get(key)
-    if obj is not None:
-        return obj
-    if engine == "jieba":
-        from zhflow.tasks.jieba_index import indexed_tokenizer
-
-        jieba = _quiet_jieba()
-        # The same dictionary, read from an index until a job proves large (~1 s saved for
-        # a few texts; identical tokens): tasks/jieba_index.py.
-        obj = indexed_tokenizer(jieba)
-        if obj is None:
-            obj = jieba.Tokenizer()
-            obj.initialize()
-        if user_dict is not None:
-            try:
-                obj.load_userdict(user_dict)
-            except (ValueError, UnicodeDecodeError, OSError) as e:
-                raise InputError(f"bad user dictionary {user_dict}: {e}") from None
-    elif engine == "thulac":
-        thulac = _import_engine("thulac")
-        with contextlib.redirect_stdout(io.StringIO()):  # "Model loaded succeed"
-            obj = thulac.thulac(seg_only=True)
-    else:
-        obj = _import_engine(engine)
+    if key in _ENGINES:
+        return _ENGINES[key]
+    obj = get_engine(engine).load(user_dict)
     if len(_ENGINES) >= _ENGINES_MAX:
         _ENGINES.pop(next(iter(_ENGINES)))
     _ENGINES[key] = obj
@@ -277,20 +210,8 @@ def _load_engine(engine: str, user_dict: str | None) -> Any:
 
 def _engine_cut(spec: TokenizerSpec) -> Tokenizer:
     """The raw engine: text (already normalised) → tokens, before any filtering."""
-    if spec.engine == "char":
-        return list
-    engine = _load_engine(spec.engine, spec.user_dict)
-    hmm = spec.hmm
-    if spec.engine == "jieba":
-        if spec.mode == "search":
-            return lambda text: engine.lcut_for_search(text, HMM=hmm)
-        return lambda text: engine.lcut(text, HMM=hmm)
-    if spec.engine == "rjieba":
-        cut = engine.cut_for_search if spec.mode == "search" else engine.cut
-        return lambda text: list(cut(text, hmm=hmm))
-    if spec.engine == "thulac":
-        return lambda text: engine.cut(text, text=True).split()
-    raise InputError(f"unknown tokenizer engine {spec.engine!r}")  # pragma: no cover
+    loaded = _load_engine(spec.engine, spec.user_dict)
+    return get_engine(spec.engine).cut(loaded, spec.mode, spec.hmm)
 
 
 def make_tokenizer(spec: TokenizerSpec) -> Tokenizer:
@@ -427,8 +348,7 @@ def _unpack(result: str | list[list[str]], n_docs: int) -> list[list[str]]:
 
 
 def _precheck(spec: TokenizerSpec) -> None:
-    if spec.engine in ("thulac", "rjieba"):
-        _import_engine(spec.engine)
+    get_engine(spec.engine).check_installed()
     for kind, path in (("user dictionary", spec.user_dict), ("stopword", spec.stopwords)):
         if path is None:
             continue
@@ -583,9 +503,6 @@ class SegmentJob:
         self._parts = parts
         self._sizes = sizes
         self._post = post
-
-    def done(self) -> bool:
-        return self._futures is None or all(f.done() for f in self._futures)
 
     def parts(self) -> list[Any]:
         """Per-shard results in order: ``post(tokens)`` each with a ``post``, else token lists."""

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import NEGATIVE, POSITIVE
 from zhflow.tasks import jieba_index
-from zhflow.tasks.segment import _quiet_jieba
+from zhflow.tasks.engines import quiet_jieba as _quiet_jieba
 
 TEXTS = [*POSITIVE, *NEGATIVE, "我来到北京清华大学", "他来到了网易杭研大厦",
          "小明硕士毕业于中国科学院计算所", "Wi-Fi 信号很差，t.cn 打不开，哈哈哈哈哈",
