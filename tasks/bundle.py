@@ -38,7 +38,6 @@ from zhflow.tasks.features import NgramFeaturizer, NgramSpec
 from zhflow.tasks.segment import TokenizerSpec
 from zhflow.tasks.storage import (
     MANIFEST,
-    build_manifest,
     manifest_problem,
     sha256_file,
     verify_artifact,
@@ -113,11 +112,6 @@ def write_bundle(
         features[0].write_parquet(out / FEATURES)
         config["wide"] = {"spec": dict(features[1]), "num_features": features[0].height}
     write_json_atomic(out / catalog.CONFIG_JSON, config)
-
-
-def seal_bundle(out: Path) -> None:
-    """Write the manifest of a bundle written outside the artifact store (e.g. a copy)."""
-    (out / MANIFEST).write_text(json.dumps(build_manifest(out), indent=2), encoding="utf-8")
 
 
 def _fail(path: Path, why: str) -> BundleError:

@@ -41,11 +41,6 @@ def encode_tokens(
     return ids, lengths
 
 
-def decode_ids(ids: np.ndarray, lengths: np.ndarray, itos: Sequence[str]) -> list[list[str]]:
-    """Inverse of ``encode_tokens`` (up to truncation and ``<unk>``)."""
-    return [[itos[int(i)] for i in row[:n]] for row, n in zip(ids, lengths, strict=True)]
-
-
 def build_label_map(labels: Iterable[str]) -> list[str]:
     """Sorted distinct labels: position = class id. Sorting makes ids independent of row order."""
     return sorted({str(label) for label in labels})
@@ -101,7 +96,6 @@ __all__ = [
     "UNK",
     "UNK_ID",
     "build_label_map",
-    "decode_ids",
     "encode_labels",
     "encode_tokens",
     "load_label_map",

@@ -7,8 +7,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tests.helpers import train_tiny_bundle
-from zhflow.tasks.bundle import load_bundle, seal_bundle
+from tests.helpers import seal_bundle, train_tiny_bundle
+from zhflow.tasks.bundle import load_bundle
 from zhflow.tasks.encode import encode_tokens
 from zhflow.tasks.errors import BundleError
 from zhflow.tasks.segment import segment_texts

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers import train_tiny_bundle
+from tests.helpers import seal_bundle, train_tiny_bundle
 from zhflow.tasks import storage
-from zhflow.tasks.bundle import load_bundle, seal_bundle
+from zhflow.tasks.bundle import load_bundle
 from zhflow.tasks.errors import BundleError
 
 
