@@ -66,9 +66,10 @@ def train_bundle(out: Path, rows: int = 2000) -> Path:
     import torch
 
     from zhflow.models.rnn import RNNConfig
-    from zhflow.tasks.bundle import seal_bundle, write_bundle
+    from zhflow.tasks.bundle import write_bundle
     from zhflow.tasks.encode import build_label_map, encode_labels, encode_tokens
     from zhflow.tasks.segment import TokenizerSpec, segment_texts
+    from zhflow.tasks.storage import write_manifest
     from zhflow.tasks.tables import build_vocab, vocab_to_index
     from zhflow.tasks.train import TrainConfig, train_model
 
@@ -86,7 +87,7 @@ def train_bundle(out: Path, rows: int = 2000) -> Path:
     result = train_model(cfg, TrainConfig(epochs=1), data, data, log=None)
     write_bundle(out, result.state_dict, cfg, spec, vocab, label_map, 200,
                  metrics={"note": "bench_cli quick bundle, 1 epoch"})  # fmt: skip
-    seal_bundle(out)
+    write_manifest(out)
     return out
 
 

@@ -89,9 +89,10 @@ def train_quick_bundle(out: Path, tokenizer: str, source: str) -> Path:
     import torch
 
     from zhflow.models.rnn import RNNConfig
-    from zhflow.tasks.bundle import seal_bundle, write_bundle
+    from zhflow.tasks.bundle import write_bundle
     from zhflow.tasks.encode import build_label_map, encode_labels, encode_tokens
     from zhflow.tasks.segment import TokenizerSpec, default_workers, segment_texts
+    from zhflow.tasks.storage import write_manifest
     from zhflow.tasks.tables import build_vocab, vocab_to_index
     from zhflow.tasks.train import TrainConfig, train_model
 
@@ -122,7 +123,7 @@ def train_quick_bundle(out: Path, tokenizer: str, source: str) -> Path:
         max_len,
         metrics={"note": "bench_score quick bundle, 1 epoch"},
     )
-    seal_bundle(out)
+    write_manifest(out)
     return out
 
 

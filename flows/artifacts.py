@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from zhflow.tasks import catalog
 from zhflow.tasks.display import plain
+from zhflow.tasks.errors import ZhflowError
 
 if TYPE_CHECKING:
     from zhflow.tasks.storage import ArtifactRef
@@ -358,27 +359,26 @@ def estimate_rows(source: str | Sequence[str], fmt: str | None = None) -> int | 
     Parquet: exact, from the footer. Text formats: newline count (less the header line for
     csv/tsv), read in 1 MiB blocks. Folders: all files under them.
     """
+    from zhflow.tasks.corpus import READERS, detect_format
+
     paths = [Path(source)] if isinstance(source, str | Path) else [Path(p) for p in source]
-    files: list[Path] = []
+    files: list[tuple[Path, str | None]] = []  # a folder's files are format lines
     for p in paths:
-        files += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        if p.is_dir():
+            files += [(f, fmt or "lines") for f in sorted(p.rglob("*")) if f.is_file()]
+        else:
+            files.append((p, fmt))
     total = 0
     try:
-        for f in files:
-            kind = fmt or f.suffix.lower().lstrip(".")
-            if kind == "parquet":
-                import pyarrow.parquet as pq
-
-                total += pq.ParquetFile(f).metadata.num_rows
-                continue
-            newlines, last = 0, b"\n"
-            with open(f, "rb") as fh:
-                while block := fh.read(1 << 20):
-                    newlines += block.count(b"\n")
-                    last = block[-1:]
-            lines = newlines + (last != b"\n")
-            total += max(0, lines - (1 if kind in ("csv", "tsv") else 0))
-    except OSError:
+        for f, kind in files:
+            # The reader's own count (the parquet footer; newlines less a csv/tsv header), for
+            # the format the reader itself picks (.pq is parquet; an unknown suffix: newlines).
+            try:
+                kind = kind or detect_format(f)
+            except ZhflowError:
+                kind = "lines"
+            total += READERS[kind].estimate_rows(f)
+    except (OSError, KeyError):
         return None
     return total or None
 

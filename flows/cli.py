@@ -23,6 +23,7 @@ from zhflow.flows.commands import evaluate_command, info_command, predict_comman
 from zhflow.flows.progress import terminal_bars
 from zhflow.flows.serve import serve_command
 from zhflow.flows.settings import apply_defaults
+from zhflow.models.registry import MODEL_TYPES
 from zhflow.tasks import catalog
 from zhflow.tasks.engines import ENGINES
 
@@ -172,7 +173,8 @@ def _where_to_run(command: Any) -> Any:
             help="Run the sharded stages (segmentation, scoring) on this existing Dask cluster.",
         ),
         click.option(
-            "--workers",
+            "--dask-workers",
+            "--workers",  # the old spelling: --processes are this machine's workers
             "dask_workers",
             type=click.IntRange(min=1),
             help="Start a local Dask cluster of N worker processes for the sharded stages.",
@@ -187,6 +189,12 @@ def _where_to_run(command: Any) -> Any:
 @click.version_option(package_name="zhflow")
 def main() -> None:
     """zhflow: Chinese text classification with jieba, polars, PyTorch RNNs and Prefect."""
+
+
+def _deprecated(old: str, new: str, value: Any) -> Any:
+    if value is not None:
+        click.echo(f"zhflow: warning: {old} is deprecated; use {new}", err=True)
+    return value
 
 
 def _until(value: str) -> str:
@@ -234,11 +242,27 @@ def _until(value: str) -> str:
     help="Full-width → half-width, lower-case Latin, collapse spaces.",
 )
 @click.option(
-    "--model",
+    "--cell",
+    "model",
     type=click.Choice(["rnn", "lstm", "gru"]),
     default="gru",
     show_default=True,
-    help="Recurrent cell.",
+    help="Recurrent cell of the rnn model type.",
+)
+@click.option(
+    "--model",
+    "model_deprecated",
+    type=click.Choice(["rnn", "lstm", "gru"]),
+    hidden=True,
+    expose_value=True,
+    callback=lambda ctx, param, value: _deprecated("--model", "--cell", value),
+)
+@click.option(
+    "--model-type",
+    type=click.Choice(list(MODEL_TYPES)),  # the registry: models/registry.py
+    default="rnn",
+    show_default=True,
+    help="Architecture of the deep branch.",
 )
 @click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--hidden", type=click.IntRange(min=1), default=128, show_default=True)
@@ -340,7 +364,8 @@ def _until(value: str) -> str:
     help="Largest n of the n-gram table.",
 )
 @click.option(
-    "--dedup/--keep-duplicates",
+    "--dedupe/--keep-duplicates",
+    "--dedup",  # the old spelling
     "dedupe",
     default=False,
     show_default=True,
@@ -373,6 +398,8 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
     from zhflow.flows.pipeline import train_pipeline
 
     options["corpus"] = list(corpus) if corpus else None
+    if (cell := options.pop("model_deprecated")) is not None:
+        options["model"] = cell
     options["unlabeled"] = list(options["unlabeled"]) or None
     with terminal_bars(epochs=options["epochs"]):
         summary = _run_guarded(
@@ -387,7 +414,14 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
 
 
 @main.command()
-@click.option("--model", "bundle", required=True, type=click.Path(), help="Model bundle directory.")
+@click.option(
+    "--bundle",
+    "--model",  # the old spelling (`run --model` is the cell): kept as an alias
+    "bundle",
+    required=True,
+    type=click.Path(),
+    help="Model bundle directory (--model: the old spelling).",
+)
 @click.argument("input", nargs=-1, required=True, type=click.Path())
 @click.option("--output", required=True, type=click.Path(), help="Predictions Parquet file.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS))

@@ -121,6 +121,7 @@ def train_pipeline(
     # GRU: with the wide branch beside it, as accurate as the LSTM on the shared corpora and
     # about a third cheaper per epoch, which keeps `make demo` inside its 10 minutes.
     model: str = "gru",
+    model_type: str = "rnn",
     layers: int = 1,
     hidden: int = 128,
     embedding_dim: int = 128,
@@ -198,7 +199,8 @@ def train_pipeline(
     if until == catalog.ENCODED.name:
         return _finish(root, summary)
 
-    model_config = {"cell": model, "embedding_dim": embedding_dim, "hidden_size": hidden,
+    model_config = {"model_type": model_type, "cell": model, "embedding_dim": embedding_dim,
+                    "hidden_size": hidden,
                     "num_layers": layers, "bidirectional": bidirectional, "dropout": dropout,
                     "input": input, "ngram_features": ngram_features}  # fmt: skip
     train_config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,

@@ -77,6 +77,8 @@ class RNNConfig:
     # Its logits mix with the RNN's (``RNNClassifier.forward``): on the shared corpora the
     # linear n-gram model alone matches TF-IDF + LinearSVC, and the mix beats both parts.
     wide_features: int = 0
+    # The architecture (models/registry.py); bundles from before the registry are "rnn".
+    model_type: str = "rnn"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "num_classes", "embedding_dim", "hidden_size", "num_layers"):
@@ -124,6 +126,12 @@ class RNNConfig:
         w = self.wide_features
         if isinstance(w, bool) or not isinstance(w, int) or w < 0:
             raise ValueError(f"RNNConfig.wide_features must be an integer >= 0, got {w!r}")
+        from zhflow.models.registry import MODEL_TYPES  # the registry imports this module
+
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(
+                f"RNNConfig.model_type must be one of {list(MODEL_TYPES)}, got {self.model_type!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

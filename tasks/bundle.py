@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from zhflow.models.ensemble import MeanEnsemble
+from zhflow.models.registry import build_model
 from zhflow.models.rnn import RNNClassifier, RNNConfig
 from zhflow.tasks import catalog
 from zhflow.tasks.encode import load_label_map, save_label_map
@@ -240,9 +241,9 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     members = config.get("ensemble", 1)
     if isinstance(members, bool) or not isinstance(members, int) or members < 1:
         raise _fail(path, f"config.json: ensemble must be a positive integer, got {members!r}")
-    model: RNNClassifier | MeanEnsemble = RNNClassifier(model_config)
+    model: RNNClassifier | MeanEnsemble = build_model(model_config)
     if members > 1:  # a seed ensemble: members.<k>.<name> tensors (models/ensemble.py)
-        model = MeanEnsemble([RNNClassifier(model_config) for _ in range(members)])
+        model = MeanEnsemble([build_model(model_config) for _ in range(members)])
     else:
         # Bundles from before calibration have no temperature: theirs is 1 (raw logits).
         state.setdefault("temperature", torch.tensor(1.0))

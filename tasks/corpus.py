@@ -38,7 +38,7 @@ import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
@@ -46,7 +46,6 @@ import polars as pl
 from zhflow.tasks.errors import InputError
 from zhflow.tasks.guards import reads_input
 
-FORMATS = ("csv", "tsv", "jsonl", "parquet", "lines")
 TEXT_COLUMNS = ("text", "review", "content", "sentence")
 LABEL_COLUMNS = ("label", "labels", "class", "category", "cat")
 SPLITS = ("train", "valid", "test")
@@ -528,32 +527,125 @@ def _parquet_columns(path: Path) -> list[str]:
 # read_corpus
 
 
-def _read_one(
-    path: Path,
-    fmt: str,
-    text_col: str | None,
-    label_col: str | None,
-    id_col: str | None,
-    encoding: str,
-    require_labels: bool,
-) -> pl.DataFrame:
-    """One non-``lines`` file as (id or null, text, label)."""
-    if fmt in ("csv", "tsv"):
+class CorpusReader:
+    """One input format: ``read`` a whole file, or ``iter_chunks`` over it (both validate the
+    same way and name the file, line or column on bad input). A new format is one subclass
+    and one entry in :data:`READERS` (plus its suffixes in ``_SUFFIXES``)."""
+
+    name: ClassVar[str] = ""
+    #: A folder is read as its files, one text per line, the label from the file name.
+    reads_folders: ClassVar[bool] = False
+
+    def read(
+        self,
+        path: Path,
+        text_col: str | None,
+        label_col: str | None,
+        id_col: str | None,
+        encoding: str,
+        require_labels: bool,
+    ) -> pl.DataFrame:
+        """The whole file as (id or null, text, label)."""
+        raise NotImplementedError
+
+    def iter_chunks(
+        self, path: Path, text_col: str | None, id_col: str | None, encoding: str, chunk_rows: int
+    ) -> Iterator[tuple[pl.Series | None, pl.Series]]:
+        """(ids or None, texts) batches of at most ``chunk_rows`` rows, in file order."""
+        raise NotImplementedError
+
+    def estimate_rows(self, path: Path) -> int:
+        """A cheap row count (a progress bar's total): newlines, read in 1 MiB blocks."""
+        newlines, last = 0, b"\n"
+        with open(path, "rb") as fh:
+            while block := fh.read(_CHUNK):
+                newlines += block.count(b"\n")
+                last = block[-1:]
+        return newlines + (last != b"\n")
+
+
+class DelimitedReader(CorpusReader):
+    """csv (``,``) and tsv (tab; unquoted fields allowed); a header row unless none fits."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # type: ignore[misc]  # one class, two formats
+
+    def read(
+        self,
+        path: Path,
+        text_col: str | None,
+        label_col: str | None,
+        id_col: str | None,
+        encoding: str,
+        require_labels: bool,
+    ) -> pl.DataFrame:
         with _as_utf8(path, encoding) as src:
             header, names, text, label, ident = _csv_layout(
-                path, src, fmt, text_col, label_col, id_col, require_labels
+                path, src, self.name, text_col, label_col, id_col, require_labels
             )
-            df = _read_delimited(src, path, fmt, header, names)
-        out = _frame(df, path, text, label, ident)
-    elif fmt == "jsonl":
+            df = _read_delimited(src, path, self.name, header, names)
+        return _frame(df, path, text, label, ident)
+
+    def iter_chunks(
+        self, path: Path, text_col: str | None, id_col: str | None, encoding: str, chunk_rows: int
+    ) -> Iterator[tuple[pl.Series | None, pl.Series]]:
+        yield from _csv_batches(path, self.name, text_col, id_col, encoding, chunk_rows)
+
+    def estimate_rows(self, path: Path) -> int:
+        return max(0, super().estimate_rows(path) - 1)  # the header
+
+
+class JsonlReader(CorpusReader):
+    """One JSON object per line."""
+
+    name = "jsonl"
+
+    def read(
+        self,
+        path: Path,
+        text_col: str | None,
+        label_col: str | None,
+        id_col: str | None,
+        encoding: str,
+        require_labels: bool,
+    ) -> pl.DataFrame:
         _decode_file(path, encoding)
         columns = _jsonl_columns(path, encoding)
         text, label, ident = _pick_columns(
             columns, text_col, label_col, id_col, path, require_labels
         )
         keys = [("id", ident), ("text", text), ("label", label)]
-        out = _rows_frame(list(_jsonl_rows(path, encoding, keys)), ["id", "text", "label"])
-    elif fmt == "parquet":
+        return _rows_frame(list(_jsonl_rows(path, encoding, keys)), ["id", "text", "label"])
+
+    def iter_chunks(
+        self, path: Path, text_col: str | None, id_col: str | None, encoding: str, chunk_rows: int
+    ) -> Iterator[tuple[pl.Series | None, pl.Series]]:
+        _decode_file(path, encoding)
+        columns = _jsonl_columns(path, encoding)
+        text, _, ident = _pick_columns(columns, text_col, None, id_col, path, False)
+        keys = [("id", ident), ("text", text)]
+        rows: list[list[str | None]] = []
+        for row in _jsonl_rows(path, encoding, keys):
+            rows.append(row)
+            if len(rows) == chunk_rows:
+                yield _jsonl_batch(rows, ident)
+                rows = []
+        if rows:
+            yield _jsonl_batch(rows, ident)
+
+
+class ParquetReader(CorpusReader):
+    name = "parquet"
+
+    def read(
+        self,
+        path: Path,
+        text_col: str | None,
+        label_col: str | None,
+        id_col: str | None,
+        encoding: str,
+        require_labels: bool,
+    ) -> pl.DataFrame:
         columns = _parquet_columns(path)
         text, label, ident = _pick_columns(
             columns, text_col, label_col, id_col, path, require_labels
@@ -563,12 +655,79 @@ def _read_one(
             df = pl.read_parquet(path, columns=wanted)
         except pl.exceptions.PolarsError as e:
             raise InputError(f"{path}: cannot read parquet ({str(e).splitlines()[0]})") from None
-        out = _frame(df, path, text, label, ident)
-    else:  # pragma: no cover - guarded by _resolve_format
-        raise InputError(f"unknown corpus format {fmt!r}")
-    if out.height == 0:
-        raise InputError(f"{path}: empty corpus (no rows)")
-    return out
+        return _frame(df, path, text, label, ident)
+
+    def iter_chunks(
+        self, path: Path, text_col: str | None, id_col: str | None, encoding: str, chunk_rows: int
+    ) -> Iterator[tuple[pl.Series | None, pl.Series]]:
+        import pyarrow.parquet as pq
+
+        columns = _parquet_columns(path)
+        text, _, ident = _pick_columns(columns, text_col, None, id_col, path, False)
+        wanted = list(dict.fromkeys(c for c in (ident, text) if c is not None))
+        with pq.ParquetFile(path) as pf:
+            seen = 0
+            for batch in pf.iter_batches(batch_size=chunk_rows, columns=wanted):
+                frame = pl.DataFrame(pl.from_arrow(batch))
+                ids = None
+                if ident is not None:
+                    ids = _to_utf8(frame.get_column(ident), path, ident)
+                    _check_ids(ids, path, offset=seen)
+                seen += frame.height
+                yield ids, _to_utf8(frame.get_column(text), path, text)
+
+    def estimate_rows(self, path: Path) -> int:
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)  # exact, from the footer
+
+
+class LinesReader(CorpusReader):
+    """A text file (or a folder of them): one text per line, the label the file's name."""
+
+    name = "lines"
+    reads_folders = True
+
+    def read(
+        self,
+        path: Path,
+        text_col: str | None,
+        label_col: str | None,
+        id_col: str | None,
+        encoding: str,
+        require_labels: bool,
+    ) -> pl.DataFrame:
+        return _read_lines_file(path, encoding)
+
+    def iter_chunks(
+        self, path: Path, text_col: str | None, id_col: str | None, encoding: str, chunk_rows: int
+    ) -> Iterator[tuple[pl.Series | None, pl.Series]]:
+        _decode_file(path, encoding)
+        ids: list[str] = []
+        texts: list[str] = []
+        for number, line in _text_lines(path, encoding):
+            ids.append(f"{path.stem}:{number}")
+            texts.append(line)
+            if len(texts) == chunk_rows:
+                yield pl.Series(ids, dtype=pl.Utf8), pl.Series(texts, dtype=pl.Utf8)
+                ids, texts = [], []
+        if texts:
+            yield pl.Series(ids, dtype=pl.Utf8), pl.Series(texts, dtype=pl.Utf8)
+
+
+#: format name -> its reader (``--format``'s choices, in this order).
+READERS: dict[str, CorpusReader] = {
+    reader.name: reader
+    for reader in (DelimitedReader("csv"), DelimitedReader("tsv"), JsonlReader(),
+                   ParquetReader(), LinesReader())
+}  # fmt: skip
+
+
+FORMATS = tuple(READERS)
+
+
+def _files(paths: list[Path], reader: CorpusReader) -> list[Path]:
+    return _lines_files(paths) if reader.reads_folders else paths
 
 
 def _read_lines_file(path: Path, encoding: str) -> pl.DataFrame:
@@ -611,18 +770,18 @@ def read_corpus(
     ``require_labels=False`` a missing label column gives an all-null ``label``.
     """
     paths = _paths(source)
-    fmt = _resolve_format(paths, fmt)
-    if fmt == "lines":
+    reader = READERS[_resolve_format(paths, fmt)]
+    if reader.reads_folders:
         _no_columns_for_lines(text_col=text_col, label_col=label_col, id_col=id_col)
-        _codec_name(encoding)
-        frames = [_read_lines_file(f, encoding) for f in _lines_files(paths)]
-        return pl.concat(frames, how="vertical")
     _codec_name(encoding)
-    frames = [
-        _read_one(p, fmt, text_col, label_col, id_col, encoding, require_labels) for p in paths
-    ]
+    frames = []
+    for path in _files(paths, reader):
+        frame = reader.read(path, text_col, label_col, id_col, encoding, require_labels)
+        if frame.height == 0:
+            raise InputError(f"{path}: empty corpus (no rows)")
+        frames.append(frame)
     df = pl.concat(frames, how="vertical")
-    if id_col is None:
+    if id_col is None and not reader.reads_folders:  # lines: "<file stem>:<line>"
         df = df.with_columns(pl.int_range(pl.len()).cast(pl.Utf8).alias("id"))
     return df
 
@@ -1057,41 +1216,17 @@ def read_texts_in_chunks(
     if chunk_rows < 1:
         raise InputError(f"chunk_rows must be positive, got {chunk_rows}")
     paths = _paths(source)
-    fmt = _resolve_format(paths, fmt)
+    reader = READERS[_resolve_format(paths, fmt)]
     _codec_name(encoding)
-    if fmt == "lines":
+    if reader.reads_folders:
         _no_columns_for_lines(text_col=text_col, id_col=id_col)
-        yield from _rechunk(_lines_chunks(_lines_files(paths), encoding, chunk_rows), chunk_rows)
-        return
-    yield from _rechunk(
-        _table_chunks(paths, fmt, text_col, id_col, encoding, chunk_rows), chunk_rows
-    )
-
-
-def _lines_chunks(files: list[Path], encoding: str, chunk_rows: int) -> Iterator[pl.DataFrame]:
-    for path in files:
-        _decode_file(path, encoding)
-        stem = path.stem
-        ids: list[str] = []
-        texts: list[str] = []
-        seen = 0
-        for number, line in _text_lines(path, encoding):
-            ids.append(f"{stem}:{number}")
-            texts.append(line)
-            if len(texts) == chunk_rows:
-                seen += len(texts)
-                yield _id_text_frame(pl.Series(ids, dtype=pl.Utf8), pl.Series(texts), 0)
-                ids, texts = [], []
-        seen += len(texts)
-        if texts:
-            yield _id_text_frame(pl.Series(ids, dtype=pl.Utf8), pl.Series(texts), 0)
-        if seen == 0:
-            raise InputError(f"{path}: empty corpus (no rows)")
+    chunks = _table_chunks(_files(paths, reader), reader, text_col, id_col, encoding, chunk_rows)
+    yield from _rechunk(chunks, chunk_rows)
 
 
 def _table_chunks(
     paths: list[Path],
-    fmt: str,
+    reader: CorpusReader,
     text_col: str | None,
     id_col: str | None,
     encoding: str,
@@ -1100,52 +1235,11 @@ def _table_chunks(
     start = 0
     for path in paths:
         before = start
-        for ids, texts in _file_batches(path, fmt, text_col, id_col, encoding, chunk_rows):
+        for ids, texts in reader.iter_chunks(path, text_col, id_col, encoding, chunk_rows):
             yield _id_text_frame(ids, texts, start)
             start += texts.len()
         if start == before:
             raise InputError(f"{path}: empty corpus (no rows)")
-
-
-def _file_batches(
-    path: Path,
-    fmt: str,
-    text_col: str | None,
-    id_col: str | None,
-    encoding: str,
-    chunk_rows: int,
-) -> Iterator[tuple[pl.Series | None, pl.Series]]:
-    if fmt in ("csv", "tsv"):
-        yield from _csv_batches(path, fmt, text_col, id_col, encoding, chunk_rows)
-    elif fmt == "jsonl":
-        _decode_file(path, encoding)
-        columns = _jsonl_columns(path, encoding)
-        text, _, ident = _pick_columns(columns, text_col, None, id_col, path, False)
-        keys = [("id", ident), ("text", text)]
-        rows: list[list[str | None]] = []
-        for row in _jsonl_rows(path, encoding, keys):
-            rows.append(row)
-            if len(rows) == chunk_rows:
-                yield _jsonl_batch(rows, ident)
-                rows = []
-        if rows:
-            yield _jsonl_batch(rows, ident)
-    elif fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        columns = _parquet_columns(path)
-        text, _, ident = _pick_columns(columns, text_col, None, id_col, path, False)
-        wanted = list(dict.fromkeys(c for c in (ident, text) if c is not None))
-        with pq.ParquetFile(path) as pf:
-            seen = 0
-            for batch in pf.iter_batches(batch_size=chunk_rows, columns=wanted):
-                frame = pl.DataFrame(pl.from_arrow(batch))
-                ids = None
-                if ident is not None:
-                    ids = _to_utf8(frame.get_column(ident), path, ident)
-                    _check_ids(ids, path, offset=seen)
-                seen += frame.height
-                yield ids, _to_utf8(frame.get_column(text), path, text)
 
 
 def _jsonl_batch(

@@ -24,6 +24,7 @@ from safetensors.torch import load_file as load_tensors
 from safetensors.torch import save_file as save_tensors
 
 from zhflow.models.ensemble import MeanEnsemble, classifiers, uncalibrated
+from zhflow.models.registry import build_model
 from zhflow.models.rnn import RNNClassifier, RNNConfig
 from zhflow.tasks import bundle as bundle_fns
 from zhflow.tasks import catalog
@@ -486,7 +487,7 @@ def load_trained_model(model: ArtifactRef | list[ArtifactRef]) -> RNNClassifier 
             return members[0]
         return MeanEnsemble([m for m in members if isinstance(m, RNNClassifier)]).eval()
     cfg = RNNConfig.from_dict(read_json(model, catalog.MODEL_CONFIG_JSON))
-    net = RNNClassifier(cfg)
+    net = build_model(cfg)
     net.load_state_dict(load_tensors(str(model.file(catalog.WEIGHTS_SAFETENSORS))))
     return net.eval()
 

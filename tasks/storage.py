@@ -173,6 +173,11 @@ def build_manifest(folder: Path) -> dict[str, Any]:
     return {"files": files, "digest": sha256_json(files)}
 
 
+def write_manifest(folder: Path) -> None:
+    """Seal ``folder``: its ``_manifest.json`` (also for a bundle copied outside the store)."""
+    (folder / MANIFEST).write_text(json.dumps(build_manifest(folder), indent=2), encoding="utf-8")
+
+
 def manifest_entry_problem(folder: Path, rel: Any) -> str | None:
     """Why a manifest entry must not be opened, or None: an entry is a plain relative name
     inside ``folder`` naming a regular file (a symlink only if it stays inside). Checked
@@ -263,8 +268,7 @@ def _building(final: Path, key: str) -> Iterator[Path]:
     try:
         os.chmod(tmp, 0o777 & ~_UMASK)
         yield tmp
-        manifest = build_manifest(tmp)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        write_manifest(tmp)
         if final.exists():
             # A stale or corrupt copy (a valid one would have been reused): replace it.
             shutil.rmtree(final, ignore_errors=True)

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from zhflow.models import registry
 from zhflow.models.rnn import RNNClassifier, RNNConfig, count_parameters
 from zhflow.models.wide import Bags, RaggedBags, bag_matrix, gather_bags, transpose_csr
 from zhflow.tasks import catalog
@@ -158,8 +159,9 @@ def pick_device(pref: str = "auto") -> torch.device:
 
 
 def build_model(cfg: RNNConfig) -> RNNClassifier:
-    """A fresh model; its init draws from torch's global generator (seed it first)."""
-    return RNNClassifier(cfg)
+    """A fresh model of ``cfg.model_type``; its init draws from torch's global generator (seed
+    it first)."""
+    return registry.build_model(cfg)
 
 
 def make_batches(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import polars as pl
@@ -12,11 +11,10 @@ from tests.conftest import tiny_corpus_rows
 from zhflow.models.ensemble import MeanEnsemble
 from zhflow.models.rnn import RNNClassifier, RNNConfig
 from zhflow.tasks.bundle import write_bundle
-from zhflow.tasks.catalog import MANIFEST
 from zhflow.tasks.encode import build_label_map, encode_labels, encode_tokens
 from zhflow.tasks.features import NgramSpec
 from zhflow.tasks.segment import TokenizerSpec, segment_texts
-from zhflow.tasks.storage import build_manifest
+from zhflow.tasks.storage import write_manifest as seal_bundle
 from zhflow.tasks.tables import (
     build_vocab,
     featurizer_from_table,
@@ -24,11 +22,6 @@ from zhflow.tasks.tables import (
     vocab_to_index,
 )
 from zhflow.tasks.train import TrainConfig, train_model
-
-
-def seal_bundle(out: Path) -> None:
-    """Write the manifest of a bundle written outside the artifact store (e.g. a copy)."""
-    (out / MANIFEST).write_text(json.dumps(build_manifest(out), indent=2), encoding="utf-8")
 
 
 def train_tiny_bundle(

@@ -77,3 +77,16 @@ def test_cli_until_notes_a_deprecated_spelling(capsys: pytest.CaptureFixture[str
     assert "--until tokenize is deprecated; use --until tokens" in capsys.readouterr().err
     assert _until("tokens") == "tokens"
     assert capsys.readouterr().err == ""
+
+
+def test_cli_choices_are_the_registries() -> None:
+    from zhflow.flows import cli
+    from zhflow.models.registry import MODEL_TYPES
+    from zhflow.tasks.corpus import READERS
+    from zhflow.tasks.engines import ENGINES
+
+    run = {p.name: p for p in cli.run.params}
+    assert list(run["tokenizer"].type.choices) == list(ENGINES)
+    assert list(run["model_type"].type.choices) == list(MODEL_TYPES)
+    # The CLI keeps its own list (importing the readers would load polars for every command).
+    assert list(run["fmt"].type.choices) == list(READERS) == cli.FORMATS

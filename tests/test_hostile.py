@@ -28,8 +28,8 @@ from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import train_tiny_bundle
-from zhflow.tasks.bundle import load_bundle, seal_bundle
+from tests.helpers import seal_bundle, train_tiny_bundle
+from zhflow.tasks.bundle import load_bundle
 from zhflow.tasks.corpus import read_corpus, read_texts_in_chunks
 from zhflow.tasks.encode import encode_tokens
 from zhflow.tasks.errors import BundleError, InputError

@@ -122,7 +122,7 @@ def test_info_shows_what_the_bundle_holds(bundle: Path) -> None:
 def test_info_on_an_old_bundle_and_test_metrics(old_bundle: Path, tmp_path: Path) -> None:
     import shutil
 
-    from zhflow.tasks.bundle import seal_bundle
+    from tests.helpers import seal_bundle
 
     info = json.loads(CliRunner().invoke(main, ["info", str(old_bundle), "--json"]).stdout)
     assert info["training"] is None and info["test_metrics"] is None  # metrics.json: {"n": 0}
