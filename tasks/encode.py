@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from zhflow.tasks.segment import FlatIdEncoder
 from zhflow.tasks.storage import atomic_path
 from zhflow.tasks.tables import PAD, UNK
 
@@ -30,15 +31,16 @@ def encode_tokens(
     """
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
-    rows = [
-        [index.get(token, UNK_ID) for token in (tokens or ())[:max_len]] or [UNK_ID]
-        for tokens in token_lists
-    ]
-    ids = np.zeros((len(rows), max_len), dtype=np.int32)
-    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-    return ids, lengths
+    docs = [list(tokens or ()) for tokens in token_lists]
+    flat, lengths = FlatIdEncoder(index, max_len, UNK_ID)(docs)  # the scorer's encoder too
+    return pad_ragged(flat, lengths, max_len), lengths
+
+
+def pad_ragged(flat: np.ndarray, lengths: np.ndarray, max_len: int) -> np.ndarray:
+    """Ragged ids (all rows concatenated) → int32 ``(N, max_len)`` post-padded with 0."""
+    ids = np.zeros((len(lengths), max_len), dtype=np.int32)
+    ids[np.arange(max_len)[None, :] < lengths[:, None]] = flat
+    return ids
 
 
 def build_label_map(labels: Iterable[str]) -> list[str]:
@@ -100,6 +102,7 @@ __all__ = [
     "encode_tokens",
     "load_label_map",
     "load_split",
+    "pad_ragged",
     "save_label_map",
     "save_split",
 ]

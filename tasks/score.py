@@ -33,17 +33,17 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from zhflow.models.wide import RaggedBags, gather_bags
+from zhflow.models.wide import RaggedBags
 from zhflow.tasks import catalog
 from zhflow.tasks.bundle import Bundle
 from zhflow.tasks.corpus import read_texts_in_chunks
-from zhflow.tasks.encode import UNK_ID, encode_tokens
+from zhflow.tasks.encode import UNK_ID, pad_ragged
 from zhflow.tasks.errors import InputError
 from zhflow.tasks.features import NgramFeaturizer
 from zhflow.tasks.segment import FlatIdEncoder, Segmenter, default_workers, segment_texts
 from zhflow.tasks.storage import atomic_path, write_guard
 from zhflow.tasks.tables import vocab_to_index
-from zhflow.tasks.train import inference_batches, predict_proba
+from zhflow.tasks.train import predict_logits
 
 PROB_PREFIX = "prob_"
 EMPTY_REASON = "empty text"
@@ -99,11 +99,18 @@ def predict_chunk(
     probs = np.full((len(texts), len(bundle.labels)), np.nan, dtype=np.float32)
     if kept:
         tokens = segment_texts(kept, bundle.tokenizer, workers=workers)
-        ids, lengths = encode_tokens(tokens, index, bundle.max_len)
-        bags = ragged_bags(bundle.featurizer(tokens)) if bundle.featurizer else None
-        device = next(bundle.model.parameters()).device
-        probs[has_text] = predict_proba(bundle.model, ids, lengths, batch_size, device, bags)
+        encoder = DocEncoder(FlatIdEncoder(index, bundle.max_len, UNK_ID), bundle.featurizer)
+        probs[has_text] = _token_probs(bundle, encoder, tokens, batch_size)
     return _prediction_frame(bundle, chunk, has_text, probs)
+
+
+def _token_probs(
+    bundle: Bundle, encoder: DocEncoder, tokens: list[list[str]], batch_size: int
+) -> np.ndarray:
+    """The bundle's probabilities for segmented texts: the scorer's encoder and forward pass."""
+    ids, lengths, bags = assemble([encoder(tokens)], bundle.max_len)
+    bundle.model.eval()
+    return forward_probs(bundle.model, ids, lengths, batch_size, None, bags)
 
 
 class DocEncoder:
@@ -189,13 +196,6 @@ def _fix_mmap_threshold() -> None:
         pass
 
 
-def pad_ragged(flat: np.ndarray, lengths: np.ndarray, max_len: int) -> np.ndarray:
-    """Ragged ids (all rows concatenated) → int32 ``(N, max_len)`` post-padded with 0."""
-    ids = np.zeros((len(lengths), max_len), dtype=np.int32)
-    ids[np.arange(max_len)[None, :] < lengths[:, None]] = flat
-    return ids
-
-
 def forward_probs(
     model: torch.nn.Module,
     ids: np.ndarray,
@@ -204,42 +204,11 @@ def forward_probs(
     executor: ThreadPoolExecutor | None = None,
     bags: RaggedBags | None = None,
 ) -> np.ndarray:
-    """``zhflow.tasks.train.predict_proba`` with its batches spread over ``executor``'s threads.
-
-    The same batches (``zhflow.tasks.train.inference_batches``: longest first, bounded in rows and
-    padded tokens, each trimmed to its longest text) and
-    the same arithmetic per batch, so the same probabilities; only which thread runs a batch
-    changes. The model must be in eval mode. Without an executor: this thread, in order.
-    """
+    """Softmax probabilities (N, C) float32 of ``zhflow.tasks.train.predict_logits`` (the one
+    inference loop), its batches on ``executor``'s threads. The model must be in eval mode."""
     device = next(model.parameters()).device
-    ids_t = torch.as_tensor(ids)
-    lengths_t = torch.as_tensor(lengths).to("cpu", torch.int64)
-    batches = inference_batches(lengths_t, batch_size)
-    starts = bags.starts if bags is not None else None
-
-    def run(index: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():  # thread-local: entered in the thread that computes
-            b_lengths = lengths_t[index]
-            b_ids = ids_t[index, : int(b_lengths.max())].to(device, non_blocking=True)
-            b_bags = gather_bags(bags, index, starts).to(device) if bags is not None else None
-            return model(b_ids, b_lengths, b_bags).float().cpu()
-
-    if not batches:
-        config: Any = getattr(model, "config", None)  # an RNNClassifier knows its width
-        return np.empty((0, int(config.num_classes)), dtype=np.float32)
-    if executor is None:
-        parts = [run(b) for b in batches]
-    else:
-        # Longest, shortest, 2nd longest, 2nd shortest...: threads take batches in this order,
-        # so a long batch runs beside a short one, not beside the next longest (two of the
-        # largest activation buffers at once raised peak memory by ~40%). Results go back
-        # in batch order; each batch is computed exactly as in the serial path.
-        n = len(batches)
-        zigzag = [k // 2 if k % 2 == 0 else n - 1 - k // 2 for k in range(n)]
-        futures = {i: executor.submit(run, batches[i]) for i in zigzag}
-        parts = [futures[i].result() for i in range(n)]
-    logits = torch.empty(len(lengths_t), parts[0].shape[1])
-    logits[torch.cat(batches)] = torch.cat(parts)
+    logits = predict_logits(model, torch.as_tensor(ids), torch.as_tensor(lengths), batch_size,
+                            device, bags, executor=executor)  # fmt: skip
     return F.softmax(logits, dim=-1).numpy().astype(np.float32, copy=False)
 
 
@@ -436,13 +405,11 @@ def predict_rows(bundle: Bundle, chunk: pl.DataFrame, batch_size: int = 512) -> 
     probs = np.full((len(texts), len(bundle.labels)), np.nan, dtype=np.float32)
     kept = [t for t, keep in zip(texts, has_text, strict=True) if keep]
     if kept:
-        encoded = doc_encoder(bundle)(segment_texts(kept, bundle.tokenizer, workers=1))
-        ids, lengths, bags = assemble([encoded], bundle.max_len)
-        bundle.model.eval()
+        tokens = segment_texts(kept, bundle.tokenizer, workers=1)
         previous = torch.get_num_threads()
         torch.set_num_threads(1)  # as the local scorer's forward threads
         try:
-            probs[has_text] = forward_probs(bundle.model, ids, lengths, batch_size, None, bags)
+            probs[has_text] = _token_probs(bundle, doc_encoder(bundle), tokens, batch_size)
         finally:
             torch.set_num_threads(previous)
     return _prediction_frame(bundle, chunk, has_text, probs)
