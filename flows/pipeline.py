@@ -9,7 +9,6 @@ half). The flow returns a JSON-able summary with each task's final state (``Comp
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +72,7 @@ def member_runner(members: int, cluster: ClusterSpec | None) -> contextlib.Abstr
         return open_task_runner(cluster)
     from prefect.task_runners import ProcessPoolTaskRunner
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = max(1, min(members, (cores or 1) // default_train_threads()))
+    workers = max(1, min(members, default_workers() // default_train_threads()))
     return ProcessPoolTaskRunner(max_workers=workers)
 
 

@@ -367,6 +367,19 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context(method)
 
 
+def worker_pool(
+    workers: int, spec: TokenizerSpec, post: Callable[[list[list[str]]], Any] | None = None
+) -> ProcessPoolExecutor:
+    """The one kind of segmentation pool: ``workers`` spawned processes, each with its
+    tokenizer (and ``post``) loaded once; shards go to ``_run_shard``."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=_mp_context(),
+        initializer=_init_worker,
+        initargs=(spec, post),
+    )
+
+
 def segment_texts(
     texts: Sequence[str | None],
     spec: TokenizerSpec,
@@ -408,12 +421,7 @@ def segment_texts(
     bounds = _shard_bounds(items, n_shards, taper=True)
     results: list[list[list[str]] | None] = [None] * len(bounds)
     done = 0
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=_mp_context(),
-        initializer=_init_worker,
-        initargs=(spec,),
-    ) as pool:
+    with worker_pool(workers, spec) as pool:
         pending = {
             pool.submit(_run_shard, items[start:stop]): k for k, (start, stop) in enumerate(bounds)
         }
@@ -591,12 +599,7 @@ class Segmenter:
             part = self.post(docs) if self.post is not None else docs
             return SegmentJob(None, [part], [len(items)], post)
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=_mp_context(),
-                initializer=_init_worker,
-                initargs=(self.spec, self.post),
-            )
+            self._pool = worker_pool(self.workers, self.spec, self.post)
         n_shards = min(
             self.workers * self.shards_per_batch,
             max(self.workers, len(items) // _MIN_SHARD_TEXTS),

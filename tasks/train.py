@@ -12,7 +12,6 @@ uninterrupted one (on CPU; cuDNN kernels need not be bitwise deterministic).
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from zhflow.tasks import catalog
 from zhflow.tasks.errors import InputError, ZhflowError
 from zhflow.tasks.evaluate import macro_f1
 from zhflow.tasks.linear import fit_logistic_path
+from zhflow.tasks.segment import default_workers  # the usable cores
 from zhflow.tasks.storage import atomic_path
 
 CHECKPOINT_NAME = catalog.CHECKPOINT_PT
@@ -140,8 +140,7 @@ class TrainResult:
 
 def default_train_threads() -> int:
     """Torch threads for training: half the usable cores, between 1 and 4."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(4, (cores or 1) // 2))
+    return max(1, min(4, default_workers() // 2))
 
 
 def pick_device(pref: str = "auto") -> torch.device:
