@@ -420,6 +420,34 @@ def train_model(
         torch.set_num_threads(previous_threads)
 
 
+@dataclass
+class _Progress:
+    """Where a training run stands after an epoch: what a checkpoint holds besides weights."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    wide_meta: dict[str, Any] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    best_score: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    start_epoch: int = 1
+    prior_seconds: float = 0.0
+
+
+@dataclass
+class _Run:
+    """One training run's fixed parts: the model, its optimiser, the data on the device."""
+
+    model: RNNClassifier
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    device: torch.device
+    use_amp: bool
+    train: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # ids, lengths, labels
+    valid: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
 def _train(
     model_config: RNNConfig,
     tc: TrainConfig,
@@ -430,169 +458,230 @@ def _train(
     say: Callable[[str], None],
     init_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> TrainResult:
+    """Seed, build, resume or fit the wide branch, run the epochs, keep the best, calibrate."""
+    run = _start_run(model_config, tc, train, valid, init_embeddings)
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    ckpt = _load_checkpoint(ckpt_path, model_config, tc, say) if ckpt_path else None
+    if ckpt is not None:
+        progress = _resume(run, ckpt)
+        say(f"resuming from {ckpt_path} after epoch {ckpt['epoch']}")
+    else:
+        progress = _Progress(best_state=_cpu_state(run.model))
+        progress.wide_meta = _train_wide(run.model, tc, train, valid, run.device, say)
+    resumed_from = progress.start_epoch - 1
+    n_params = count_parameters(run.model)
+    if progress.start_epoch == 1:
+        say(
+            f"training {model_config.cell} ({n_params:,} parameters) on {run.device}: "
+            f"{run.train[0].shape[0]:,} train / {run.valid[0].shape[0]:,} valid samples, "
+            f"up to {tc.epochs} epochs"
+        )
+    started = time.perf_counter()
+    for epoch in range(progress.start_epoch, tc.epochs + 1):
+        if progress.bad_epochs >= tc.patience:
+            break  # a resumed run that had already stopped early
+        record, improved = _epoch(run, tc, epoch, progress)
+        if ckpt_path is not None:
+            seconds = progress.prior_seconds + time.perf_counter() - started
+            _save_checkpoint(ckpt_path, run, model_config, tc, epoch, progress, seconds)
+        say(
+            f"epoch {epoch}/{tc.epochs}  train_loss {record['train_loss']:.4f}  "
+            f"valid_loss {record['valid_loss']:.4f}  acc {record['valid_accuracy']:.4f}  "
+            f"macro_f1 {record['valid_macro_f1']:.4f}  {record['samples_per_s']:,.0f} samples/s"
+            f"  {record['seconds']:.1f}s" + ("  *" if improved else "")
+        )
+        if on_epoch is not None:
+            on_epoch(dict(record))
+        if progress.bad_epochs >= tc.patience and epoch < tc.epochs:
+            say(
+                f"early stop: no better macro-F1 for {tc.patience} epochs; "
+                f"best epoch {progress.best_epoch}"
+            )
+            break
+    return _finish(run, tc, valid, progress, n_params, resumed_from, started, say)
+
+
+def _start_run(
+    model_config: RNNConfig,
+    tc: TrainConfig,
+    train: dict[str, torch.Tensor],
+    valid: dict[str, torch.Tensor],
+    init_embeddings: tuple[torch.Tensor, torch.Tensor] | None,
+) -> _Run:
+    """Seed every generator, build the model (its init draws from torch's), move the data."""
     device = pick_device(tc.device)
     random.seed(tc.seed)
     np.random.seed(tc.seed % 2**32)
     torch.manual_seed(tc.seed)
-
     model = build_model(model_config)
     if init_embeddings is not None:
         _copy_embeddings(model, *init_embeddings)
     model = model.to(device)
     # The RNN's parameters only: the wide branch has its own phase (``_train_wide``).
     deep_params = [p for name, p in model.named_parameters() if not name.startswith("wide.")]
-    optimizer = torch.optim.AdamW(deep_params, lr=tc.lr, weight_decay=tc.weight_decay)
     use_amp = tc.amp and device.type == "cuda"
-    # Disabled (the CPU), the scaler and autocast are pass-throughs: the same fp32 arithmetic.
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    criterion = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
-
     # Token ids and labels live on the device once; lengths stay on the CPU for packing.
-    tr_ids = train["ids"].to(device)
-    tr_labels = train["labels"].to(device, torch.int64)
-    tr_lengths = train["lengths"].to("cpu", torch.int64)
-    va_ids = valid["ids"].to(device)
-    va_labels = valid["labels"].to("cpu", torch.int64)
-    va_lengths = valid["lengths"].to("cpu", torch.int64)
-    n_train = tr_ids.shape[0]
+    return _Run(
+        model=model,
+        optimizer=torch.optim.AdamW(deep_params, lr=tc.lr, weight_decay=tc.weight_decay),
+        # Disabled (the CPU), the scaler and autocast are pass-throughs: the same fp32 math.
+        scaler=torch.amp.GradScaler("cuda", enabled=use_amp),
+        criterion=nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing),
+        device=device,
+        use_amp=use_amp,
+        train=(train["ids"].to(device), train["lengths"].to("cpu", torch.int64),
+               train["labels"].to(device, torch.int64)),
+        valid=(valid["ids"].to(device), valid["lengths"].to("cpu", torch.int64),
+               valid["labels"].to("cpu", torch.int64)),
+    )  # fmt: skip
 
-    history: list[dict[str, Any]] = []
-    wide_meta: dict[str, Any] = {}
-    best_state = _cpu_state(model)
-    best_score, best_epoch, bad_epochs, start_epoch, prior_seconds = -1.0, 0, 0, 1, 0.0
 
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    ckpt = _load_checkpoint(ckpt_path, model_config, tc, say) if ckpt_path else None
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if use_amp and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        best_state = ckpt["best_state_dict"]
-        best_score = float(ckpt["best_score"])
-        best_epoch = int(ckpt["best_epoch"])
-        bad_epochs = int(ckpt["bad_epochs"])
-        history = list(ckpt["history"])
-        prior_seconds = float(ckpt["seconds"])
-        start_epoch = int(ckpt["epoch"]) + 1
-        wide_meta = dict(ckpt.get("wide") or {})
-        torch.set_rng_state(ckpt["torch_rng"])
-        if device.type == "cuda" and ckpt["cuda_rng"]:
-            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
-        say(f"resuming from {ckpt_path} after epoch {ckpt['epoch']}")
-    resumed_from = start_epoch - 1
-    if ckpt is None:
-        wide_meta = _train_wide(model, tc, train, valid, device, say)
+def _resume(run: _Run, ckpt: dict[str, Any]) -> _Progress:
+    """Weights, optimiser, scaler, random state and progress as a checkpoint left them."""
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    if run.use_amp and ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    if run.device.type == "cuda" and ckpt["cuda_rng"]:
+        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+    return _Progress(
+        history=list(ckpt["history"]),
+        wide_meta=dict(ckpt.get("wide") or {}),
+        best_state=ckpt["best_state_dict"],
+        best_score=float(ckpt["best_score"]),
+        best_epoch=int(ckpt["best_epoch"]),
+        bad_epochs=int(ckpt["bad_epochs"]),
+        start_epoch=int(ckpt["epoch"]) + 1,
+        prior_seconds=float(ckpt["seconds"]),
+    )
 
-    n_params = count_parameters(model)
-    if start_epoch == 1:
-        say(
-            f"training {model_config.cell} ({n_params:,} parameters) on {device}: "
-            f"{n_train:,} train / {va_ids.shape[0]:,} valid samples, up to {tc.epochs} epochs"
+
+def _fit_epoch(run: _Run, tc: TrainConfig, epoch: int) -> float:
+    """One pass over the train split (this epoch's own shuffle); the mean training loss."""
+    tr_ids, tr_lengths, tr_labels = run.train
+    run.model.train()
+    gen = torch.Generator().manual_seed(tc.seed * 1000 + epoch)
+    batches = make_batches(tr_lengths, tc.batch_size, gen, tc.bucket_size_multiplier)
+    loss_sum = torch.zeros((), device=run.device)
+    for index in batches:
+        ids, lengths, labels = collate(tr_ids, tr_lengths, tr_labels, index)
+        run.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.use_amp):
+            loss = run.criterion(run.model.deep_logits(ids, lengths), labels)
+        run.scaler.scale(loss).backward()
+        if tc.clip_norm > 0:
+            run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the scaled ones
+            nn.utils.clip_grad_norm_(run.model.parameters(), tc.clip_norm)
+        run.scaler.step(run.optimizer)  # skips the step if the scaled gradients overflowed
+        run.scaler.update()
+        loss_sum += loss.detach() * len(index)
+    train_loss = float(loss_sum) / tr_ids.shape[0]
+    if not math.isfinite(train_loss):
+        raise ZhflowError(f"training diverged at epoch {epoch} (loss {train_loss}); try a lower lr")
+    return train_loss
+
+
+def _validate(run: _Run) -> dict[str, float]:
+    """The RNN's own loss, accuracy and macro-F1 on the validation split."""
+    va_ids, va_lengths, va_labels = run.valid
+    run.model.eval()
+    with torch.inference_mode():
+        logits = predict_logits(run.model, va_ids, va_lengths, 512, run.device, part="deep")
+    preds = logits.argmax(dim=-1).numpy()
+    y_true = va_labels.numpy()
+    return {
+        "valid_loss": float(F.cross_entropy(logits, va_labels)),
+        "valid_accuracy": float((preds == y_true).mean()),
+        "valid_macro_f1": macro_f1(y_true, preds, run.model.config.num_classes),
+    }
+
+
+def _epoch(
+    run: _Run, tc: TrainConfig, epoch: int, progress: _Progress
+) -> tuple[dict[str, Any], bool]:
+    """Train one epoch, validate, keep the weights if macro-F1 improved."""
+    t0 = time.perf_counter()
+    train_loss = _fit_epoch(run, tc, epoch)
+    train_seconds = time.perf_counter() - t0
+    scores = _validate(run)
+    record = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        **scores,
+        "samples_per_s": run.train[0].shape[0] / train_seconds if train_seconds > 0
+        else float("inf"),
+        "seconds": time.perf_counter() - t0,
+    }  # fmt: skip
+    progress.history.append(record)
+    improved = scores["valid_macro_f1"] > progress.best_score
+    if improved:
+        progress.best_score, progress.best_epoch = scores["valid_macro_f1"], epoch
+        progress.bad_epochs = 0
+        progress.best_state = _cpu_state(run.model)
+    else:
+        progress.bad_epochs += 1
+    return record, improved
+
+
+def _save_checkpoint(
+    path: Path,
+    run: _Run,
+    model_config: RNNConfig,
+    tc: TrainConfig,
+    epoch: int,
+    progress: _Progress,
+    seconds: float,
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(
+            {
+                "format": _CHECKPOINT_FORMAT,
+                "model_config": model_config.to_dict(),
+                "train_config": _comparable(tc),
+                "epoch": epoch,
+                "model": _cpu_state(run.model),
+                "optimizer": run.optimizer.state_dict(),
+                "scaler": run.scaler.state_dict() if run.use_amp else {},
+                "best_state_dict": progress.best_state,
+                "best_score": progress.best_score,
+                "best_epoch": progress.best_epoch,
+                "bad_epochs": progress.bad_epochs,
+                "wide": progress.wide_meta,
+                "history": progress.history,
+                "seconds": seconds,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if run.device.type == "cuda" else [],
+            },
+            tmp,
         )
-    started = time.perf_counter()
 
-    for epoch in range(start_epoch, tc.epochs + 1):
-        if bad_epochs >= tc.patience:
-            break  # a resumed run that had already stopped early
-        t0 = time.perf_counter()
-        model.train()
-        gen = torch.Generator().manual_seed(tc.seed * 1000 + epoch)
-        batches = make_batches(tr_lengths, tc.batch_size, gen, tc.bucket_size_multiplier)
-        loss_sum = torch.zeros((), device=device)
-        for index in batches:
-            ids, lengths, labels = collate(tr_ids, tr_lengths, tr_labels, index)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = criterion(model.deep_logits(ids, lengths), labels)
-            scaler.scale(loss).backward()
-            if tc.clip_norm > 0:
-                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
-            scaler.step(optimizer)  # skips the step if the scaled gradients overflowed
-            scaler.update()
-            loss_sum += loss.detach() * len(index)
-        train_loss = float(loss_sum) / n_train
-        train_seconds = time.perf_counter() - t0
-        if not math.isfinite(train_loss):
-            raise ZhflowError(
-                f"training diverged at epoch {epoch} (loss {train_loss}); try a lower lr"
-            )
 
-        model.eval()
-        with torch.inference_mode():
-            logits = predict_logits(model, va_ids, va_lengths, 512, device, part="deep")
-        valid_loss = float(F.cross_entropy(logits, va_labels))
-        preds = logits.argmax(dim=-1).numpy()
-        y_true = va_labels.numpy()
-        score = macro_f1(y_true, preds, model_config.num_classes)
-        record = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "valid_loss": valid_loss,
-            "valid_accuracy": float((preds == y_true).mean()),
-            "valid_macro_f1": score,
-            "samples_per_s": n_train / train_seconds if train_seconds > 0 else float("inf"),
-            "seconds": time.perf_counter() - t0,
-        }
-        history.append(record)
-        improved = score > best_score
-        if improved:
-            best_score, best_epoch, bad_epochs = score, epoch, 0
-            best_state = _cpu_state(model)
-        else:
-            bad_epochs += 1
-
-        if ckpt_path is not None:
-            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(ckpt_path) as tmp:
-                torch.save(
-                    {
-                        "format": _CHECKPOINT_FORMAT,
-                        "model_config": model_config.to_dict(),
-                        "train_config": _comparable(tc),
-                        "epoch": epoch,
-                        "model": _cpu_state(model),
-                        "optimizer": optimizer.state_dict(),
-                        "scaler": scaler.state_dict() if use_amp else {},
-                        "best_state_dict": best_state,
-                        "best_score": best_score,
-                        "best_epoch": best_epoch,
-                        "bad_epochs": bad_epochs,
-                        "wide": wide_meta,
-                        "history": history,
-                        "seconds": prior_seconds + time.perf_counter() - started,
-                        "torch_rng": torch.get_rng_state(),
-                        "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-                    },
-                    tmp,
-                )
-
-        say(
-            f"epoch {epoch}/{tc.epochs}  train_loss {train_loss:.4f}  valid_loss {valid_loss:.4f}"
-            f"  acc {record['valid_accuracy']:.4f}  macro_f1 {score:.4f}"
-            f"  {record['samples_per_s']:,.0f} samples/s  {record['seconds']:.1f}s"
-            + ("  *" if improved else "")
-        )
-        if on_epoch is not None:
-            on_epoch(dict(record))
-        if bad_epochs >= tc.patience and epoch < tc.epochs:
-            say(f"early stop: no better macro-F1 for {tc.patience} epochs; best epoch {best_epoch}")
-            break
-
-    model.load_state_dict(best_state)
-    meta: dict[str, Any] = {"parameters": n_params, "device": str(device), "amp": use_amp}
-    if wide_meta:
-        meta["wide"] = wide_meta
+def _finish(
+    run: _Run,
+    tc: TrainConfig,
+    valid: dict[str, torch.Tensor],
+    progress: _Progress,
+    n_params: int,
+    resumed_from: int,
+    started: float,
+    say: Callable[[str], None],
+) -> TrainResult:
+    """The best epoch's weights, calibrated on the validation split."""
+    run.model.load_state_dict(progress.best_state)
+    meta: dict[str, Any] = {"parameters": n_params, "device": str(run.device), "amp": run.use_amp}
+    if progress.wide_meta:
+        meta["wide"] = progress.wide_meta
     if tc.calibrate:
-        meta["calibration"] = calibrate(model, valid, device)
+        meta["calibration"] = calibrate(run.model, valid, run.device)
         say(f"calibrated on the valid split: {meta['calibration']}")
     return TrainResult(
-        state_dict=_cpu_state(model),
-        history=history,
-        best_epoch=best_epoch,
-        best_valid_macro_f1=best_score,
-        seconds=prior_seconds + time.perf_counter() - started,
+        state_dict=_cpu_state(run.model),
+        history=progress.history,
+        best_epoch=progress.best_epoch,
+        best_valid_macro_f1=progress.best_score,
+        seconds=progress.prior_seconds + time.perf_counter() - started,
         resumed_from_epoch=resumed_from,
         meta=meta,
     )
