@@ -37,6 +37,7 @@ import sys
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -527,6 +528,19 @@ def _parquet_columns(path: Path) -> list[str]:
 # read_corpus
 
 
+@dataclass(frozen=True)
+class Columns:
+    """Which input columns hold what (None: found by name, see TEXT_COLUMNS, LABEL_COLUMNS)."""
+
+    text: str | None = None
+    label: str | None = None
+    id: str | None = None
+    require_labels: bool = True  # False: a missing label column gives null labels
+
+
+Chunks = Iterator[tuple[pl.Series | None, pl.Series]]  # (ids or None, texts) per batch
+
+
 class CorpusReader:
     """One input format: ``read`` a whole file, or ``iter_chunks`` over it (both validate the
     same way and name the file, line or column on bad input). A new format is one subclass
@@ -536,21 +550,11 @@ class CorpusReader:
     #: A folder is read as its files, one text per line, the label from the file name.
     reads_folders: ClassVar[bool] = False
 
-    def read(
-        self,
-        path: Path,
-        text_col: str | None,
-        label_col: str | None,
-        id_col: str | None,
-        encoding: str,
-        require_labels: bool,
-    ) -> pl.DataFrame:
+    def read(self, path: Path, columns: Columns, encoding: str) -> pl.DataFrame:
         """The whole file as (id or null, text, label)."""
         raise NotImplementedError
 
-    def iter_chunks(
-        self, path: Path, text_col: str | None, id_col: str | None, encoding: str, chunk_rows: int
-    ) -> Iterator[tuple[pl.Series | None, pl.Series]]:
+    def iter_chunks(self, path: Path, columns: Columns, encoding: str, chunk_rows: int) -> Chunks:
         """(ids or None, texts) batches of at most ``chunk_rows`` rows, in file order."""
         raise NotImplementedError
 
@@ -570,26 +574,22 @@ class DelimitedReader(CorpusReader):
     def __init__(self, name: str) -> None:
         self.name = name  # type: ignore[misc]  # one class, two formats
 
-    def read(
-        self,
-        path: Path,
-        text_col: str | None,
-        label_col: str | None,
-        id_col: str | None,
-        encoding: str,
-        require_labels: bool,
-    ) -> pl.DataFrame:
+    def read(self, path: Path, columns: Columns, encoding: str) -> pl.DataFrame:
         with _as_utf8(path, encoding) as src:
             header, names, text, label, ident = _csv_layout(
-                path, src, self.name, text_col, label_col, id_col, require_labels
+                path,
+                src,
+                self.name,
+                columns.text,
+                columns.label,
+                columns.id,
+                columns.require_labels,
             )
             df = _read_delimited(src, path, self.name, header, names)
         return _frame(df, path, text, label, ident)
 
-    def iter_chunks(
-        self, path: Path, text_col: str | None, id_col: str | None, encoding: str, chunk_rows: int
-    ) -> Iterator[tuple[pl.Series | None, pl.Series]]:
-        yield from _csv_batches(path, self.name, text_col, id_col, encoding, chunk_rows)
+    def iter_chunks(self, path: Path, columns: Columns, encoding: str, chunk_rows: int) -> Chunks:
+        yield from _csv_batches(path, self.name, columns.text, columns.id, encoding, chunk_rows)
 
     def estimate_rows(self, path: Path) -> int:
         return max(0, super().estimate_rows(path) - 1)  # the header
@@ -600,29 +600,19 @@ class JsonlReader(CorpusReader):
 
     name = "jsonl"
 
-    def read(
-        self,
-        path: Path,
-        text_col: str | None,
-        label_col: str | None,
-        id_col: str | None,
-        encoding: str,
-        require_labels: bool,
-    ) -> pl.DataFrame:
+    def read(self, path: Path, columns: Columns, encoding: str) -> pl.DataFrame:
         _decode_file(path, encoding)
-        columns = _jsonl_columns(path, encoding)
+        found = _jsonl_columns(path, encoding)
         text, label, ident = _pick_columns(
-            columns, text_col, label_col, id_col, path, require_labels
+            found, columns.text, columns.label, columns.id, path, columns.require_labels
         )
         keys = [("id", ident), ("text", text), ("label", label)]
         return _rows_frame(list(_jsonl_rows(path, encoding, keys)), ["id", "text", "label"])
 
-    def iter_chunks(
-        self, path: Path, text_col: str | None, id_col: str | None, encoding: str, chunk_rows: int
-    ) -> Iterator[tuple[pl.Series | None, pl.Series]]:
+    def iter_chunks(self, path: Path, columns: Columns, encoding: str, chunk_rows: int) -> Chunks:
         _decode_file(path, encoding)
-        columns = _jsonl_columns(path, encoding)
-        text, _, ident = _pick_columns(columns, text_col, None, id_col, path, False)
+        found = _jsonl_columns(path, encoding)
+        text, _, ident = _pick_columns(found, columns.text, None, columns.id, path, False)
         keys = [("id", ident), ("text", text)]
         rows: list[list[str | None]] = []
         for row in _jsonl_rows(path, encoding, keys):
@@ -637,18 +627,10 @@ class JsonlReader(CorpusReader):
 class ParquetReader(CorpusReader):
     name = "parquet"
 
-    def read(
-        self,
-        path: Path,
-        text_col: str | None,
-        label_col: str | None,
-        id_col: str | None,
-        encoding: str,
-        require_labels: bool,
-    ) -> pl.DataFrame:
-        columns = _parquet_columns(path)
+    def read(self, path: Path, columns: Columns, encoding: str) -> pl.DataFrame:
+        found = _parquet_columns(path)
         text, label, ident = _pick_columns(
-            columns, text_col, label_col, id_col, path, require_labels
+            found, columns.text, columns.label, columns.id, path, columns.require_labels
         )
         wanted = list(dict.fromkeys(c for c in (ident, text, label) if c is not None))
         try:
@@ -657,24 +639,16 @@ class ParquetReader(CorpusReader):
             raise InputError(f"{path}: cannot read parquet ({str(e).splitlines()[0]})") from None
         return _frame(df, path, text, label, ident)
 
-    def iter_chunks(
-        self, path: Path, text_col: str | None, id_col: str | None, encoding: str, chunk_rows: int
-    ) -> Iterator[tuple[pl.Series | None, pl.Series]]:
+    def iter_chunks(self, path: Path, columns: Columns, encoding: str, chunk_rows: int) -> Chunks:
         import pyarrow.parquet as pq
 
-        columns = _parquet_columns(path)
-        text, _, ident = _pick_columns(columns, text_col, None, id_col, path, False)
+        found = _parquet_columns(path)
+        text, _, ident = _pick_columns(found, columns.text, None, columns.id, path, False)
         wanted = list(dict.fromkeys(c for c in (ident, text) if c is not None))
         with pq.ParquetFile(path) as pf:
-            seen = 0
-            for batch in pf.iter_batches(batch_size=chunk_rows, columns=wanted):
-                frame = pl.DataFrame(pl.from_arrow(batch))
-                ids = None
-                if ident is not None:
-                    ids = _to_utf8(frame.get_column(ident), path, ident)
-                    _check_ids(ids, path, offset=seen)
-                seen += frame.height
-                yield ids, _to_utf8(frame.get_column(text), path, text)
+            batches = pf.iter_batches(batch_size=chunk_rows, columns=wanted)
+            yield from _id_text_batches((pl.DataFrame(pl.from_arrow(b)) for b in batches), path,
+                                        text, ident)  # fmt: skip
 
     def estimate_rows(self, path: Path) -> int:
         import pyarrow.parquet as pq
@@ -688,20 +662,10 @@ class LinesReader(CorpusReader):
     name = "lines"
     reads_folders = True
 
-    def read(
-        self,
-        path: Path,
-        text_col: str | None,
-        label_col: str | None,
-        id_col: str | None,
-        encoding: str,
-        require_labels: bool,
-    ) -> pl.DataFrame:
+    def read(self, path: Path, columns: Columns, encoding: str) -> pl.DataFrame:
         return _read_lines_file(path, encoding)
 
-    def iter_chunks(
-        self, path: Path, text_col: str | None, id_col: str | None, encoding: str, chunk_rows: int
-    ) -> Iterator[tuple[pl.Series | None, pl.Series]]:
+    def iter_chunks(self, path: Path, columns: Columns, encoding: str, chunk_rows: int) -> Chunks:
         _decode_file(path, encoding)
         ids: list[str] = []
         texts: list[str] = []
@@ -713,6 +677,20 @@ class LinesReader(CorpusReader):
                 ids, texts = [], []
         if texts:
             yield pl.Series(ids, dtype=pl.Utf8), pl.Series(texts, dtype=pl.Utf8)
+
+
+def _id_text_batches(
+    frames: Iterable[pl.DataFrame], path: Path, text: str, ident: str | None
+) -> Chunks:
+    """(ids or None, texts) of each frame, as Utf8; ids checked across the whole file."""
+    seen = 0
+    for frame in frames:
+        ids = None
+        if ident is not None:
+            ids = _to_utf8(frame.get_column(ident), path, ident)
+            _check_ids(ids, path, offset=seen)
+        seen += frame.height
+        yield ids, _to_utf8(frame.get_column(text), path, text)
 
 
 #: format name -> its reader (``--format``'s choices, in this order).
@@ -774,9 +752,10 @@ def read_corpus(
     if reader.reads_folders:
         _no_columns_for_lines(text_col=text_col, label_col=label_col, id_col=id_col)
     _codec_name(encoding)
+    columns = Columns(text_col, label_col, id_col, require_labels)
     frames = []
     for path in _files(paths, reader):
-        frame = reader.read(path, text_col, label_col, id_col, encoding, require_labels)
+        frame = reader.read(path, columns, encoding)
         if frame.height == 0:
             raise InputError(f"{path}: empty corpus (no rows)")
         frames.append(frame)
@@ -1164,14 +1143,8 @@ def _csv_batches(
             if header:
                 lf = lf.rename({c: c.removeprefix(_BOM) for c in lf.collect_schema().names()})
             # All columns are parsed: projecting some away would hide rows with extra fields.
-            seen = 0
-            for batch in lf.collect_batches(chunk_size=chunk_rows):
-                ids = None
-                if ident is not None:
-                    ids = _to_utf8(batch.get_column(ident), path, ident)
-                    _check_ids(ids, path, offset=seen)
-                seen += batch.height
-                yield ids, _to_utf8(batch.get_column(text), path, text)
+            yield from _id_text_batches(lf.collect_batches(chunk_size=chunk_rows), path, text,
+                                        ident)  # fmt: skip
 
         # A TSV whose quotes are not CSV-style quoting (one stray quote anywhere) is read
         # with quoting off, as read_corpus does: decided for the whole file before any row
@@ -1220,22 +1193,18 @@ def read_texts_in_chunks(
     _codec_name(encoding)
     if reader.reads_folders:
         _no_columns_for_lines(text_col=text_col, id_col=id_col)
-    chunks = _table_chunks(_files(paths, reader), reader, text_col, id_col, encoding, chunk_rows)
+    columns = Columns(text_col, None, id_col, require_labels=False)
+    chunks = _table_chunks(_files(paths, reader), reader, columns, encoding, chunk_rows)
     yield from _rechunk(chunks, chunk_rows)
 
 
 def _table_chunks(
-    paths: list[Path],
-    reader: CorpusReader,
-    text_col: str | None,
-    id_col: str | None,
-    encoding: str,
-    chunk_rows: int,
+    paths: list[Path], reader: CorpusReader, columns: Columns, encoding: str, chunk_rows: int
 ) -> Iterator[pl.DataFrame]:
     start = 0
     for path in paths:
         before = start
-        for ids, texts in reader.iter_chunks(path, text_col, id_col, encoding, chunk_rows):
+        for ids, texts in reader.iter_chunks(path, columns, encoding, chunk_rows):
             yield _id_text_frame(ids, texts, start)
             start += texts.len()
         if start == before:
