@@ -276,7 +276,9 @@ def _until(value: str) -> str:
     help="Between stacked layers.",
 )
 @click.option(
-    "--input",
+    "--token-vectors",
+    "--input",  # the old spelling (score's INPUT is the files)
+    "input",
     type=click.Choice(["embedding", "onehot"]),
     default="embedding",
     show_default=True,
