@@ -160,8 +160,8 @@ def child_stages(args: argparse.Namespace) -> dict:
     import torch
 
     from zhflow.tasks.bundle import load_bundle
-    from zhflow.tasks.encode import UNK_ID
-    from zhflow.tasks.score import forward_probs, pad_ragged
+    from zhflow.tasks.encode import UNK_ID, pad_ragged
+    from zhflow.tasks.score import forward_probs
     from zhflow.tasks.segment import FlatIdEncoder, Segmenter
     from zhflow.tasks.tables import vocab_to_index
     from zhflow.tasks.train import predict_proba
