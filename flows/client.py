@@ -113,6 +113,9 @@ def build_request(argv: list[str]) -> dict[str, Any] | None:
         "nice": os.getpriority(os.PRIO_PROCESS, 0),
         "streams": streams,
         "executable": sys.executable,
+        # click names the program from argv[0] and __main__'s package ("zhflow" for the
+        # console script, "python -m ..." otherwise); the child's __main__ is the worker.
+        "main_package": getattr(sys.modules.get("__main__"), "__package__", None),
         "fingerprint": code_fingerprint(),
     }
 

@@ -76,7 +76,7 @@ STOP_GRACE_S = 20.0
 #: path, thread pools, locale): a request whose values differ runs cold.
 PINNED_ENV_PREFIXES = (
     "PYTHON", "LD_", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "POLARS_", "RAYON_",
-    "TORCH", "PYTORCH_", "CUDA_", "LC_", "LANG",
+    "PYTORCH_", "CUDA_", "LC_", "LANG",
 )  # fmt: skip
 MODULE = "flows.worker"
 #: Imported before the first command. fastapi: Prefect imports it to serialise a flow's
@@ -237,6 +237,7 @@ def become_client(request: dict[str, Any], fds: list[int], default_threads: int)
     tempfile.tempdir = None  # re-read TMPDIR
     _own_streams(request["streams"])
     sys.argv = list(request["argv"])
+    sys.modules["__main__"].__package__ = request.get("main_package")  # click's program name
 
     import numpy
     import torch
@@ -323,8 +324,13 @@ class Worker:
         if request.get("fingerprint") != self.fingerprint:
             return "zhflow's code or packages changed since the worker started"
         env = request.get("env")
-        if not isinstance(env, dict) or _pinned_env(env) != self.pinned:
-            return "start-up environment differs (PYTHON*, OMP_*, LANG, ...)"
+        if not isinstance(env, dict):
+            return "no environment"
+        theirs = _pinned_env(env)
+        differ = sorted(k for k in theirs.keys() | self.pinned.keys()
+                        if theirs.get(k) != self.pinned.get(k))  # fmt: skip
+        if differ:
+            return f"start-up environment differs: {', '.join(differ)}"
         if not isinstance(request.get("argv"), list) or len(request["argv"]) < 2:
             return "no command"
         if request["argv"][1] not in client.WARM_COMMANDS:
