@@ -1,12 +1,12 @@
 """The ``zhflow`` console script: hand ``score``, ``predict`` and ``evaluate`` to the warm
-worker when one answers, else run the command here (the cold path, :func:`flows.cli.entry`).
+worker when one answers, else run the command here (the cold path, :func:`zhflow.flows.cli.entry`).
 
 This module imports only the standard library: the warm path must not pay for click, torch,
 Prefect or polars. The worker (flows/worker.py, started by ``zhflow server start``) listens
 on ``$ZHFLOW_HOME/server/worker.sock``. The client sends, as one JSON line, its argv, working
 directory, environment, umask, niceness and the encodings of its standard streams, and
 passes the standard streams themselves (SCM_RIGHTS). The worker forks a child of its warm
-process that takes on all of that and runs the same ``flows.cli.entry`` a cold process runs,
+process that takes on all of that and runs the same ``zhflow.flows.cli.entry`` a cold process runs,
 writing straight to this process's stdout and stderr; the client then waits for its exit
 status and exits with it. So the output, ``--json`` last lines, ``zhflow: error:`` lines and
 exit codes are the cold path's.
@@ -47,7 +47,7 @@ PACKAGES = ("flows", "tasks", "models")
 
 
 def server_dir() -> Path:
-    """``$ZHFLOW_HOME/server`` (the same folder as :func:`flows.server.server_dir`)."""
+    """``$ZHFLOW_HOME/server`` (the same folder as :func:`zhflow.flows.server.server_dir`)."""
     return Path(os.environ.get("ZHFLOW_HOME") or "~/.zhflow").expanduser() / "server"
 
 
@@ -218,7 +218,7 @@ def entry() -> None:
     code = run_in_worker(list(sys.argv))
     if code is not None:
         sys.exit(code)
-    from flows.cli import entry as cold_entry
+    from zhflow.flows.cli import entry as cold_entry
 
     cold_entry()
 

@@ -192,7 +192,7 @@ def start(port: int = DEFAULT_PORT, timeout: float = START_TIMEOUT_S) -> dict[st
 
     Already running: its state, unchanged (``already_running`` true).
     """
-    from flows import worker
+    from zhflow.flows import worker
 
     folder = server_dir()
     current = read_state(folder)
@@ -263,7 +263,7 @@ def stop() -> dict[str, Any] | None:
     Returns its state, or None when none is running; a stale state file is removed, and a PID
     that now belongs to another process is never signalled.
     """
-    from flows import worker
+    from zhflow.flows import worker
 
     folder = server_dir()
     worker.stop(folder)  # first: its running commands end while the server still answers
@@ -285,7 +285,7 @@ def stop() -> dict[str, Any] | None:
 def status() -> dict[str, Any]:
     """``running`` (the process is ours and alive), ``healthy`` (its API answers), and the
     state: URL, UI, PID, database, log."""
-    from flows import worker
+    from zhflow.flows import worker
 
     folder = server_dir()
     state = read_state(folder)

@@ -2,7 +2,7 @@
 polars, jieba's dictionary and the scoring code imported, and recently used bundles loaded,
 so ``zhflow score``, ``predict`` and ``evaluate`` skip ~5 s of start-up.
 
-``zhflow server start`` starts it (``python -m flows.worker DIR``), ``stop`` stops it,
+``zhflow server start`` starts it (``python -m zhflow.flows.worker DIR``), ``stop`` stops it,
 ``status`` reports it; its files are in ``$ZHFLOW_HOME/server`` (made 0700)::
 
     worker.sock   the Unix socket clients connect to (0600); only this user's processes
@@ -13,7 +13,7 @@ so ``zhflow score``, ``predict`` and ``evaluate`` skip ~5 s of start-up.
 Each accepted command runs in a **fork** of the warm process (flows/client.py describes the
 protocol): the child takes on the client's standard streams, working directory,
 environment, umask and niceness, re-reads Prefect's settings and logging from that
-environment, and runs ``flows.cli.entry`` exactly as a cold ``zhflow`` process would. So
+environment, and runs ``zhflow.flows.cli.entry`` exactly as a cold ``zhflow`` process would. So
 the Prefect flow run, its UI link and artifacts, the output and the exit code are the cold
 path's; and two commands at once are two processes. Nothing is ever unpickled: messages are
 JSON lines, descriptors come by SCM_RIGHTS.
@@ -27,11 +27,11 @@ dictionary, not its on-disk index) and no Prefect client open.
 
 A request is declined (the client runs it cold, silently) when this process could not
 behave as a fresh one would: another Python executable, zhflow's code or installed packages
-changed since the worker started (:func:`flows.client.code_fingerprint`), or a variable that
+changed since the worker started (:func:`zhflow.flows.client.code_fingerprint`), or a variable that
 is read once at interpreter or library start-up differs (:data:`PINNED_ENV_PREFIXES`).
 
 Bundles: before forking, the worker loads the network of the command's ``--model`` bundle
-(up to :data:`BUNDLES_KEPT`, least recently used dropped) into ``tasks.bundle.PRELOADED``,
+(up to :data:`BUNDLES_KEPT`, least recently used dropped) into ``zhflow.tasks.bundle.PRELOADED``,
 keyed on its real path, manifest digest and device. The child's ``load_bundle`` still
 re-hashes every file, reads the small tables, and uses the preloaded network only when the
 digest matches, so a changed bundle is loaded afresh (and replaces the old copy).
@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows import client
+from zhflow.flows import client
 
 STATE_FILE = "worker.json"
 LOG_FILE = "worker.log"
@@ -78,11 +78,13 @@ PINNED_ENV_PREFIXES = (
     "PYTHON", "LD_", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "POLARS_", "RAYON_",
     "PYTORCH_", "CUDA_", "LC_", "LANG",
 )  # fmt: skip
-MODULE = "flows.worker"
+MODULE = "zhflow.flows.worker"
 #: Imported before the first command. fastapi: Prefect imports it to serialise a flow's
 #: parameters (~0.5 s).
-WARM_MODULES = ("fastapi", "prefect.flow_engine", "prefect.task_engine", "flows.cli",
-                "flows.evaluation", "flows.scoring", "tasks.predict", "tasks.score")  # fmt: skip
+WARM_MODULES = (
+    "fastapi", "prefect.flow_engine", "prefect.task_engine", "zhflow.flows.cli",
+    "zhflow.flows.evaluation", "zhflow.flows.scoring", "zhflow.tasks.predict", "zhflow.tasks.score",
+)  # fmt: skip
 
 
 def _pinned_env(env: dict[str, str]) -> dict[str, str]:
@@ -105,7 +107,7 @@ def warm_up() -> int:
     torch.set_num_threads(1)  # no OpenMP thread team may exist before a fork
     for name in WARM_MODULES:
         importlib.import_module(name)
-    from tasks import segment
+    from zhflow.tasks import segment
 
     segment.USE_JIEBA_INDEX = False  # the full dictionary, shared by every child
     segment.make_tokenizer(segment.TokenizerSpec(engine="jieba"))
@@ -132,7 +134,7 @@ def _manifest_digest(folder: str) -> str | None:
 
 
 def preload_bundle(argv: list[str], cwd: str) -> str | None:
-    """Load the network of the command's bundle into ``tasks.bundle.PRELOADED`` unless that
+    """Load the network of the command's bundle into ``zhflow.tasks.bundle.PRELOADED`` unless that
     version is there; return its real path, or None when there is nothing (valid) to load.
 
     Only the network (and its tokenizer's dictionary): the vocabulary and n-gram tables are
@@ -141,9 +143,9 @@ def preload_bundle(argv: list[str], cwd: str) -> str | None:
     read in the child."""
     import torch
 
-    from flows.scoring import resolve_bundle
-    from tasks import bundle as bundles
-    from tasks.segment import make_tokenizer
+    from zhflow.flows.scoring import resolve_bundle
+    from zhflow.tasks import bundle as bundles
+    from zhflow.tasks.segment import make_tokenizer
 
     given = _bundle_arg(argv)
     if given is None or torch.version.cuda is not None or torch.version.hip is not None:
@@ -244,8 +246,8 @@ def become_client(request: dict[str, Any], fds: list[int], default_threads: int)
     from prefect.context import refresh_global_settings_context
     from prefect.logging.configuration import setup_logging
 
-    from flows.settings import apply_defaults
-    from tasks import segment
+    from zhflow.flows.settings import apply_defaults
+    from zhflow.tasks import segment
 
     apply_defaults()
     torch.set_num_threads(default_threads)
@@ -256,8 +258,8 @@ def become_client(request: dict[str, Any], fds: list[int], default_threads: int)
 
 
 def run_command() -> int:
-    """``flows.cli.entry`` as the console script runs it; the exit status."""
-    from flows import cli, server
+    """``zhflow.flows.cli.entry`` as the console script runs it; the exit status."""
+    from zhflow.flows import cli, server
 
     code: Any = 0
     try:
@@ -338,7 +340,7 @@ class Worker:
         return None
 
     def status(self) -> dict[str, Any]:
-        from tasks.bundle import PRELOADED
+        from zhflow.tasks.bundle import PRELOADED
 
         return {"pong": True, "pid": os.getpid(), "served": self.served,
                 "running": len(self.jobs), "fingerprint": self.fingerprint,
@@ -563,7 +565,7 @@ def read_state(folder: Path) -> dict[str, Any] | None:
 
 
 def _is_our_worker(state: dict[str, Any]) -> bool:
-    from flows.server import _cmdline
+    from zhflow.flows.server import _cmdline
 
     argv = _cmdline(int(state["pid"]))
     return bool(argv) and MODULE in argv and str(state.get("dir")) in argv  # type: ignore[operator]
@@ -604,7 +606,7 @@ def launch(folder: Path) -> subprocess.Popen[bytes] | dict[str, Any] | None:
         proc = subprocess.Popen([sys.executable, "-m", MODULE, str(folder)], cwd=folder,
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)  # fmt: skip
-    from tasks.storage import write_json_atomic
+    from zhflow.tasks.storage import write_json_atomic
 
     write_json_atomic(folder / STATE_FILE, {
         "pid": proc.pid, "dir": str(folder), "socket": str(folder / client.SOCKET_NAME),
@@ -642,7 +644,7 @@ def wait_ready(
 def stop(folder: Path) -> dict[str, Any] | None:
     """SIGTERM the worker (it SIGTERMs its running commands and waits for them), SIGKILL its
     group after a grace period. Returns its state, or None when none was running."""
-    from flows.server import _signal_group, _wait_gone
+    from zhflow.flows.server import _signal_group, _wait_gone
 
     state = read_state(folder)
     if state is None:

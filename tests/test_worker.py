@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from flows import client, worker
+from zhflow.flows import client, worker
 
 BIN = Path(sys.executable).parent
 TEXTS = ["送餐很快，味道不错", "太难吃了，再也不会点这家"]
@@ -121,7 +121,7 @@ def test_the_switch_and_other_commands_never_reach_the_worker(
 def test_the_client_path_imports_only_the_standard_library() -> None:
     code = (
         "import sys\n"
-        "from flows import client\n"
+        "from zhflow.flows import client\n"
         "client.run_in_worker(['zhflow', 'predict', '--model', 'b', 'x'])\n"
         "print(sorted(m for m in ('click', 'torch', 'prefect', 'polars', 'numpy') "
         "if m in sys.modules))\n"
