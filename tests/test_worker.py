@@ -353,6 +353,20 @@ def test_server_start_runs_the_worker_and_score_is_the_same_flow_run(
         assert refused[0].stderr.splitlines()[-1] == refused[1].stderr.splitlines()[-1]
         assert refused[0].stderr.splitlines()[-1].startswith("zhflow: error: ")
         assert len(_served(tmp_path / "zhome")) == 2
+
+        # evaluate too: the same metrics, and below --min-accuracy the same line and exit 4
+        ev = ["evaluate", "--model", str(two_bundles[0]), str(tiny_csv), "--json",
+              "--min-accuracy", "1.0", "--output-dir"]  # fmt: skip
+        dirs = [str(tmp_path / "e0"), str(tmp_path / "e1")]
+        evals = [_zhflow([*ev, d], e) for d, e in zip(dirs, (env, _cold(env)), strict=True)]
+        assert [r.returncode for r in evals] == [4, 4], evals[0].stderr[-2000:]
+        assert evals[0].stderr.splitlines()[-1] == evals[1].stderr.splitlines()[-1]
+        metrics = [_summary(r.stdout) for r in evals]
+        assert [m.pop("output_dir") for m in metrics] == dirs
+        files = [m.pop("files") for m in metrics]  # the same names, in each run's folder
+        assert [sorted(f) for f in files] == [sorted(files[1])] * 2
+        assert metrics[0] == metrics[1]
+        assert len(_served(tmp_path / "zhome")) == 3
     finally:
         stopped = _zhflow(["server", "stop"], env)
     assert stopped.returncode == 0
