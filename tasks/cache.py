@@ -39,7 +39,7 @@ class StageCode:
     key_ignores: tuple[str, ...] = ()
 
 
-#: Filled by ``tasks.stages.artifact_task``: stage name -> its code.
+#: Filled by ``zhflow.tasks.stages.artifact_task``: stage name -> its code.
 STAGE_CODE: dict[str, StageCode] = {}
 
 

@@ -26,6 +26,9 @@ from typing import Any, ClassVar
 from zhflow.tasks.errors import InputError
 
 Tokenizer = Callable[[str], list[str]]
+#: False in the warm worker (flows/worker.py): it loads jieba's full dictionary once for all
+#: its commands, and must not hold the index's SQLite connection across a fork.
+USE_JIEBA_INDEX = True
 
 
 class TokenizerEngine:
@@ -113,7 +116,7 @@ class JiebaEngine(TokenizerEngine):
         jieba = quiet_jieba()
         # The same dictionary, read from an index until a job proves large (~1 s saved for
         # a few texts; identical tokens): tasks/jieba_index.py.
-        obj = indexed_tokenizer(jieba)
+        obj = indexed_tokenizer(jieba) if USE_JIEBA_INDEX else None
         if obj is None:
             obj = jieba.Tokenizer()
             obj.initialize()
