@@ -23,6 +23,7 @@ from flows.commands import evaluate_command, info_command, predict_command
 from flows.progress import terminal_bars
 from flows.serve import serve_command
 from flows.settings import apply_defaults
+from flows.tune_cli import tune_command
 
 apply_defaults()
 
@@ -407,6 +408,7 @@ def score(input: tuple[str, ...], as_json: bool, **options: Any) -> None:
 
 
 main.add_command(serve_command)  # `zhflow serve`: scheduled deployments (flows/serve.py)
+main.add_command(tune_command(run))  # `zhflow tune`: model selection (flows/tune.py)
 main.add_command(server.server_command)  # `zhflow server start|stop|status` (flows/server.py)
 for _command in (evaluate_command, predict_command, info_command):  # flows/commands.py
     main.add_command(_command)

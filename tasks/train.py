@@ -453,6 +453,15 @@ def _train(
     if ckpt is None:
         wide_meta = _train_wide(model, tc, train, valid, device, say)
 
+    # For a listener only (pruning a search on the whole model's score): the wide branch is
+    # fixed by now, so its validation logits are computed once. Nothing here touches the
+    # weights or a generator: training is the same with or without a listener.
+    wide_valid = None
+    if on_epoch is not None and model.wide is not None:
+        with torch.inference_mode():
+            wide_valid = _predict_logits(
+                model.eval(), va_ids, va_lengths, 512, device, split_bags(valid), "wide"
+            )
     n_params = count_parameters(model)
     if start_epoch == 1:
         say(
@@ -544,7 +553,7 @@ def _train(
             + ("  *" if improved else "")
         )
         if on_epoch is not None:
-            on_epoch(dict(record))
+            on_epoch({**record, **_full_scores(model, logits, wide_valid, va_labels)})
         if bad_epochs >= tc.patience and epoch < tc.epochs:
             say(f"early stop: no better macro-F1 for {tc.patience} epochs; best epoch {best_epoch}")
             break
@@ -565,6 +574,22 @@ def _train(
         resumed_from_epoch=resumed_from,
         meta=meta,
     )
+
+
+def _full_scores(
+    model: RNNClassifier, deep: torch.Tensor, wide: torch.Tensor | None, labels: torch.Tensor
+) -> dict[str, float]:
+    """Validation accuracy and macro-F1 of the RNN mixed with the wide branch (the mix as it
+    stands, 0.5 before calibration); nothing without a wide branch (the RNN's are the model's)."""
+    if wide is None:
+        return {}
+    with torch.inference_mode():
+        preds = model.mix_logits(deep, wide).argmax(dim=-1).numpy()
+    y_true = labels.numpy()
+    return {
+        "valid_full_accuracy": float((preds == y_true).mean()),
+        "valid_full_macro_f1": macro_f1(y_true, preds, model.config.num_classes),
+    }
 
 
 def _copy_embeddings(model: RNNClassifier, vectors: torch.Tensor, found: torch.Tensor) -> None:
