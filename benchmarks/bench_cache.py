@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         warm_s, warm = zhflow_run(cmd, env)
         load_end = loadavg()
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import flows.cli, flows.pipeline"], env=env,
-                       check=True, cwd=ROOT)  # fmt: skip
+        probe = "import zhflow.flows.cli, zhflow.flows.pipeline"
+        subprocess.run([sys.executable, "-c", probe], env=env, check=True, cwd=ROOT)
         import_s = time.perf_counter() - t0
     finally:
         stop_server(server)

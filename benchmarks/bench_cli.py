@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import _checkout  # noqa: E402, F401  (zhflow from this checkout when not installed)
 
 CORPUS = ROOT / ".." / "shared" / "corpora" / "waimai_10k.csv"
 BIN = Path(sys.executable).parent
@@ -65,12 +65,12 @@ def train_bundle(out: Path, rows: int = 2000) -> Path:
     import polars as pl
     import torch
 
-    from models.rnn import RNNConfig
-    from tasks.bundle import seal_bundle, write_bundle
-    from tasks.encode import build_label_map, encode_labels, encode_tokens
-    from tasks.segment import TokenizerSpec, segment_texts
-    from tasks.tables import build_vocab, vocab_to_index
-    from tasks.train import TrainConfig, train_model
+    from zhflow.models.rnn import RNNConfig
+    from zhflow.tasks.bundle import seal_bundle, write_bundle
+    from zhflow.tasks.encode import build_label_map, encode_labels, encode_tokens
+    from zhflow.tasks.segment import TokenizerSpec, segment_texts
+    from zhflow.tasks.tables import build_vocab, vocab_to_index
+    from zhflow.tasks.train import TrainConfig, train_model
 
     df = pl.read_csv(CORPUS, infer_schema_length=0).drop_nulls(["review", "label"])
     df = df.sample(n=min(rows, df.height), seed=0)

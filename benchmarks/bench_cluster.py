@@ -8,10 +8,10 @@ Input: the review column of ``../shared/corpora/online_shopping_10_cats.csv`` (6
 
 Inside one Prefect flow (a temporary server), for each worker count N:
 
-- segmentation: ``tasks.cluster.segment_on_cluster`` (shards of ``SHARD_ROWS`` rows as
+- segmentation: ``zhflow.tasks.cluster.segment_on_cluster`` (shards of ``SHARD_ROWS`` rows as
   ``segment-shard`` task runs through ``DaskTaskRunner`` on a ``LocalCluster`` of N
   single-threaded processes) + joining the shards, as ``zhflow run --workers N`` does;
-- scoring: ``tasks.cluster.score_on_cluster`` (50k-row chunks by default; ``--chunk-rows``),
+- scoring: ``zhflow.tasks.cluster.score_on_cluster`` (50k-row chunks by default; ``--chunk-rows``),
   as ``zhflow score --workers N`` does.
 
 Each figure is wall time including starting that cluster (reported apart as well). For scale,
@@ -26,13 +26,12 @@ import importlib.util
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import _checkout  # noqa: E402, F401  (zhflow from this checkout when not installed)
 
 CORPUS = ROOT / ".." / "shared" / "corpora" / "online_shopping_10_cats.csv"
 
@@ -47,7 +46,7 @@ def quick_bundle(folder: Path) -> Path:
 
 
 def cluster_start_seconds(workers: int) -> float:
-    from tasks.cluster import ClusterSpec, open_task_runner
+    from zhflow.tasks.cluster import ClusterSpec, open_task_runner
 
     started = time.perf_counter()
     with open_task_runner(ClusterSpec(workers=workers)):
@@ -68,11 +67,16 @@ def main() -> None:
     import polars as pl
     from prefect import flow
 
-    from tasks.bundle import load_bundle
-    from tasks.cluster import ClusterSpec, score_on_cluster, segment_on_cluster
-    from tasks.corpus import read_corpus
-    from tasks.score import score_file
-    from tasks.segment import TokenizerSpec, assemble_token_shards, default_workers, segment_frame
+    from zhflow.tasks.bundle import load_bundle
+    from zhflow.tasks.cluster import ClusterSpec, score_on_cluster, segment_on_cluster
+    from zhflow.tasks.corpus import read_corpus
+    from zhflow.tasks.score import score_file
+    from zhflow.tasks.segment import (
+        TokenizerSpec,
+        assemble_token_shards,
+        default_workers,
+        segment_frame,
+    )
 
     loadavg_start = [round(x, 2) for x in os.getloadavg()]
     counts = [int(w) for w in args.workers.split(",")]

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
+import _checkout  # noqa: F401  (zhflow from this checkout when not installed)
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.rnn import RNNClassifier, RNNConfig
-from tasks.train import collate, make_batches
+from zhflow.models.rnn import RNNClassifier, RNNConfig
+from zhflow.tasks.train import collate, make_batches
 
 
 def main() -> None:

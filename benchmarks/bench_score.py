@@ -8,7 +8,7 @@ ChnSentiCorp_htl_all; nothing is copied into the repository). Without ``--bundle
 trains a small bundle with the pure functions (waimai_10k, jieba tokens, 1 epoch, default
 LSTM): scoring speed depends on the tokenizer and the network, not on how well it learned.
 
-Each size is scored by ``tasks.score.score_file`` in a fresh subprocess, one at a time:
+Each size is scored by ``zhflow.tasks.score.score_file`` in a fresh subprocess, one at a time:
 docs/s from the scorer's own clock (bundle loading excluded, worker start-up included), the
 scoring process's peak RSS (``ru_maxrss``) and the peak of the whole process tree's summed
 RSS (scorer + forkserver + segmentation workers; ``/proc`` polled every 0.25 s; the workers
@@ -17,8 +17,8 @@ subprocess, on the first ``--sample`` rows of the same input:
 
 - segmentation alone: a warm ``Segmenter`` pool of the same ``--workers`` segmenting and
   encoding (exactly the workers' share of scoring), docs/s;
-- forward alone, the faster of: ``tasks.train.predict_proba`` with torch's default threads
-  (OpenMP over all cores) and ``tasks.score.forward_probs`` on one thread per core (what the
+- forward alone, the faster of: ``zhflow.tasks.train.predict_proba`` with torch's default threads
+  (OpenMP over all cores) and ``zhflow.tasks.score.forward_probs`` on one thread per core (what the
   scorer uses), over the already encoded rows, docs/s.
 
 ``ratio_vs_slower`` = scoring docs/s / min(those two), for the largest size (target >= 0.8).
@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import _checkout  # noqa: E402, F401  (zhflow from this checkout when not installed)
 
 CORPORA = ROOT / ".." / "shared" / "corpora"
 DEFAULT_SOURCES = ["online_shopping_10_cats.csv", "waimai_10k.csv", "ChnSentiCorp_htl_all.csv"]
@@ -88,12 +88,12 @@ def train_quick_bundle(out: Path, tokenizer: str, source: str) -> Path:
     import polars as pl
     import torch
 
-    from models.rnn import RNNConfig
-    from tasks.bundle import seal_bundle, write_bundle
-    from tasks.encode import build_label_map, encode_labels, encode_tokens
-    from tasks.segment import TokenizerSpec, default_workers, segment_texts
-    from tasks.tables import build_vocab, vocab_to_index
-    from tasks.train import TrainConfig, train_model
+    from zhflow.models.rnn import RNNConfig
+    from zhflow.tasks.bundle import seal_bundle, write_bundle
+    from zhflow.tasks.encode import build_label_map, encode_labels, encode_tokens
+    from zhflow.tasks.segment import TokenizerSpec, default_workers, segment_texts
+    from zhflow.tasks.tables import build_vocab, vocab_to_index
+    from zhflow.tasks.train import TrainConfig, train_model
 
     path = Path(source) if Path(source).is_file() else CORPORA / source
     df = pl.read_csv(path, infer_schema_length=0).drop_nulls(["review", "label"])
@@ -130,8 +130,8 @@ def train_quick_bundle(out: Path, tokenizer: str, source: str) -> Path:
 
 
 def child_score(args: argparse.Namespace) -> dict:
-    from tasks.bundle import load_bundle
-    from tasks.score import score_file
+    from zhflow.tasks.bundle import load_bundle
+    from zhflow.tasks.score import score_file
 
     bundle = load_bundle(args.bundle)
     summary = score_file(
@@ -158,12 +158,12 @@ def child_stages(args: argparse.Namespace) -> dict:
     import polars as pl
     import torch
 
-    from tasks.bundle import load_bundle
-    from tasks.encode import UNK_ID
-    from tasks.score import forward_probs, pad_ragged
-    from tasks.segment import FlatIdEncoder, Segmenter
-    from tasks.tables import vocab_to_index
-    from tasks.train import predict_proba
+    from zhflow.tasks.bundle import load_bundle
+    from zhflow.tasks.encode import UNK_ID
+    from zhflow.tasks.score import forward_probs, pad_ragged
+    from zhflow.tasks.segment import FlatIdEncoder, Segmenter
+    from zhflow.tasks.tables import vocab_to_index
+    from zhflow.tasks.train import predict_proba
 
     bundle = load_bundle(args.bundle)
     texts = pl.read_parquet(args.input, n_rows=args.sample)["text"].to_list()
@@ -178,7 +178,7 @@ def child_stages(args: argparse.Namespace) -> dict:
     ids = pad_ragged(np.concatenate([p[0] for p in parts]), lengths, bundle.max_len)
     from concurrent.futures import ThreadPoolExecutor
 
-    from tasks.segment import default_workers
+    from zhflow.tasks.segment import default_workers
 
     default_threads = torch.get_num_threads()
     predict_proba(bundle.model, ids[:512], lengths[:512], args.batch_size)  # warm-up
@@ -266,7 +266,7 @@ def run_child(mode: str, extra: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tasks.segment import default_workers
+    from zhflow.tasks.segment import default_workers
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", help="model bundle folder (default: train a quick one)")

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import _checkout  # noqa: E402, F401  (zhflow from this checkout when not installed)
 
 CORPUS = ROOT / ".." / "shared" / "corpora" / "online_shopping_10_cats.csv"
 
@@ -38,8 +38,8 @@ CORPUS = ROOT / ".." / "shared" / "corpora" / "online_shopping_10_cats.csv"
 def build_tokens(path: Path, copies: int) -> dict:
     import polars as pl
 
-    from tasks.corpus import read_corpus
-    from tasks.segment import TokenizerSpec, default_workers, segment_texts
+    from zhflow.tasks.corpus import read_corpus
+    from zhflow.tasks.segment import TokenizerSpec, default_workers, segment_texts
 
     started = time.perf_counter()
     frame = read_corpus(str(CORPUS), text_col="review", label_col="cat")
@@ -64,7 +64,7 @@ def build_tokens(path: Path, copies: int) -> dict:
 def child(mode: str, path: str, ngram: int) -> None:
     import polars as pl
 
-    from tasks.tables import build_vocab, count_ngrams, summarize_vocab
+    from zhflow.tasks.tables import build_vocab, count_ngrams, summarize_vocab
 
     started = time.perf_counter()
     if mode == "streaming":

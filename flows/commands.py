@@ -1,9 +1,9 @@
 """The everyday commands: ``evaluate`` (a Prefect flow), ``predict`` and ``info`` (no Prefect).
 
 ``predict`` and ``info`` never import Prefect nor reach a server: they load the bundle with
-the pure functions (``tasks.bundle``, ``tasks.predict``), so labelling one sentence costs the
-imports of torch and jieba, not a flow run. ``flows/cli.py`` registers the three commands;
-every heavy import here happens inside the command that needs it.
+the pure functions (``zhflow.tasks.bundle``, ``zhflow.tasks.predict``), so labelling one
+sentence costs the imports of torch and jieba, not a flow run. ``flows/cli.py`` registers the
+three commands; every heavy import here happens inside the command that needs it.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from typing import Any
 import click
 
 FORMATS = ["csv", "tsv", "jsonl", "parquet", "lines"]
-DEFAULT_EVAL_ROOT = "data/work/evaluations"  # flows.evaluation.DEFAULT_OUTPUT_ROOT
-BELOW_MINIMUM_EXIT = 4  # flows.evaluation.BELOW_MINIMUM_EXIT (not imported: it loads Prefect)
+DEFAULT_EVAL_ROOT = "data/work/evaluations"  # zhflow.flows.evaluation.DEFAULT_OUTPUT_ROOT
+BELOW_MINIMUM_EXIT = (
+    4  # zhflow.flows.evaluation.BELOW_MINIMUM_EXIT (not imported: it loads Prefect)
+)
 
 
 def _fail(exc: Exception) -> None:
@@ -84,9 +86,9 @@ def _emit_evaluation(summary: dict[str, Any], as_json: bool) -> None:
 def evaluate_command(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Measure a bundle on a labelled CORPUS: accuracy, macro-F1, per-class P/R/F1, confusion
     matrix (files + Prefect artifacts zhflow-eval-metrics, zhflow-eval-confusion)."""
-    from flows import server
-    from flows.cli import _run_guarded
-    from flows.evaluation import BelowMinimumAccuracy, evaluate_pipeline
+    from zhflow.flows import server
+    from zhflow.flows.cli import _run_guarded
+    from zhflow.flows.evaluation import BelowMinimumAccuracy, evaluate_pipeline
 
     def evaluate(**kwargs: Any) -> dict[str, Any]:
         try:
@@ -103,8 +105,8 @@ def evaluate_command(corpus: tuple[str, ...], as_json: bool, **options: Any) -> 
 
 
 def _load(bundle: str) -> Any:
-    from tasks.bundle import load_bundle
-    from tasks.errors import ZhflowError
+    from zhflow.tasks.bundle import load_bundle
+    from zhflow.tasks.errors import ZhflowError
 
     try:
         return load_bundle(bundle)
@@ -130,9 +132,9 @@ def predict_command(
     No Prefect server: the bundle is loaded and run in this process."""
     import torch
 
-    from flows.server import allow_quick_exit
-    from tasks.errors import ZhflowError
-    from tasks.predict import explain_texts, predict_stream, predict_texts
+    from zhflow.flows.server import allow_quick_exit
+    from zhflow.tasks.errors import ZhflowError
+    from zhflow.tasks.predict import explain_texts, predict_stream, predict_texts
 
     allow_quick_exit()  # nothing here needs exit handlers; torch's teardown costs ~0.5 s
 
@@ -175,8 +177,8 @@ def bundle_info(path: str | Path) -> dict[str, Any]:
 
     ``intact`` says whether every file still matches the manifest. Bundles written before
     the training record existed have ``training: null``."""
-    from tasks.errors import BundleError
-    from tasks.storage import verify_artifact
+    from zhflow.tasks.errors import BundleError
+    from zhflow.tasks.storage import verify_artifact
 
     folder = Path(path)
     config_path = folder / "config.json"
@@ -260,7 +262,7 @@ def _info_lines(info: dict[str, Any]) -> list[str]:
 def info_command(bundle: str, as_json: bool) -> None:
     """What BUNDLE holds: tokenizer, model config, vocabulary, labels, test metrics, training
     corpus digest and date, versions. Reads only its JSON files: no Prefect, no torch."""
-    from tasks.errors import ZhflowError
+    from zhflow.tasks.errors import ZhflowError
 
     try:
         info = bundle_info(bundle)

@@ -1,9 +1,9 @@
 """The evaluation flow: a trained bundle + a newly labelled corpus → metrics, the check people
 schedule to notice drift.
 
-Reads the corpus with the training reader (``tasks.corpus.read_corpus`` + ``clean_corpus``),
-labels its texts with the scorer's arithmetic (``tasks.predict``), measures with
-``tasks.evaluate``, and writes into one folder (each file under a temporary name, then
+Reads the corpus with the training reader (``zhflow.tasks.corpus.read_corpus`` + ``clean_corpus``),
+labels its texts with the scorer's arithmetic (``zhflow.tasks.predict``), measures with
+``zhflow.tasks.evaluate``, and writes into one folder (each file under a temporary name, then
 renamed)::
 
     metrics.json       accuracy, macro-F1, per-class P/R/F1, confusion matrix, unknown labels
@@ -26,8 +26,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.scoring import resolve_bundle
-from tasks.errors import InputError, ZhflowError
+from zhflow.flows.scoring import resolve_bundle
+from zhflow.tasks.errors import InputError, ZhflowError
 
 KEY_EVAL_METRICS = "zhflow-eval-metrics"
 KEY_EVAL_CONFUSION = "zhflow-eval-confusion"
@@ -84,7 +84,7 @@ def check_min_accuracy(metrics: dict[str, Any], min_accuracy: float | None) -> s
 
 def confusion_report(metrics: dict[str, Any], bundle: str, corpus: list[str], png: Path) -> str:
     """The markdown of ``confusion.md`` and of the ``zhflow-eval-confusion`` artifact."""
-    from tasks.evaluate import format_confusion_markdown
+    from zhflow.tasks.evaluate import format_confusion_markdown
 
     lines = [
         "# zhflow: evaluation",
@@ -127,13 +127,13 @@ def evaluate_bundle(
     No Prefect in here (the flow below wraps it), so it is testable on its own."""
     import polars as pl
 
-    from tasks.bundle import load_bundle
-    from tasks.corpus import clean_corpus, read_corpus
-    from tasks.evaluate import evaluate_labels
-    from tasks.plots import plot_confusion
-    from tasks.predict import predict_frame
-    from tasks.storage import atomic_path, write_json_atomic
-    from tasks.train import pick_device
+    from zhflow.tasks.bundle import load_bundle
+    from zhflow.tasks.corpus import clean_corpus, read_corpus
+    from zhflow.tasks.evaluate import evaluate_labels
+    from zhflow.tasks.plots import plot_confusion
+    from zhflow.tasks.predict import predict_frame
+    from zhflow.tasks.storage import atomic_path, write_json_atomic
+    from zhflow.tasks.train import pick_device
 
     started = time.perf_counter()
     bundle = load_bundle(bundle_path, device=pick_device("auto"))
@@ -203,7 +203,7 @@ def _publish(summary: dict[str, Any]) -> None:
     """The two keyed artifacts; the UI is a view, so a failure here never fails the run."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    from flows.artifacts import metrics_rows, png_markdown
+    from zhflow.flows.artifacts import metrics_rows, png_markdown
 
     metrics = json.loads(Path(summary["files"]["metrics.json"]).read_text(encoding="utf-8"))
     description = (

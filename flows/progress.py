@@ -6,7 +6,7 @@ log lines are written, as before. ``ZHFLOW_PROGRESS=0`` turns the bars off, ``=1
 them on.
 
 The bars listen to the same process-local hooks as the Prefect progress artifacts
-(``tasks.stages.SEGMENT_HOOKS`` and ``EPOCH_HOOKS``; :data:`SCORE_HOOKS` for scoring),
+(``zhflow.tasks.stages.SEGMENT_HOOKS`` and ``EPOCH_HOOKS``; :data:`SCORE_HOOKS` for scoring),
 so the tasks do not know who watches them.
 """
 
@@ -107,7 +107,7 @@ def terminal_bars(epochs: int | None = None) -> Iterator[None]:
     progress = _progress()
     bars = _Bars(progress, epochs)
     hooks: list[tuple[list, Callable[[dict[str, Any]], None]]] = [(SCORE_HOOKS, bars.scoring)]
-    stages = sys.modules.get("tasks.stages")  # loaded by the training flow; not by scoring
+    stages = sys.modules.get("zhflow.tasks.stages")  # loaded by the training flow; not by scoring
     if stages is not None:
         hooks += [(stages.SEGMENT_HOOKS.hooks, bars.segmentation),
                   (stages.EPOCH_HOOKS.hooks, bars.training)]  # fmt: skip

@@ -17,8 +17,8 @@ from typing import Any
 
 import polars as pl
 
-from tasks.corpus import LABEL_COLUMNS, detect_format, read_texts_in_chunks
-from tasks.errors import ZhflowError
+from zhflow.tasks.corpus import LABEL_COLUMNS, detect_format, read_texts_in_chunks
+from zhflow.tasks.errors import ZhflowError
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 

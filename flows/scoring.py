@@ -7,13 +7,13 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows import artifacts, score_report
-from flows import progress as terminal
-from tasks.bundle import load_bundle
-from tasks.cluster import ClusterSpec, score_on_cluster
-from tasks.score import score_file
-from tasks.segment import default_workers
-from tasks.train import pick_device
+from zhflow.flows import artifacts, score_report
+from zhflow.flows import progress as terminal
+from zhflow.tasks.bundle import load_bundle
+from zhflow.tasks.cluster import ClusterSpec, score_on_cluster
+from zhflow.tasks.score import score_file
+from zhflow.tasks.segment import default_workers
+from zhflow.tasks.train import pick_device
 
 
 def resolve_bundle(bundle: str) -> str:
@@ -36,8 +36,8 @@ def resolve_bundle(bundle: str) -> str:
 def check_score_paths(bundle: str, input: str | list[str], output: str) -> None:
     """Refuse, before anything is read, an output that would replace an input or land in
     the model bundle or a work dir's artifact folders, and a bundle that is not sealed."""
-    from tasks.bundle import check_sealed
-    from tasks.guards import check_output_not_input, check_output_outside_sealed
+    from zhflow.tasks.bundle import check_sealed
+    from zhflow.tasks.guards import check_output_not_input, check_output_outside_sealed
 
     inputs = [input] if isinstance(input, str) else list(input)
     check_output_not_input(output, inputs)

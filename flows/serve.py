@@ -107,8 +107,8 @@ def build_deployments(
     The scoring deployment's ``bundle`` defaults to the work dir: each run scores with the
     bundle of the last training run (``runs/latest.json``), and so does the evaluation's,
     which writes each run's metrics to ``WORKDIR/evaluations/<corpus>-<time>``."""
-    from flows.pipeline import train_pipeline
-    from flows.scoring import score_pipeline
+    from zhflow.flows.pipeline import train_pipeline
+    from zhflow.flows.scoring import score_pipeline
 
     root = _abs(workdir)
     train = {"corpus": [_abs(c) for c in corpus] or None, "workdir": root, **(train_params or {})}
@@ -139,7 +139,7 @@ def build_deployments(
             )
         )
     if eval_input:
-        from flows.evaluation import evaluate_pipeline
+        from zhflow.flows.evaluation import evaluate_pipeline
 
         evaluate = {
             "bundle": _abs(bundle) if bundle else root,
@@ -308,7 +308,7 @@ def serve_command(
                 CronSchedule(cron=cron, timezone=options["timezone"])
             except ValueError:
                 raise ServeError(f"--{flag}-cron {cron!r}: not a valid cron expression") from None
-    from flows.server import connect
+    from zhflow.flows.server import connect
 
     # The zhflow server, unless PREFECT_API_URL says otherwise; a normal exit, so the
     # runner's shutdown (pausing the schedules) runs in full.
@@ -317,9 +317,9 @@ def serve_command(
 
     from prefect import serve
 
-    from flows.evaluation import evaluate_pipeline
-    from flows.pipeline import train_pipeline
-    from flows.scoring import score_pipeline
+    from zhflow.flows.evaluation import evaluate_pipeline
+    from zhflow.flows.pipeline import train_pipeline
+    from zhflow.flows.scoring import score_pipeline
 
     deployments = build_deployments(
         **options,

@@ -91,7 +91,7 @@ def read_state(folder: Path | None = None) -> dict[str, Any] | None:
 
 
 def _write_state(folder: Path, state: dict[str, Any]) -> None:
-    from tasks.storage import write_json_atomic
+    from zhflow.tasks.storage import write_json_atomic
 
     write_json_atomic(folder / STATE_FILE, state)
 

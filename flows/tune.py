@@ -11,7 +11,7 @@ bundle, by ``train_pipeline`` itself, so the printed ``zhflow run`` line reprodu
   last checkpointed epoch); it does not count towards ``--trials``.
 - Data stages are shared: trials that agree on tokenizer, vocabulary, n-gram and length
   settings use one prepared data set (``train_pipeline(until="encode")``, once per setting),
-  and the corpus is read once. A trial trains with ``tasks.stages.train_classifier``'s own
+  and the corpus is read once. A trial trains with ``zhflow.tasks.stages.train_classifier``'s own
   body, so its weights are the very artifact ``zhflow run`` with its settings would make.
 - The test split: segmented and encoded with the rest (the shared data stages), but no model
   is scored on it until the winner is chosen; then once (tests/test_tune.py asserts it).
@@ -35,21 +35,21 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from flows import artifacts
-from flows.pipeline import (
+from zhflow.flows import artifacts
+from zhflow.flows.pipeline import (
     DEFAULT_WORKDIR,
     _Runner,
     resolve_corpus,
     train_pipeline,
     training_configs,
 )
-from tasks import stages
-from tasks import tune as tune_fns
-from tasks.cluster import ClusterSpec
-from tasks.errors import InputError, ZhflowError
-from tasks.segment import default_workers
-from tasks.storage import artifact_ref
-from tasks.train import default_train_threads
+from zhflow.tasks import stages
+from zhflow.tasks import tune as tune_fns
+from zhflow.tasks.cluster import ClusterSpec
+from zhflow.tasks.errors import InputError, ZhflowError
+from zhflow.tasks.segment import default_workers
+from zhflow.tasks.storage import artifact_ref
+from zhflow.tasks.train import default_train_threads
 
 TUNE_DIR = "tune"
 STUDY_DB = "studies.db"
@@ -96,9 +96,9 @@ def _quiet_optuna() -> None:
 
 def validation_scores(model: dict, encoded: dict) -> dict[str, float]:
     """The trained model's (calibrated, mixed) accuracy and macro-F1 on the valid split."""
-    from tasks import train as train_fns
-    from tasks.encode import load_label_map
-    from tasks.evaluate import macro_f1
+    from zhflow.tasks import train as train_fns
+    from zhflow.tasks.encode import load_label_map
+    from zhflow.tasks.evaluate import macro_f1
 
     valid = stages.load_encoded_split(encoded, "valid")
     labels = load_label_map(stages.artifact_path(encoded, "labels.json"))
@@ -114,14 +114,14 @@ def _drop_checkpoints(workdir: str, inputs: dict[str, Any]) -> None:
     """A pruned or failed trial's epoch checkpoints (a killed one keeps them, to resume)."""
     import shutil
 
-    from tasks.cache import stage_key
+    from zhflow.tasks.cache import stage_key
 
     key = stage_key("model", stages.STAGE_MODULES["model"], inputs)
     shutil.rmtree(Path(workdir) / "checkpoints" / key, ignore_errors=True)
 
 
 def pruning_hook(live: Any, metric: str, last: dict[str, Any]) -> Any:
-    """An epoch listener for ``tasks.stages.EPOCH_HOOKS``: reports each epoch's validation
+    """An epoch listener for ``zhflow.tasks.stages.EPOCH_HOOKS``: reports each epoch's validation
     score to the trial ``live`` (an ``optuna.Trial``) and raises ``optuna.TrialPruned`` when
     the pruner says stop. Only for epochs trained by this thread (trials may share a process).
     ``last`` receives the last epoch and score."""
@@ -216,7 +216,7 @@ def _trial_runner(parallel: int, cluster: ClusterSpec | None) -> Iterator[Any]:
     at a time runs in a thread of this process (no process start-up)."""
     from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
-    from tasks import cluster as cluster_fns
+    from zhflow.tasks import cluster as cluster_fns
 
     if cluster is not None:
         with cluster_fns.open_task_runner(cluster) as dask_runner:
@@ -559,7 +559,7 @@ def _importances(study: Any) -> dict[str, float]:
 
 def _publish_report(search: _Search, trials: list[Any], root: Path, name: str) -> str:
     """The PNG (score by trial, parameter importance) in a markdown artifact; its path."""
-    from tasks.tune_plot import TUNE_PNG, plot_tune
+    from zhflow.tasks.tune_plot import TUNE_PNG, plot_tune
 
     _publish_leaderboard(search)
     points = [{"trial": t.number, "state": tune_fns.state_name(t),

@@ -24,16 +24,16 @@ def _check_tune_paths(
     """Before a server starts: the run's path checks, the space file, and Optuna."""
     import importlib.util
 
-    from flows.cli import _check_run_paths
-    from tasks.errors import InputError
-    from tasks.guards import check_readable
+    from zhflow.flows.cli import _check_run_paths
+    from zhflow.tasks.errors import InputError
+    from zhflow.tasks.guards import check_readable
 
     _check_run_paths(workdir, corpus)
     if importlib.util.find_spec("optuna") is None:
         raise InputError("zhflow tune needs Optuna: pip install 'zhflow[tune]'")
     if space is not None:
-        from flows.tune import pipeline_defaults
-        from tasks.tune import load_space
+        from zhflow.flows.tune import pipeline_defaults
+        from zhflow.tasks.tune import load_space
 
         check_readable(space)
         load_space(space, pipeline_defaults())  # a bad space: one line, before any work
@@ -76,9 +76,9 @@ def tune_command(run: click.Command) -> click.Command:
         Trials run in parallel worker processes, or with --dask-address/--workers on that
         Dask cluster. The study is kept in WORKDIR/tune/studies.db: rerun to resume or
         continue it."""
-        from flows import server
-        from flows.cli import _emit, _run_guarded, _with_link
-        from flows.tune import tune_pipeline
+        from zhflow.flows import server
+        from zhflow.flows.cli import _emit, _run_guarded, _with_link
+        from zhflow.flows.tune import tune_pipeline
 
         options["corpus"] = list(corpus) if corpus else None
         summary = _run_guarded(

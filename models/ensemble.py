@@ -16,8 +16,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
-from models.rnn import RNNClassifier, RNNConfig
-from models.wide import Bags, NgramLinear
+from zhflow.models.rnn import RNNClassifier, RNNConfig
+from zhflow.models.wide import Bags, NgramLinear
 
 
 class MeanEnsemble(nn.Module):

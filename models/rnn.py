@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import _VF
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from models.wide import Bags, NgramLinear
+from zhflow.models.wide import Bags, NgramLinear
 
 CELLS: dict[str, Callable[..., nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 POOLINGS = ("last", "max", "last+max")
@@ -218,7 +218,7 @@ class RNNClassifier(nn.Module):
         if config.wide_features:
             self.wide = NgramLinear(config.wide_features, config.num_classes)
             # Weight of the wide branch's log-probabilities in the mix; fitted on the
-            # validation split after training (``tasks.train.fit_mix``).
+            # validation split after training (``zhflow.tasks.train.fit_mix``).
             self.register_buffer("mix", torch.tensor(0.5))
         # Softmax temperature fitted on the validation split (calibration); 1 = raw logits.
         self.register_buffer("temperature", torch.tensor(1.0))

@@ -14,6 +14,7 @@ Bags travel ragged: ``ids`` (all rows' feature ids, row after row), ``counts`` (
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -55,6 +56,27 @@ def gather_bags(bags: RaggedBags, rows: torch.Tensor, starts: torch.Tensor | Non
     shift = torch.repeat_interleave(starts[rows] - offsets, counts, output_size=total)
     flat = shift + torch.arange(total)
     return Bags(bags.ids[flat], offsets, bags.weights[flat])
+
+
+def bag_matrix(bags: RaggedBags, num_features: int) -> torch.Tensor:
+    """All rows' bags as one sparse CSR matrix (N, F): what a full-batch fit multiplies by.
+
+    Built through COO so duplicate ids within a row are summed and columns come sorted."""
+    n = bags.counts.shape[0]
+    rows = torch.repeat_interleave(torch.arange(n), bags.counts)
+    with warnings.catch_warnings():  # torch flags sparse CSR as beta; the ops used here are not
+        warnings.simplefilter("ignore", UserWarning)
+        coo = torch.sparse_coo_tensor(
+            torch.stack([rows, bags.ids]), bags.weights, (n, num_features), check_invariants=True
+        )
+        return coo.coalesce().to_sparse_csr()
+
+
+def transpose_csr(matrix: torch.Tensor) -> torch.Tensor:
+    """``matrix.T`` as CSR, for the gradient ``X.T @ G`` of a full-batch fit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return matrix.to_sparse_coo().t().coalesce().to_sparse_csr()
 
 
 class NgramLinear(nn.Module):

@@ -29,13 +29,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from models.ensemble import MeanEnsemble
-from models.rnn import RNNClassifier, RNNConfig
-from tasks.encode import load_label_map, save_label_map
-from tasks.errors import BundleError
-from tasks.features import NgramFeaturizer, NgramSpec
-from tasks.segment import TokenizerSpec
-from tasks.storage import (
+from zhflow.models.ensemble import MeanEnsemble
+from zhflow.models.rnn import RNNClassifier, RNNConfig
+from zhflow.tasks.encode import load_label_map, save_label_map
+from zhflow.tasks.errors import BundleError
+from zhflow.tasks.features import NgramFeaturizer, NgramSpec
+from zhflow.tasks.segment import TokenizerSpec
+from zhflow.tasks.storage import (
     MANIFEST,
     build_manifest,
     manifest_problem,
@@ -43,7 +43,7 @@ from tasks.storage import (
     verify_artifact,
     write_json_atomic,
 )
-from tasks.tables import featurizer_from_table
+from zhflow.tasks.tables import featurizer_from_table
 
 BUNDLE_FORMAT = "zhflow-bundle/1"
 FEATURES = "features.parquet"

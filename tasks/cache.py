@@ -22,7 +22,7 @@ from prefect.cache_policies import CachePolicy
 from prefect.serializers import JSONSerializer
 from pydantic import Field
 
-from tasks.storage import ArtifactRef, artifact_ref, sha256_json
+from zhflow.tasks.storage import ArtifactRef, artifact_ref, sha256_json
 
 CACHE_DIR = "cache"  # cache records live in <workdir>/cache/<key>, beside the artifacts
 

@@ -26,9 +26,9 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import score as score_fns
-from tasks import segment as segment_fns
-from tasks.errors import InputError, ZhflowError
+from zhflow.tasks import score as score_fns
+from zhflow.tasks import segment as segment_fns
+from zhflow.tasks.errors import InputError, ZhflowError
 
 #: Corpus rows per segmentation shard: ~1 s of jieba each, small enough to balance workers.
 SHARD_ROWS = 5_000
@@ -217,7 +217,7 @@ def score_on_cluster(
     window: int = 4,
     **read_options: Any,
 ) -> dict[str, Any]:
-    """``tasks.score.score_file`` with each chunk scored on the cluster, ``window`` at a time.
+    """``zhflow.tasks.score.score_file``, each chunk scored on the cluster, ``window`` at a time.
 
     Chunks wait as files beside the output, so at most ``window`` are on disk at once.
     """

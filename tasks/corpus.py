@@ -2,7 +2,7 @@
 
 Every reader returns a polars frame with the columns ``id`` (Utf8), ``text`` (Utf8, nullable)
 and ``label`` (Utf8, nullable). Anything wrong with the input raises a one-line
-:class:`~tasks.errors.InputError` naming the file and, where it helps, the line, column or
+:class:`~zhflow.tasks.errors.InputError` naming the file and, where it helps, the line, column or
 byte offset.
 
 Formats (``FORMATS``):
@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tasks.errors import InputError
-from tasks.guards import reads_input
+from zhflow.tasks.errors import InputError
+from zhflow.tasks.guards import reads_input
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet", "lines")
 TEXT_COLUMNS = ("text", "review", "content", "sentence")
@@ -685,7 +685,7 @@ def text_groups(texts: Sequence[str]) -> np.ndarray:
     tokenizer turns into the same tokens, count as one text. Groups are numbered by first
     occurrence: deterministic for a row order.
     """
-    from tasks.segment import normalize_text
+    from zhflow.tasks.segment import normalize_text
 
     first: dict[str, int] = {}
     return np.fromiter(

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from tasks.storage import atomic_path
-from tasks.tables import PAD, UNK
+from zhflow.tasks.storage import atomic_path
+from zhflow.tasks.tables import PAD, UNK
 
 PAD_ID, UNK_ID = 0, 1
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from tasks import display
+from zhflow.tasks import display
 
 
 def _as_labels(y: ArrayLike, num_classes: int, name: str) -> np.ndarray:

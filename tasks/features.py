@@ -9,7 +9,7 @@ the same thing:
   stopwords are already gone, and they do not depend on how the text was segmented.
 
 Which n-grams are features, and their IDF, come from the train split's n-gram table
-(``tasks.tables.select_ngram_features``). A document's weight for feature f is
+(``zhflow.tasks.tables.select_ngram_features``). A document's weight for feature f is
 ``(1 + ln tf) * idf(f)`` (sublinear TF, as the TF-IDF + LinearSVC peer uses), L2-normalised
 within each kind, so word and character evidence count alike whatever the text's length.
 
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 WORD, CHAR = "w", "c"
-#: Word n-grams join their tokens with this (``tasks.tables.NGRAM_SEPARATOR``).
+#: Word n-grams join their tokens with this (``zhflow.tasks.tables.NGRAM_SEPARATOR``).
 WORD_JOIN = " "
 
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tasks.errors import InputError, ZhflowError
-from tasks.storage import MANIFEST, write_errno
+from zhflow.tasks.errors import InputError, ZhflowError
+from zhflow.tasks.storage import MANIFEST, write_errno
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -164,7 +164,7 @@ def check_readable(path: str | os.PathLike[str]) -> None:
 
 def check_workdir(workdir: str | os.PathLike[str]) -> None:
     """The work dir is a folder this process can write, or can be created as one."""
-    from tasks.storage import WRITE_ERRNOS
+    from zhflow.tasks.storage import WRITE_ERRNOS
 
     path = Path(os.path.abspath(os.path.expanduser(workdir)))
     try:

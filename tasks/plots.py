@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.display import plain
-from tasks.storage import atomic_path, sha256_file
+from zhflow.tasks.display import plain
+from zhflow.tasks.storage import atomic_path, sha256_file
 
 TRAINING_CURVE = "training_curve.png"
 CONFUSION_PNG = "confusion.png"

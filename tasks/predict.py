@@ -1,7 +1,7 @@
 """Label a few texts with a bundle, in this process: ``zhflow predict`` and the evaluation.
 
 No Prefect here (``zhflow predict`` must not pay for importing it or for a server); the
-arithmetic is the scorer's (:func:`tasks.score.predict_rows`), so a text gets the label and
+arithmetic is the scorer's (:func:`zhflow.tasks.score.predict_rows`), so a text gets the label and
 confidence ``zhflow score`` would write for it.
 """
 
@@ -12,10 +12,10 @@ from typing import Any
 
 import polars as pl
 
-from tasks.bundle import Bundle
-from tasks.features import WORD
-from tasks.score import EMPTY_REASON, PROB_PREFIX, predict_rows
-from tasks.segment import segment_texts
+from zhflow.tasks.bundle import Bundle
+from zhflow.tasks.features import WORD
+from zhflow.tasks.score import EMPTY_REASON, PROB_PREFIX, predict_rows
+from zhflow.tasks.segment import segment_texts
 
 #: Texts per call of the scorer: bounds memory on a long stdin.
 PREDICT_CHUNK = 4096

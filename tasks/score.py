@@ -5,7 +5,7 @@ encoded with its vocab and predicted in batches, then appended to a Parquet file
 under a temporary name and moved into place at the end, so a failed run leaves no half file.
 
 :func:`score_file` pipelines the work: one persistent pool of segmentation processes
-(:class:`tasks.segment.Segmenter`) for the whole run segments *and encodes* chunk k+1
+(:class:`zhflow.tasks.segment.Segmenter`) for the whole run segments *and encodes* chunk k+1
 (the workers send back compact id arrays, not token strings) while this process runs the
 model on chunk k. The forward pass runs its batches on ``forward_threads`` Python threads
 with one torch (intra-op) thread each: on a busy 2-core machine torch's own OpenMP threads
@@ -33,16 +33,16 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from models.wide import RaggedBags, gather_bags
-from tasks.bundle import Bundle
-from tasks.corpus import read_texts_in_chunks
-from tasks.encode import UNK_ID, encode_tokens
-from tasks.errors import InputError
-from tasks.features import NgramFeaturizer
-from tasks.segment import FlatIdEncoder, Segmenter, default_workers, segment_texts
-from tasks.storage import atomic_path, write_guard
-from tasks.tables import vocab_to_index
-from tasks.train import inference_batches, predict_proba
+from zhflow.models.wide import RaggedBags, gather_bags
+from zhflow.tasks.bundle import Bundle
+from zhflow.tasks.corpus import read_texts_in_chunks
+from zhflow.tasks.encode import UNK_ID, encode_tokens
+from zhflow.tasks.errors import InputError
+from zhflow.tasks.features import NgramFeaturizer
+from zhflow.tasks.segment import FlatIdEncoder, Segmenter, default_workers, segment_texts
+from zhflow.tasks.storage import atomic_path, write_guard
+from zhflow.tasks.tables import vocab_to_index
+from zhflow.tasks.train import inference_batches, predict_proba
 
 PROB_PREFIX = "prob_"
 EMPTY_REASON = "empty text"
@@ -203,9 +203,9 @@ def forward_probs(
     executor: ThreadPoolExecutor | None = None,
     bags: RaggedBags | None = None,
 ) -> np.ndarray:
-    """``tasks.train.predict_proba`` with its batches spread over ``executor``'s threads.
+    """``zhflow.tasks.train.predict_proba`` with its batches spread over ``executor``'s threads.
 
-    The same batches (``tasks.train.inference_batches``: longest first, bounded in rows and
+    The same batches (``zhflow.tasks.train.inference_batches``: longest first, bounded in rows and
     padded tokens, each trimmed to its longest text) and
     the same arithmetic per batch, so the same probabilities; only which thread runs a batch
     changes. The model must be in eval mode. Without an executor: this thread, in order.
@@ -256,7 +256,7 @@ def score_chunks_pipelined(
     Up to ``depth`` chunks are submitted to the pool before the oldest is predicted here, so
     segmentation of the next chunk overlaps the model's forward pass over this one; the
     forward pass runs its batches on ``forward_threads`` threads (:func:`forward_probs`).
-    Chunks smaller than ``min_parallel`` texts (default: ``tasks.segment.MIN_PARALLEL``)
+    Chunks smaller than ``min_parallel`` texts (default: ``zhflow.tasks.segment.MIN_PARALLEL``)
     are segmented in this process. Close the generator (or exhaust it) to stop the workers.
     """
     if depth < 1:
@@ -316,7 +316,7 @@ def _check_output(output: Path) -> None:
 @contextlib.contextmanager
 def _output_errors(output: Path) -> Iterator[None]:
     """Errors about the output location → one-line InputError; anything else passes
-    (tasks.storage.write_guard: paths compared absolute, so a relative --output works too)."""
+    (zhflow.tasks.storage.write_guard: paths compared absolute, so a relative --output works)."""
     with write_guard(output):
         yield
 
@@ -414,8 +414,8 @@ _BUNDLES: dict[tuple[str, float], Bundle] = {}
 
 
 def _worker_bundle(path: str) -> Bundle:
-    from tasks.bundle import load_bundle
-    from tasks.train import pick_device
+    from zhflow.tasks.bundle import load_bundle
+    from zhflow.tasks.train import pick_device
 
     key = (str(Path(path).resolve()), (Path(path) / "config.json").stat().st_mtime)
     if key not in _BUNDLES:

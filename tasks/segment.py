@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.errors import InputError
-from tasks.storage import atomic_path, sha256_file, sha256_json
+from zhflow.tasks.errors import InputError
+from zhflow.tasks.storage import atomic_path, sha256_file, sha256_json
 
 if TYPE_CHECKING:
     import polars as pl
@@ -249,7 +249,7 @@ def _load_engine(engine: str, user_dict: str | None) -> Any:
     if obj is not None:
         return obj
     if engine == "jieba":
-        from tasks.jieba_index import indexed_tokenizer
+        from zhflow.tasks.jieba_index import indexed_tokenizer
 
         jieba = _quiet_jieba()
         # The same dictionary, read from an index until a job proves large (~1 s saved for
@@ -549,11 +549,11 @@ def segment_frame(
 class FlatIdEncoder:
     """A picklable ``post`` for :class:`Segmenter`: token lists → ragged ids, in the worker.
 
-    Row for row the logic of ``tasks.encode.encode_tokens`` (first ``max_len`` tokens,
+    Row for row the logic of ``zhflow.tasks.encode.encode_tokens`` (first ``max_len`` tokens,
     unknown → ``unk_id``, no tokens → one ``unk_id``), returned unpadded: ``flat`` int32 (all
     ids, row after row) and ``lengths`` int64. Far cheaper to send back than token strings
     or a padded array, and it moves the dictionary look-ups off the parent process. Kept
-    here, not in ``tasks.encode``, so workers never import polars or torch.
+    here, not in ``zhflow.tasks.encode``, so workers never import polars or torch.
     """
 
     index: Mapping[str, int]
@@ -719,7 +719,7 @@ def segment_parquet_rows(
     """Segment rows ``[start, stop)`` of a corpus Parquet's ``text`` column, in this process,
     into a one-column (``tokens``) Parquet at ``out_path`` (written atomically); return rows.
 
-    One shard of a sharded segmentation (``tasks.cluster``): paths in, a path out, so shards
+    One shard of a sharded segmentation (``zhflow.tasks.cluster``): paths in, a path out, so shards
     travel between machines as files on shared storage, never as pickled frames.
     """
     import polars as pl

@@ -24,22 +24,22 @@ from prefect import get_run_logger, task
 from safetensors.torch import load_file as load_tensors
 from safetensors.torch import save_file as save_tensors
 
-from models.ensemble import MeanEnsemble, classifiers, uncalibrated
-from models.rnn import RNNClassifier, RNNConfig
-from tasks import bundle as bundle_fns
-from tasks import cluster as cluster_fns
-from tasks import corpus as corpus_fns
-from tasks import encode as encode_fns
-from tasks import evaluate as eval_fns
-from tasks import plots as plot_fns
-from tasks import pretrain as pretrain_fns
-from tasks import segment as segment_fns
-from tasks import tables as table_fns
-from tasks import train as train_fns
-from tasks.cache import ArtifactPolicy, RelocatableJSON, find_artifact, stage_key
-from tasks.errors import InputError
-from tasks.features import NgramFeaturizer, NgramSpec
-from tasks.storage import (
+from zhflow.models.ensemble import MeanEnsemble, classifiers, uncalibrated
+from zhflow.models.rnn import RNNClassifier, RNNConfig
+from zhflow.tasks import bundle as bundle_fns
+from zhflow.tasks import cluster as cluster_fns
+from zhflow.tasks import corpus as corpus_fns
+from zhflow.tasks import encode as encode_fns
+from zhflow.tasks import evaluate as eval_fns
+from zhflow.tasks import plots as plot_fns
+from zhflow.tasks import pretrain as pretrain_fns
+from zhflow.tasks import segment as segment_fns
+from zhflow.tasks import tables as table_fns
+from zhflow.tasks import train as train_fns
+from zhflow.tasks.cache import ArtifactPolicy, RelocatableJSON, find_artifact, stage_key
+from zhflow.tasks.errors import InputError
+from zhflow.tasks.features import NgramFeaturizer, NgramSpec
+from zhflow.tasks.storage import (
     artifact_ref,
     building_artifact,
     sha256_file,
@@ -121,7 +121,7 @@ def _log(message: str) -> None:
 # 1. corpus: read, validate, profile, split
 
 
-@artifact_task("corpus", ("tasks.corpus",), task_run_name="read-corpus")
+@artifact_task("corpus", ("zhflow.tasks.corpus",), task_run_name="read-corpus")
 def ingest_corpus(
     workdir: str,
     source: list[str],
@@ -180,7 +180,7 @@ def ingest_corpus(
 
 @artifact_task(
     "tokens",
-    ("tasks.segment",),
+    ("zhflow.tasks.segment",),
     task_run_name="segment-{tokenizer[engine]}-{tokenizer[mode]}-w{workers}",
 )
 def segment_corpus(
@@ -240,7 +240,9 @@ def scan_train_tokens(tokens: dict) -> pl.LazyFrame:
 # 3. n-gram and vocabulary tables (train split only)
 
 
-@artifact_task("ngrams", ("tasks.tables", "tasks.features"), task_run_name="ngrams-n{n_max}")
+@artifact_task(
+    "ngrams", ("zhflow.tasks.tables", "zhflow.tasks.features"), task_run_name="ngrams-n{n_max}"
+)
 def build_ngram_table(workdir: str, tokens: dict, n_max: int, wide: dict | None = None) -> dict:
     """The n-gram table (published), and with ``wide`` (an ``NgramSpec`` dict) the wide
     branch's features chosen from the train split: ``features.parquet`` + ``features.json``."""
@@ -271,7 +273,9 @@ def load_featurizer(ngrams: dict) -> NgramFeaturizer | None:
     return table_fns.featurizer_from_table(pl.read_parquet(artifact_path(ngrams, FEATURES)), spec)
 
 
-@artifact_task("vocab", ("tasks.tables",), task_run_name="vocab-min{min_freq}-max{max_vocab}")
+@artifact_task(
+    "vocab", ("zhflow.tasks.tables",), task_run_name="vocab-min{min_freq}-max{max_vocab}"
+)
 def build_vocab_table(workdir: str, tokens: dict, min_freq: int, max_vocab: int) -> dict:
     inputs = dict(workdir=workdir, tokens=tokens, min_freq=min_freq, max_vocab=max_vocab)
 
@@ -288,7 +292,9 @@ def build_vocab_table(workdir: str, tokens: dict, min_freq: int, max_vocab: int)
 # 4. encoding
 
 
-@artifact_task("encoded", ("tasks.encode", "tasks.features"), task_run_name="encode-len{max_len}")
+@artifact_task(
+    "encoded", ("zhflow.tasks.encode", "zhflow.tasks.features"), task_run_name="encode-len{max_len}"
+)
 def encode_corpus(
     workdir: str, tokens: dict, vocab: dict, max_len: int, ngrams: dict | None = None
 ) -> dict:
@@ -333,7 +339,7 @@ def load_encoded_split(encoded: dict, split: str) -> dict[str, torch.Tensor]:
 # 4b. optional in-domain pretraining (word2vec over the train split + unlabeled text)
 
 
-@artifact_task("embeddings", ("tasks.pretrain",), task_run_name="pretrain-word2vec-d{dim}")
+@artifact_task("embeddings", ("zhflow.tasks.pretrain",), task_run_name="pretrain-word2vec-d{dim}")
 def pretrain_embeddings(
     workdir: str,
     corpus: dict,
@@ -404,7 +410,7 @@ def load_embeddings(embeddings: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 @artifact_task(
     "model",
-    ("tasks.train", "models.rnn"),
+    ("zhflow.tasks.train", "zhflow.tasks.linear", "zhflow.models.rnn", "zhflow.models.wide"),
     task_run_name="train-{model_config[cell]}-h{model_config[hidden_size]}"
     "-e{train_config[epochs]}-s{train_config[seed]}",
 )
@@ -466,7 +472,9 @@ def load_trained_model(model: dict | list[dict]) -> RNNClassifier | MeanEnsemble
     return net.eval()
 
 
-@artifact_task("metrics", ("tasks.evaluate", "tasks.plots"), task_run_name="evaluate-test")
+@artifact_task(
+    "metrics", ("zhflow.tasks.evaluate", "zhflow.tasks.plots"), task_run_name="evaluate-test"
+)
 def evaluate_classifier(
     workdir: str,
     model: dict | list[dict],
@@ -541,7 +549,7 @@ def _calibration_report(
     return report
 
 
-@artifact_task("bundle", ("tasks.bundle",), task_run_name="bundle")
+@artifact_task("bundle", ("zhflow.tasks.bundle",), task_run_name="bundle")
 def package_bundle(
     workdir: str,
     model: dict | list[dict],

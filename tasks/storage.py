@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import InputError, WriteError, ZhflowError
+from zhflow.tasks.errors import InputError, WriteError, ZhflowError
 
 MANIFEST = "_manifest.json"
 _CHUNK = 1 << 20

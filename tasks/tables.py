@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from tasks.features import CHAR, WORD, NgramFeaturizer, NgramSpec, smooth_idf
+from zhflow.tasks.features import CHAR, WORD, NgramFeaturizer, NgramSpec, smooth_idf
 
 PAD, UNK = "<pad>", "<unk>"
 SPECIALS = (PAD, UNK)
@@ -142,7 +142,7 @@ def select_ngram_features(tokens: Tokens, spec: NgramSpec) -> pl.DataFrame:
     Word 1..``word_n``-grams (``w:``) and character 1..``char_n``-grams (``c:``) with
     ``doc_freq >= min_df``, the ``max_features`` most frequent by document frequency (ties by
     key), ids in that order, and their smoothed IDF. Deterministic: ids depend on the counts
-    only. Keys are those ``tasks.features.NgramFeaturizer`` generates.
+    only. Keys are those ``zhflow.tasks.features.NgramFeaturizer`` generates.
     """
     parts = []
     if spec.word_n:

@@ -25,11 +25,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.rnn import RNNClassifier, RNNConfig, count_parameters
-from models.wide import Bags, RaggedBags, gather_bags
-from tasks.errors import InputError, ZhflowError
-from tasks.evaluate import macro_f1
-from tasks.storage import atomic_path
+from zhflow.models.rnn import RNNClassifier, RNNConfig, count_parameters
+from zhflow.models.wide import Bags, RaggedBags, bag_matrix, gather_bags, transpose_csr
+from zhflow.tasks.errors import InputError, ZhflowError
+from zhflow.tasks.evaluate import macro_f1
+from zhflow.tasks.linear import fit_logistic_path
+from zhflow.tasks.storage import atomic_path
 
 CHECKPOINT_NAME = "checkpoint.pt"
 _CHECKPOINT_FORMAT = 1
@@ -59,26 +60,32 @@ class TrainConfig:
     # little from more threads, and on a busy 2-core machine 2 OpenMP threads spin-wait on
     # each other: measured 13 samples/s with 2 threads vs 245 with 1 under load.
     num_threads: int | None = None
-    # The wide n-gram branch (when the model has one) trains first, alone: a convex problem
-    # that converges in a few epochs (on waimai_10k, best validation loss at epoch 3-4 with
-    # this rate). A rate 4x higher overfit after one epoch.
-    wide_lr: float = 5e-3
-    wide_epochs: int = 8  # upper bound; early stopping on validation loss (same patience)
+    # The wide n-gram branch (when the model has one) is fit first, alone, as an L2 logistic
+    # regression by full-batch L-BFGS (tasks/linear.py): convex, so solved to its optimum.
+    # Its inverse strengths C (scikit-learn's meaning), tried in turn; the lowest validation
+    # log-loss wins. The TF-IDF peers pick C in 0.1..3 (LinearSVC); log-loss wants weaker
+    # regularisation than the hinge loss (waimai, hotel: 3-10).
+    wide_c: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
+    wide_max_iter: int = 100  # L-BFGS iterations per C; warm starts need far fewer
     # After training, fit the branches' mix and a softmax temperature on the validation split
     # (minimum log-loss), so `confidence` means what it says. Off = mix 0.5, temperature 1.
     calibrate: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "patience", "bucket_size_multiplier", "wide_epochs"):
+        for name in ("epochs", "batch_size", "patience", "bucket_size_multiplier", "wide_max_iter"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"TrainConfig.seed must be a non-negative integer, got {self.seed!r}")
-        for name in ("lr", "wide_lr"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
-                raise ValueError(f"TrainConfig.{name} must be a positive number, got {value!r}")
+        if not (isinstance(self.lr, int | float) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
+        self.wide_c = tuple(self.wide_c)  # JSON gives a list
+        if not self.wide_c or not all(
+            isinstance(c, int | float) and not isinstance(c, bool) and c > 0 and math.isfinite(c)
+            for c in self.wide_c
+        ):
+            raise ValueError(f"TrainConfig.wide_c must be positive numbers, got {self.wide_c!r}")
         if not isinstance(self.calibrate, bool):
             raise ValueError(f"TrainConfig.calibrate must be true or false, got {self.calibrate!r}")
         for name in ("weight_decay", "clip_norm"):
@@ -372,7 +379,7 @@ def train_model(
     AdamW rate trains these small RNNs as well as warmup/decay and keeps resume trivial.
 
     ``init_embeddings`` = (vectors (V, E), found (V,) bool): pretrained rows copied into the
-    embedding table before training (``tasks.pretrain``); rows not found keep their init.
+    embedding table before training (``zhflow.tasks.pretrain``); rows not found keep their init.
     """
     tc = train_config
     say: Callable[[str], None] = log if log is not None else (lambda _msg: None)
@@ -613,54 +620,35 @@ def _train_wide(
     device: torch.device,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Train the wide branch alone; keep its epoch with the lowest validation loss.
+    """Fit the wide branch alone (tasks/linear.py) and copy the kept fit into the model.
 
-    Deterministic without touching torch's global generator (zero init, no dropout, batch
-    order from its own generator), so the RNN trained after it is the same with or without it.
-    """
+    Deterministic without touching torch's global generator (no sampling at all), so the RNN
+    trained after it is the same with or without it."""
     if model.wide is None:
         return {}
     tr_bags, va_bags = split_bags(train), split_bags(valid)
     if tr_bags is None or va_bags is None:
         raise InputError("the model has a wide n-gram branch but the splits carry no n-gram bags")
-    tr_starts, labels = tr_bags.starts, train["labels"].to(device, torch.int64)
-    va_labels = valid["labels"].to("cpu", torch.int64)
-    optimizer = torch.optim.AdamW(model.wide.parameters(), lr=tc.wide_lr, weight_decay=0.0)
-    best_loss, best_epoch, bad, history = math.inf, 0, 0, []
-    best = {k: v.detach().clone() for k, v in model.wide.state_dict().items()}
     t0 = time.perf_counter()
-    for epoch in range(1, tc.wide_epochs + 1):
-        model.train()
-        gen = torch.Generator().manual_seed(tc.seed * 1000 + 500 + epoch)
-        for index in torch.randperm(len(labels), generator=gen).split(tc.batch_size):
-            bags = gather_bags(tr_bags, index, tr_starts).to(device)
-            loss = F.cross_entropy(model.wide(bags), labels[index.to(device)])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        model.eval()
-        with torch.inference_mode():
-            logits = _predict_logits(
-                model, valid["ids"], valid["lengths"], 512, device, va_bags, part="wide"
-            )
-        valid_loss = float(F.cross_entropy(logits, va_labels))
-        accuracy = float((logits.argmax(-1) == va_labels).float().mean())
-        history.append({"epoch": epoch, "valid_loss": valid_loss, "valid_accuracy": accuracy})
-        say(f"wide epoch {epoch}/{tc.wide_epochs}  valid_loss {valid_loss:.4f}  acc {accuracy:.4f}")
-        if valid_loss < best_loss:
-            best_loss, best_epoch, bad = valid_loss, epoch, 0
-            best = {k: v.detach().clone() for k, v in model.wide.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= tc.patience:
-                break
-    model.wide.load_state_dict(best)
-    return {
-        "epochs": history,
-        "best_epoch": best_epoch,
-        "best_valid_loss": best_loss,
-        "seconds": time.perf_counter() - t0,
-    }
+    num_features, num_classes = model.wide.bag.weight.shape
+    x = bag_matrix(tr_bags, num_features).to(device)
+    fit = fit_logistic_path(
+        x,
+        transpose_csr(x),
+        train["labels"].to(device, torch.int64),
+        bag_matrix(va_bags, num_features).to(device),
+        valid["labels"].to(device, torch.int64),
+        num_classes,
+        tc.wide_c,
+        tc.wide_max_iter,
+    )
+    for step in fit.path:
+        say(f"wide C={step['c']:g}  valid_loss {step['valid_loss']:.4f}  "
+            f"acc {step['valid_accuracy']:.4f}  ({step['evaluations']} evaluations)")  # fmt: skip
+    with torch.no_grad():
+        model.wide.bag.weight.copy_(fit.weight)
+        model.wide.bias.copy_(fit.bias)
+    return {"c": fit.c, "path": fit.path, "seconds": time.perf_counter() - t0}
 
 
 #: Candidate weights of the wide branch in the mix, and temperatures (log-spaced, 0.05..20).

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import InputError
+from zhflow.tasks.errors import InputError
 
 #: ``train_pipeline`` settings a space may search: model, training, tokenizer and vocabulary.
 #: (Corpus, split and seed flags stay fixed: changing them would change the validation split

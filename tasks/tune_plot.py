@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.plots import _pyplot, _save, _style
+from zhflow.tasks.plots import _pyplot, _save, _style
 
 TUNE_PNG = "tune.png"
 TOP_PARAMS = 8

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows.settings import apply_defaults
+from zhflow.flows.settings import apply_defaults
 
 apply_defaults()
 

@@ -7,20 +7,20 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from models.ensemble import MeanEnsemble
-from models.rnn import RNNClassifier, RNNConfig
-from tasks.bundle import seal_bundle, write_bundle
-from tasks.encode import build_label_map, encode_labels, encode_tokens
-from tasks.features import NgramSpec
-from tasks.segment import TokenizerSpec, segment_texts
-from tasks.tables import (
+from tests.conftest import tiny_corpus_rows
+from zhflow.models.ensemble import MeanEnsemble
+from zhflow.models.rnn import RNNClassifier, RNNConfig
+from zhflow.tasks.bundle import seal_bundle, write_bundle
+from zhflow.tasks.encode import build_label_map, encode_labels, encode_tokens
+from zhflow.tasks.features import NgramSpec
+from zhflow.tasks.segment import TokenizerSpec, segment_texts
+from zhflow.tasks.tables import (
     build_vocab,
     featurizer_from_table,
     select_ngram_features,
     vocab_to_index,
 )
-from tasks.train import TrainConfig, train_model
-from tests.conftest import tiny_corpus_rows
+from zhflow.tasks.train import TrainConfig, train_model
 
 
 def train_tiny_bundle(

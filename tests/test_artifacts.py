@@ -9,8 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows import artifacts as art
-from tasks import plots
+from zhflow.flows import artifacts as art
+from zhflow.tasks import plots
 
 METRICS = {
     "n": 20,
@@ -255,7 +255,7 @@ def test_confusion_png_with_chinese_labels(tmp_path: Path) -> None:
 
 
 def test_calibration_markdown_with_the_reliability_diagram_inline(tmp_path: Path) -> None:
-    from tasks import evaluate
+    from zhflow.tasks import evaluate
 
     probs = [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]
     y = [0, 1, 1, 1]
@@ -275,7 +275,7 @@ def test_calibration_markdown_with_the_reliability_diagram_inline(tmp_path: Path
 
 
 def test_expected_calibration_error_by_hand() -> None:
-    from tasks import evaluate
+    from zhflow.tasks import evaluate
 
     # Two rows at confidence 0.9 (one right), one at 0.6 (right): bins (0.8, 0.867] is empty,
     # 0.9 falls in (0.867, 0.933]: |0.5 - 0.9| x 2/3; 0.6 in (0.6 - eps...]: |1 - 0.6| x 1/3.

@@ -7,13 +7,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks.bundle import load_bundle, seal_bundle
-from tasks.encode import encode_tokens
-from tasks.errors import BundleError
-from tasks.segment import segment_texts
-from tasks.tables import vocab_to_index
-from tasks.train import predict_proba
 from tests.helpers import train_tiny_bundle
+from zhflow.tasks.bundle import load_bundle, seal_bundle
+from zhflow.tasks.encode import encode_tokens
+from zhflow.tasks.errors import BundleError
+from zhflow.tasks.segment import segment_texts
+from zhflow.tasks.tables import vocab_to_index
+from zhflow.tasks.train import predict_proba
 
 
 @pytest.fixture(scope="module")
@@ -92,14 +92,14 @@ def wide_bundle_dir(tmp_path_factory):
 
 
 def test_wide_bundle_round_trips_and_scores_the_same_rows(wide_bundle_dir, tmp_path) -> None:
-    from tasks.score import score_file
+    from zhflow.tasks.score import score_file
 
     bundle = load_bundle(wide_bundle_dir)
     assert bundle.featurizer is not None and bundle.model.wide is not None
     texts = ["味道不错，下次还点", "太难吃了", "物流太慢"]
     tokens = segment_texts(texts, bundle.tokenizer)
     ids, lengths = encode_tokens(tokens, vocab_to_index(bundle.vocab), bundle.max_len)
-    from tasks.score import ragged_bags
+    from zhflow.tasks.score import ragged_bags
 
     bags = ragged_bags(bundle.featurizer(tokens))
     before = predict_proba(bundle.model, ids, lengths, bags=bags)

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from tasks.cache import CACHE_DIR, ArtifactPolicy, stage_key
-from tasks.storage import ArtifactRef, building_artifact
+from zhflow.tasks.cache import CACHE_DIR, ArtifactPolicy, stage_key
+from zhflow.tasks.storage import ArtifactRef, building_artifact
 
-MODULES = ("tasks.tables",)
+MODULES = ("zhflow.tasks.tables",)
 
 
 def _ref(digest: str) -> dict:

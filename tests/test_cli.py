@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from flows.cli import main
+from zhflow.flows.cli import main
 
 
 def test_help_lists_the_contract_flags() -> None:
@@ -59,7 +59,8 @@ def test_user_error_is_one_line_without_traceback(tmp_path: Path) -> None:
     corpus.write_text("text,label\n很好吃,pos\n不错,pos\n", encoding="utf-8")
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", str(corpus), "--workdir", str(tmp_path / "w")],
+        [sys.executable, "-m", "zhflow.flows.cli", "run", str(corpus),
+         "--workdir", str(tmp_path / "w")],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 2

@@ -18,19 +18,19 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tasks import cluster as cluster_fns
-from tasks.bundle import load_bundle
-from tasks.cluster import ClusterSpec
-from tasks.errors import InputError
-from tasks.score import score_file, score_file_sharded, score_parquet_shard
-from tasks.segment import (
+from tests.conftest import tiny_corpus_rows
+from tests.helpers import train_tiny_bundle
+from zhflow.tasks import cluster as cluster_fns
+from zhflow.tasks.bundle import load_bundle
+from zhflow.tasks.cluster import ClusterSpec
+from zhflow.tasks.errors import InputError
+from zhflow.tasks.score import score_file, score_file_sharded, score_parquet_shard
+from zhflow.tasks.segment import (
     TokenizerSpec,
     assemble_token_shards,
     segment_frame,
     segment_parquet_rows,
 )
-from tests.conftest import tiny_corpus_rows
-from tests.helpers import train_tiny_bundle
 
 
 def _corpus_frame(n_copies: int = 12) -> pl.DataFrame:
@@ -179,7 +179,7 @@ def test_segmentation_on_a_dask_cluster_matches_a_local_run(
 ) -> None:  # fmt: skip
     from prefect.client.orchestration import get_client
 
-    from flows.pipeline import train_pipeline
+    from zhflow.flows.pipeline import train_pipeline
 
     monkeypatch.setattr(cluster_fns, "SHARD_ROWS", 10)  # 96 rows → 10 shards on 2 workers
     args = dict(corpus=str(tiny_csv), until="tokenize", tokenizer="jieba")
@@ -206,7 +206,7 @@ def test_segmentation_on_a_dask_cluster_matches_a_local_run(
 def test_scoring_on_a_dask_cluster_matches_a_local_run(
     prefect_server, dask_address: str, tiny_bundle: Path, tmp_path: Path
 ) -> None:
-    from flows.scoring import score_pipeline
+    from zhflow.flows.scoring import score_pipeline
 
     source = str(_score_input(tmp_path / "in.parquet"))
     args = dict(bundle=str(tiny_bundle), input=source, chunk_rows=100)

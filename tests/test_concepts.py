@@ -58,7 +58,7 @@ def test_concepts_example_runs(code: str, capsys: pytest.CaptureFixture[str]) ->
 
 @pytest.mark.skipif(importlib.util.find_spec("thulac") is None, reason="thulac not installed")
 def test_thulac_tokens_on_fixture() -> None:
-    from tasks.segment import TokenizerSpec, make_tokenizer
+    from zhflow.tasks.segment import TokenizerSpec, make_tokenizer
 
     cases = json.loads((FIXTURES / "thulac_tokens.json").read_text(encoding="utf-8"))["cases"]
     spec = TokenizerSpec(engine="thulac")

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tasks.corpus import (
+from zhflow.tasks.corpus import (
     FORMATS,
     clean_corpus,
     demo_corpus_paths,
@@ -19,7 +19,7 @@ from tasks.corpus import (
     split_corpus,
     validate_labels,
 )
-from tasks.errors import InputError
+from zhflow.tasks.errors import InputError
 
 ROWS = [("这部电影很好看", "pos"), ("剧情太无聊了", "neg"), ("演员演得不错", "pos")]
 
@@ -373,7 +373,7 @@ def test_read_texts_in_chunks_ragged_row_is_an_error(tmp_path: Path) -> None:
 
 
 def test_drop_duplicate_texts_keeps_first_and_counts() -> None:
-    from tasks.corpus import drop_duplicate_texts
+    from zhflow.tasks.corpus import drop_duplicate_texts
 
     df = pl.DataFrame(
         {
@@ -411,7 +411,7 @@ def _repeats_fixture() -> pl.DataFrame:
 
 
 def test_conflicting_labels_are_resolved_by_majority_ties_dropped() -> None:
-    from tasks.corpus import resolve_conflicting_labels
+    from zhflow.tasks.corpus import resolve_conflicting_labels
 
     df = _repeats_fixture()
     kept, counts = resolve_conflicting_labels(df)
@@ -428,7 +428,7 @@ def test_conflicting_labels_are_resolved_by_majority_ties_dropped() -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 7, 42])
 def test_identical_texts_never_cross_splits(seed: int) -> None:
-    from tasks.corpus import (
+    from zhflow.tasks.corpus import (
         count_cross_split_duplicates,
         resolve_conflicting_labels,
         text_groups,
@@ -448,7 +448,7 @@ def test_identical_texts_never_cross_splits(seed: int) -> None:
 
 
 def test_a_row_split_would_leak_and_is_counted() -> None:
-    from tasks.corpus import count_cross_split_duplicates
+    from zhflow.tasks.corpus import count_cross_split_duplicates
 
     df = pl.DataFrame(
         {

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.encode import (
+from zhflow.tasks.encode import (
     build_label_map,
     decode_ids,
     encode_labels,

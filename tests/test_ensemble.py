@@ -9,16 +9,16 @@ import polars as pl
 import pytest
 import torch
 
-from models.ensemble import MeanEnsemble, classifiers, uncalibrated
-from models.rnn import RNNClassifier, RNNConfig
-from tasks.bundle import load_bundle
-from tasks.encode import encode_tokens
-from tasks.score import ragged_bags, score_file
-from tasks.segment import segment_texts
-from tasks.storage import sha256_file
-from tasks.tables import vocab_to_index
-from tasks.train import predict_proba
 from tests.helpers import train_tiny_bundle
+from zhflow.models.ensemble import MeanEnsemble, classifiers, uncalibrated
+from zhflow.models.rnn import RNNClassifier, RNNConfig
+from zhflow.tasks.bundle import load_bundle
+from zhflow.tasks.encode import encode_tokens
+from zhflow.tasks.score import ragged_bags, score_file
+from zhflow.tasks.segment import segment_texts
+from zhflow.tasks.storage import sha256_file
+from zhflow.tasks.tables import vocab_to_index
+from zhflow.tasks.train import predict_proba
 
 TEXTS = ["味道不错，下次还点", "太难吃了", "物流太慢，包装破损"]
 

@@ -3,7 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.evaluate import compute_metrics, confusion_matrix, format_confusion_markdown, macro_f1
+from zhflow.tasks.evaluate import (
+    compute_metrics,
+    confusion_matrix,
+    format_confusion_markdown,
+    macro_f1,
+)
 
 # true:  a a b b b c c      (c is never predicted)
 # pred:  a b b b a a b

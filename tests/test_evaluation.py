@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from flows.cli import main
-from tasks.errors import InputError
-from tasks.evaluate import evaluate_labels
+from zhflow.flows.cli import main
+from zhflow.tasks.errors import InputError
+from zhflow.tasks.evaluate import evaluate_labels
 
 
 def test_evaluate_labels_by_hand_with_a_label_the_model_does_not_know() -> None:
@@ -57,9 +57,9 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_evaluate_bundle_matches_the_predictions_and_writes_its_folder(
     bundle: Path, tmp_path: Path
 ) -> None:
-    from flows.evaluation import evaluate_bundle
-    from tasks.bundle import load_bundle
-    from tasks.predict import predict_texts
+    from zhflow.flows.evaluation import evaluate_bundle
+    from zhflow.tasks.bundle import load_bundle
+    from zhflow.tasks.predict import predict_texts
 
     rows = [("这家店的菜很好吃", "pos"), ("太难吃了，再也不会点", "neg"), ("质量很差", "neg"),
             ("物流很快，非常满意", "pos"), ("一般般吧", "neutral"), ("   ", "pos")]  # fmt: skip
@@ -86,7 +86,7 @@ def test_evaluate_bundle_matches_the_predictions_and_writes_its_folder(
 
 
 def test_evaluate_refuses_to_write_into_the_bundle(bundle: Path, tmp_path: Path) -> None:
-    from flows.evaluation import evaluate_bundle
+    from zhflow.flows.evaluation import evaluate_bundle
 
     corpus = _labelled(tmp_path / "new.csv", [("很好", "pos"), ("很差", "neg")])
     before = sorted(p.name for p in bundle.iterdir())
@@ -97,7 +97,7 @@ def test_evaluate_refuses_to_write_into_the_bundle(bundle: Path, tmp_path: Path)
 
 
 def test_check_min_accuracy_message() -> None:
-    from flows.evaluation import check_min_accuracy
+    from zhflow.flows.evaluation import check_min_accuracy
 
     metrics = {"accuracy": 0.5, "macro_f1": 0.4, "n": 10}
     assert check_min_accuracy(metrics, None) is None
@@ -114,7 +114,7 @@ def test_evaluate_command_artifacts_and_exit_code_under_min_accuracy(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from flows.evaluation import KEY_EVAL_CONFUSION, KEY_EVAL_METRICS
+    from zhflow.flows.evaluation import KEY_EVAL_CONFUSION, KEY_EVAL_METRICS
 
     # One label the bundle does not know: accuracy is below 1.0 whatever it predicts.
     corpus = _labelled(tmp_path / "new.csv", [("很好吃", "pos"), ("很难吃", "neg"),
@@ -159,7 +159,7 @@ def test_evaluate_command_artifacts_and_exit_code_under_min_accuracy(
 
 def test_evaluate_bad_column_is_one_line(bundle: Path, tmp_path: Path) -> None:
     corpus = _labelled(tmp_path / "new.csv", [("很好", "pos"), ("很差", "neg")])
-    from flows.evaluation import evaluate_bundle
+    from zhflow.flows.evaluation import evaluate_bundle
 
     with pytest.raises(InputError, match="nope"):
         evaluate_bundle(str(bundle), [str(corpus)], tmp_path / "o", text_col="nope")

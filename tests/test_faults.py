@@ -26,7 +26,7 @@ TRAIN = ("--tokenizer", "char", "--processes", "1", "--epochs", "1", "--hidden",
 
 
 def _cli(*args: object) -> dict:
-    from flows.cli import main
+    from zhflow.flows.cli import main
 
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exit_code == 0, (result.output, result.exception)
@@ -72,7 +72,7 @@ def test_copied_then_moved_work_dir_stays_valid(prefect_server, corpus: Path, tm
     latest = json.loads((wd2 / "runs" / "latest.json").read_text())
     assert latest["model"].startswith("bundle/") and latest["workdir"] == "."
     # Scoring with --model WORKDIR uses this work dir's bundle.
-    from flows.scoring import resolve_bundle
+    from zhflow.flows.scoring import resolve_bundle
 
     assert Path(resolve_bundle(str(wd2))).resolve() == Path(moved["model"])
 
@@ -93,7 +93,7 @@ def test_moved_work_dir_rebuilds_only_what_is_missing(
 
 
 def test_refs_are_stored_relative_and_anchored_on_reading(tmp_path: Path) -> None:
-    from tasks.cache import RelocatableJSON, anchor_ref
+    from zhflow.tasks.cache import RelocatableJSON, anchor_ref
 
     ref = {"stage": "vocab", "key": "k1", "path": "/old/place/vocab/k1", "digest": "d"}
     stored = json.loads(RelocatableJSON().dumps(ref))
@@ -109,7 +109,7 @@ def test_refs_are_stored_relative_and_anchored_on_reading(tmp_path: Path) -> Non
 
 def _zhflow() -> list[str]:
     script = Path(sys.executable).with_name("zhflow")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "zhflow.flows.cli"]
 
 
 def _listening(port: int) -> bool:

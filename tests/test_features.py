@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks.features import NgramFeaturizer, NgramSpec, char_ngram_keys, word_ngram_keys
-from tasks.tables import featurizer_from_table, select_ngram_features
+from zhflow.tasks.features import NgramFeaturizer, NgramSpec, char_ngram_keys, word_ngram_keys
+from zhflow.tasks.tables import featurizer_from_table, select_ngram_features
 
 THREE = [["我", "喜欢", "苹果"], ["我", "喜欢", "香蕉"], ["苹果", "很", "甜"]]
 IDF2 = math.log(4 / 3) + 1  # N = 3 documents, df = 2: ln((1 + 3) / (1 + 2)) + 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tasks.corpus import (
+from zhflow.tasks.corpus import (
     FEW_TEST_ROWS,
     MIN_TEXTS_PER_LABEL,
     check_splits,
@@ -17,7 +17,7 @@ from tasks.corpus import (
     read_texts_in_chunks,
     split_corpus,
 )
-from tasks.errors import InputError
+from zhflow.tasks.errors import InputError
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
@@ -55,9 +55,9 @@ def test_tsv_with_a_stray_quote_reads_the_same_in_training_and_scoring(
 
 
 def test_scoring_a_tsv_with_a_stray_quote(tmp_path: Path) -> None:
-    from tasks.bundle import load_bundle
-    from tasks.score import score_file
     from tests.helpers import train_tiny_bundle
+    from zhflow.tasks.bundle import load_bundle
+    from zhflow.tasks.score import score_file
 
     bundle = load_bundle(train_tiny_bundle(tmp_path / "bundle", epochs=1))
     path = _stray_quote_tsv(tmp_path / "stray.tsv", rows=300, at=250)
@@ -94,7 +94,7 @@ def test_tiny_corpus_warns_that_its_figures_say_little() -> None:
 def test_cli_refuses_too_small_labels_at_ingest(prefect_server, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from flows.cli import main
+    from zhflow.flows.cli import main
 
     src = tmp_path / "many.csv"
     pl.DataFrame(

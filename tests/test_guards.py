@@ -15,9 +15,9 @@ import polars as pl
 import pytest
 from click.testing import CliRunner, Result
 
-from tasks.errors import InputError
-from tasks.guards import check_output_not_input, check_output_outside_sealed
 from tests.helpers import train_tiny_bundle
+from zhflow.tasks.errors import InputError
+from zhflow.tasks.guards import check_output_not_input, check_output_outside_sealed
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cli(*args: object, cwd: Path | None = None) -> Result:
-    from flows.cli import main
+    from zhflow.flows.cli import main
 
     if cwd is None:
         return CliRunner().invoke(main, [str(a) for a in args])
@@ -152,8 +152,8 @@ def test_ordinary_scoring_still_works_and_input_stays(bundle_dir, victims, tmp_p
     src = victims["csv"]
     before = _digest(src)
     out = tmp_path / "preds.parquet"
-    from tasks.bundle import load_bundle
-    from tasks.score import score_file
+    from zhflow.tasks.bundle import load_bundle
+    from zhflow.tasks.score import score_file
 
     score_file(load_bundle(bundle_dir), str(src), out)
     assert pl.read_parquet(out).height == 2 and _digest(src) == before

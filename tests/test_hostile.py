@@ -3,7 +3,7 @@
 * Property-based tests (hypothesis) push arbitrary Unicode through segmentation, encoding and
   scoring: no crash, every length within ``max_len``, one output row per input row.
 * Bad corpora and bad output locations go through the real CLI (click's CliRunner against
-  ``flows.cli.main``, one shared Prefect test server): each is either handled (and counted in
+  ``zhflow.flows.cli.main``, one shared Prefect test server): each is either handled (and counted in
   the profile) or refused with exit code 2 and exactly one ``zhflow: error:`` line, no
   traceback, nothing half-written left behind.
 * Model bundles that were tampered with are refused (exit code 3) and a pickle payload posing
@@ -28,14 +28,14 @@ from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.bundle import load_bundle, seal_bundle
-from tasks.corpus import read_corpus, read_texts_in_chunks
-from tasks.encode import encode_tokens
-from tasks.errors import BundleError, InputError
-from tasks.score import predict_chunk, score_file
-from tasks.segment import TokenizerSpec, segment_texts
-from tasks.tables import vocab_to_index
 from tests.helpers import train_tiny_bundle
+from zhflow.tasks.bundle import load_bundle, seal_bundle
+from zhflow.tasks.corpus import read_corpus, read_texts_in_chunks
+from zhflow.tasks.encode import encode_tokens
+from zhflow.tasks.errors import BundleError, InputError
+from zhflow.tasks.score import predict_chunk, score_file
+from zhflow.tasks.segment import TokenizerSpec, segment_texts
+from zhflow.tasks.tables import vocab_to_index
 
 MB_TEXT = "我们今天去公园散步，天气很好。" * (1_000_000 // 45)  # 15 chars * 3 bytes = 45 bytes
 NASTY = {
@@ -295,7 +295,7 @@ def test_tampered_bundle_is_refused(bundle_dir: Path, tmp_path: Path, how: str) 
 
 
 def _cli(*args: object) -> Result:
-    from flows.cli import main
+    from zhflow.flows.cli import main
 
     return CliRunner().invoke(main, [str(a) for a in args])
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import jieba_index
-from tasks.segment import _quiet_jieba
 from tests.conftest import NEGATIVE, POSITIVE
+from zhflow.tasks import jieba_index
+from zhflow.tasks.segment import _quiet_jieba
 
 TEXTS = [*POSITIVE, *NEGATIVE, "我来到北京清华大学", "他来到了网易杭研大厦",
          "小明硕士毕业于中国科学院计算所", "Wi-Fi 信号很差，t.cn 打不开，哈哈哈哈哈",

@@ -6,7 +6,7 @@ import json
 import threading
 from pathlib import Path
 
-from flows import leaderboard as lb
+from zhflow.flows import leaderboard as lb
 
 SUMMARY = {
     "corpus": ["/data/reviews.csv"],

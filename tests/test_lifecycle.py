@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from flows import lifecycle
+from zhflow.flows import lifecycle
 
 
 def test_sigterm_raises_system_exit_and_the_old_handler_comes_back() -> None:

@@ -19,11 +19,11 @@ import polars as pl
 import pytest
 from click.testing import CliRunner, Result
 
-from tasks.display import markdown, plain
-from tasks.errors import InputError, WriteError
-from tasks.storage import atomic_path, building_artifact, write_failure, write_guard
 from tests.conftest import tiny_corpus_rows
 from tests.helpers import train_tiny_bundle
+from zhflow.tasks.display import markdown, plain
+from zhflow.tasks.errors import InputError, WriteError
+from zhflow.tasks.storage import atomic_path, building_artifact, write_failure, write_guard
 
 # ------------------------------------------------------------------------------------------
 # fixtures: a tmpfs that can be made read-only or full
@@ -87,7 +87,7 @@ def corpus(tmp_path: Path) -> Path:
 
 
 def _cli(*args: object) -> Result:
-    from flows.cli import main
+    from zhflow.flows.cli import main
 
     return CliRunner().invoke(main, [str(a) for a in args])
 
@@ -176,7 +176,7 @@ def test_torch_save_on_a_full_disk_is_one_line(tmpfs: Tmpfs) -> None:
 
 def test_stage_on_a_read_only_work_dir_is_one_line(corpus: Path, tmpfs: Tmpfs) -> None:
     """The stage itself (no CLI pre-check): its lock folder cannot be made."""
-    from tasks import stages
+    from zhflow.tasks import stages
 
     tmpfs.read_only()
     with pytest.raises(WriteError, match=r"locks.*cannot write \(Read-only file system\)"):
@@ -275,8 +275,8 @@ def test_read_only_work_dir_cached_rerun_and_new_corpus(
 
 
 def test_reading_a_pipe_names_the_input(bundle_dir: Path, tmp_path: Path) -> None:
-    from tasks.bundle import load_bundle
-    from tasks.score import score_file
+    from zhflow.tasks.bundle import load_bundle
+    from zhflow.tasks.score import score_file
 
     read, write = os.pipe()
     os.write(write, "text\n好吃\n".encode())
@@ -308,7 +308,7 @@ def test_plain_and_markdown_text() -> None:
 
 
 def test_confusion_plot_draws_markup_labels_as_text(tmp_path: Path) -> None:
-    from tasks.plots import plot_confusion
+    from zhflow.tasks.plots import plot_confusion
 
     n = len(HOSTILE_LABELS)
     matrix = [[int(i == j) for j in range(n)] for i in range(n)]
@@ -317,7 +317,7 @@ def test_confusion_plot_draws_markup_labels_as_text(tmp_path: Path) -> None:
 
 
 def test_confusion_markdown_and_tables_carry_no_html_or_escapes() -> None:
-    from flows.artifacts import confusion_markdown, metrics_rows, profile_rows, score_rows
+    from zhflow.flows.artifacts import confusion_markdown, metrics_rows, profile_rows, score_rows
 
     n = len(HOSTILE_LABELS)
     per = {
@@ -391,7 +391,7 @@ def test_disk_full_while_scoring_is_one_line(
 
 def _zhflow() -> list[str]:
     script = Path(sys.executable).with_name("zhflow")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "zhflow.flows.cli"]
 
 
 def temporary_server_env(home: Path) -> dict[str, str]:

@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows.leaderboard import BOARD_FILE, read_board
-from flows.pipeline import train_pipeline
-from flows.scoring import score_pipeline
+from zhflow.flows.leaderboard import BOARD_FILE, read_board
+from zhflow.flows.pipeline import train_pipeline
+from zhflow.flows.scoring import score_pipeline
 
 pytestmark = pytest.mark.prefect
 
@@ -95,8 +95,8 @@ def test_seeds_train_an_ensemble_whose_bundle_holds_every_member(
 ) -> None:
     import json
 
-    from models.ensemble import MeanEnsemble, classifiers
-    from tasks.bundle import load_bundle
+    from zhflow.models.ensemble import MeanEnsemble, classifiers
+    from zhflow.tasks.bundle import load_bundle
 
     args = dict(corpus=str(tiny_csv), workdir=str(tmp_path / "w"), **{**SMALL, "epochs": 1})
     summary = train_pipeline(**args, ensemble_size=2)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tasks import plots
-from tasks.storage import sha256_file
+from zhflow.tasks import plots
+from zhflow.tasks.storage import sha256_file
 
 LABELS = ["书籍", "平板", "手机"]
 ROOT = Path(__file__).resolve().parents[1]

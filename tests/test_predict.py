@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from flows.cli import main
 from tests.helpers import train_tiny_bundle
+from zhflow.flows.cli import main
 
 TEXTS = ["这家店的菜很好吃，服务也很热情", "质量很差，用了两天就坏了"]
 TRAINING = {"corpus_digest": "ab" * 32, "rows": 96, "trained_at": "2026-12-01T02:00:00Z"}
@@ -33,8 +33,8 @@ def old_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _scored(bundle: Path, texts: list[str], tmp_path: Path) -> pl.DataFrame:
     """What `zhflow score` writes for these texts (its pure function)."""
-    from tasks.bundle import load_bundle
-    from tasks.score import score_file
+    from zhflow.tasks.bundle import load_bundle
+    from zhflow.tasks.score import score_file
 
     source = tmp_path / "in.csv"
     pl.DataFrame({"text": texts}).write_csv(source)
@@ -78,7 +78,7 @@ def test_predict_refused_bundle_is_one_line_exit_3(tmp_path: Path) -> None:
 def test_predict_and_info_never_import_prefect(bundle: Path) -> None:
     code = (
         "import sys\n"
-        "from flows.cli import main\n"
+        "from zhflow.flows.cli import main\n"
         f"b = {str(bundle)!r}\n"
         "for args in (['predict', '--model', b, '很好'], ['info', b]):\n"
         "    try:\n"
@@ -122,7 +122,7 @@ def test_info_shows_what_the_bundle_holds(bundle: Path) -> None:
 def test_info_on_an_old_bundle_and_test_metrics(old_bundle: Path, tmp_path: Path) -> None:
     import shutil
 
-    from tasks.bundle import seal_bundle
+    from zhflow.tasks.bundle import seal_bundle
 
     info = json.loads(CliRunner().invoke(main, ["info", str(old_bundle), "--json"]).stdout)
     assert info["training"] is None and info["test_metrics"] is None  # metrics.json: {"n": 0}
@@ -162,8 +162,8 @@ def test_predict_on_a_bundle_with_the_wide_branch_matches_score(tmp_path: Path) 
 def test_explain_lists_the_ngrams_that_weighed_most(tmp_path: Path) -> None:
     import numpy as np
 
-    from tasks.bundle import load_bundle
-    from tasks.predict import explain_texts
+    from zhflow.tasks.bundle import load_bundle
+    from zhflow.tasks.predict import explain_texts
 
     wide = train_tiny_bundle(tmp_path / "wide", epochs=1, wide=True)
     result = CliRunner().invoke(
@@ -180,7 +180,7 @@ def test_explain_lists_the_ngrams_that_weighed_most(tmp_path: Path) -> None:
     loaded = load_bundle(wide)
     fz = loaded.featurizer
     assert fz is not None and loaded.model.wide is not None
-    from tasks.segment import segment_texts
+    from zhflow.tasks.segment import segment_texts
 
     ids, w = fz.bag(segment_texts([TEXTS[0]], loaded.tokenizer)[0])
     table = loaded.model.wide.bag.weight.detach().numpy()
@@ -198,7 +198,7 @@ def test_explain_without_a_wide_branch_is_one_line(bundle: Path) -> None:
 
 
 def test_bundle_info_reads_json_only(bundle: Path) -> None:
-    from flows.commands import bundle_info
+    from zhflow.flows.commands import bundle_info
 
     info = bundle_info(bundle)
     assert info["intact"] is True and info["labels"] == ["neg", "pos"]

@@ -9,10 +9,10 @@ import torch
 
 pytest.importorskip("gensim")
 
-from models.rnn import RNNConfig
-from tasks import stages
-from tasks.pretrain import align_to_vocab, stable_hash, train_word_vectors
-from tasks.train import TrainConfig, train_model
+from zhflow.models.rnn import RNNConfig
+from zhflow.tasks import stages
+from zhflow.tasks.pretrain import align_to_vocab, stable_hash, train_word_vectors
+from zhflow.tasks.train import TrainConfig, train_model
 
 DOCS = [["好吃", "很", "香"], ["难吃", "很", "咸"], ["好吃", "不", "贵"]] * 20
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows import progress
+from zhflow.flows import progress
 
 
 def test_no_bars_when_stderr_is_not_a_terminal(
@@ -26,7 +26,7 @@ def test_no_bars_when_stderr_is_not_a_terminal(
 def test_forced_bars_show_scoring_segmentation_and_epochs(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tasks import stages  # the training flow has loaded it: its hooks get a bar
+    from zhflow.tasks import stages  # the training flow has loaded it: its hooks get a bar
 
     monkeypatch.setenv("ZHFLOW_PROGRESS", "1")
     monkeypatch.setenv("COLUMNS", "160")

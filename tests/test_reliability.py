@@ -37,8 +37,8 @@ from typing import Any
 import pytest
 import torch
 
-from tasks.storage import atomic_path, building_artifact
 from tests.helpers import train_tiny_bundle
+from zhflow.tasks.storage import atomic_path, building_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -236,7 +236,7 @@ SMALL = dict(
 
 @pytest.mark.prefect
 def test_damaged_outputs_are_detected_and_rebuilt(prefect_server, tiny_csv, tmp_path) -> None:
-    from flows.pipeline import train_pipeline
+    from zhflow.flows.pipeline import train_pipeline
 
     args = dict(corpus=str(tiny_csv), workdir=str(tmp_path / "w"), until="encode", **SMALL)
     first = train_pipeline(**args)
@@ -346,7 +346,7 @@ def write_corpus(path: Path, rows: int = 2400) -> Path:
 
 def _zhflow() -> list[str]:
     script = Path(sys.executable).with_name("zhflow")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "zhflow.flows.cli"]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.rnn import (
+from zhflow.models.rnn import (
     ONEHOT_MAX_VOCAB,
     RNNClassifier,
     RNNConfig,

@@ -4,10 +4,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks.bundle import load_bundle
-from tasks.errors import InputError
-from tasks.score import PROB_PREFIX, score_file
 from tests.helpers import train_tiny_bundle
+from zhflow.tasks.bundle import load_bundle
+from zhflow.tasks.errors import InputError
+from zhflow.tasks.score import PROB_PREFIX, score_file
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +68,8 @@ def _mixed_texts(n: int) -> list[str | None]:
 def test_pipelined_scoring_equals_serial_path(bundle, tmp_path) -> None:
     import torch
 
-    from tasks.corpus import read_texts_in_chunks
-    from tasks.score import score_chunks, score_chunks_pipelined
+    from zhflow.tasks.corpus import read_texts_in_chunks
+    from zhflow.tasks.score import score_chunks, score_chunks_pipelined
 
     source = tmp_path / "in.csv"
     pl.DataFrame({"review": _mixed_texts(700)}).write_csv(source)
@@ -103,7 +103,7 @@ def test_pipelined_scoring_equals_serial_path(bundle, tmp_path) -> None:
 
 
 def test_pipelined_scoring_stops_its_workers_on_close(bundle) -> None:
-    from tasks.score import score_chunks_pipelined
+    from zhflow.tasks.score import score_chunks_pipelined
 
     frames = (pl.DataFrame({"id": [str(i + k * 50) for i in range(50)], "text": ["很好吃"] * 50})
               for k in range(10))  # fmt: skip
@@ -114,9 +114,9 @@ def test_pipelined_scoring_stops_its_workers_on_close(bundle) -> None:
 
 
 def test_segmenter_matches_segment_texts_and_encode_tokens() -> None:
-    from tasks.encode import encode_tokens
-    from tasks.score import pad_ragged
-    from tasks.segment import FlatIdEncoder, Segmenter, TokenizerSpec, segment_texts
+    from zhflow.tasks.encode import encode_tokens
+    from zhflow.tasks.score import pad_ragged
+    from zhflow.tasks.segment import FlatIdEncoder, Segmenter, TokenizerSpec, segment_texts
 
     spec = TokenizerSpec(engine="char")
     texts = [t or "" for t in _mixed_texts(300)]

@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows import score_report as sr
+from zhflow.flows import score_report as sr
 
 LABELS = ["neg", "pos"]
 

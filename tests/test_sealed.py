@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tasks import storage
-from tasks.bundle import load_bundle, seal_bundle
-from tasks.errors import BundleError
 from tests.helpers import train_tiny_bundle
+from zhflow.tasks import storage
+from zhflow.tasks.bundle import load_bundle, seal_bundle
+from zhflow.tasks.errors import BundleError
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return real(path)
 
     monkeypatch.setattr(storage, "sha256_file", spy)
-    monkeypatch.setattr("tasks.bundle.sha256_file", spy)
+    monkeypatch.setattr("zhflow.tasks.bundle.sha256_file", spy)
     return seen
 
 
@@ -189,7 +189,7 @@ def test_config_not_an_object_is_refused(bundle: Path) -> None:
 def test_cli_refuses_an_unsealed_bundle_before_a_server_starts(
     bundle: Path, tmp_path: Path, no_hang: None
 ) -> None:
-    from flows.cli import main
+    from zhflow.flows.cli import main
 
     _list_in_manifest(bundle, "/dev/zero")
     src = tmp_path / "in.csv"

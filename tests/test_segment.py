@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks import segment as seg
-from tasks.errors import InputError
-from tasks.segment import (
+from zhflow.tasks import segment as seg
+from zhflow.tasks.errors import InputError
+from zhflow.tasks.segment import (
     TokenizerSpec,
     default_workers,
     load_stopwords,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.serve import ServeError, build_deployments, check_server, parse_params
+from zhflow.flows.serve import ServeError, build_deployments, check_server, parse_params
 
 
 def test_parse_params_reads_json_values_and_dashed_keys() -> None:

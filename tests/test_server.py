@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from flows import server
-from flows.cli import main
+from zhflow.flows import server
+from zhflow.flows.cli import main
 
 BIN = Path(sys.executable).parent
 ZHFLOW_SERVER_START = ["server", "start"]  # always binds 127.0.0.1
@@ -243,7 +243,7 @@ def test_start_status_stop_and_commands_use_it_then_fall_back(
 def test_exit_quickly_only_when_allowed_and_flushes_first() -> None:
     code = (
         "import sys\n"
-        "from flows import server\n"
+        "from zhflow.flows import server\n"
         "server.exit_quickly(5)\n"  # not allowed yet: returns
         "print('still here', end='')\n"
         "server.allow_quick_exit()\n"

@@ -8,9 +8,9 @@ import polars as pl
 import pytest
 from safetensors.numpy import load_file
 
-from tasks import plots, stages
-from tasks.bundle import load_bundle
-from tasks.segment import TokenizerSpec
+from zhflow.tasks import plots, stages
+from zhflow.tasks.bundle import load_bundle
+from zhflow.tasks.segment import TokenizerSpec
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tasks.storage import (
+from zhflow.tasks.storage import (
     artifact_ref,
     atomic_path,
     building_artifact,

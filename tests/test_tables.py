@@ -3,7 +3,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from tasks.tables import build_vocab, count_ngrams, summarize_vocab, vocab_to_index
+from zhflow.tasks.tables import build_vocab, count_ngrams, summarize_vocab, vocab_to_index
 
 THREE = pl.DataFrame({"tokens": [["我", "爱", "北京"], ["我", "爱", "你"], ["北京", "欢迎", "你"]]})
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.rnn import RNNConfig
-from tasks.errors import InputError
-from tasks.train import (
+from zhflow.models.rnn import RNNConfig
+from zhflow.tasks.errors import InputError
+from zhflow.tasks.train import (
     CHECKPOINT_NAME,
     TrainConfig,
     build_model,
@@ -151,7 +151,7 @@ def test_train_learns_and_reports(tmp_path: Path) -> None:
     model = build_model(MODEL)
     model.load_state_dict(res.state_dict)
     probs = predict_proba(model, VALID["ids"], VALID["lengths"], batch_size=7)
-    from tasks.evaluate import macro_f1
+    from zhflow.tasks.evaluate import macro_f1
 
     assert macro_f1(VALID["labels"].numpy(), probs.argmax(1), 2) == pytest.approx(
         res.best_valid_macro_f1

@@ -21,9 +21,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tasks import tune as tune_fns
-from tasks.errors import InputError
 from tests.conftest import tiny_corpus_rows
+from zhflow.tasks import tune as tune_fns
+from zhflow.tasks.errors import InputError
 
 #: A space of tiny models (1 epoch, 8-16 units): trials take a second, not minutes.
 TINY_SPACE: dict[str, Any] = {
@@ -37,7 +37,7 @@ TINY_SPACE: dict[str, Any] = {
 
 
 def _defaults() -> dict[str, Any]:
-    from flows.tune import pipeline_defaults
+    from zhflow.flows.tune import pipeline_defaults
 
     return pipeline_defaults()
 
@@ -114,7 +114,7 @@ def test_the_run_line_parses_back_to_the_same_settings() -> None:
     """Every flag the line names is one `zhflow run` has, with the winner's value."""
     import shlex
 
-    from flows.cli import run
+    from zhflow.flows.cli import run
 
     settings = {"tokenizer": "char", "wide": False, "bidirectional": False, "lr": 0.0012345,
                 "hidden": 64, "max_len": 100, "dropout": 0.25, "layers": 2}  # fmt: skip
@@ -158,7 +158,7 @@ def test_epoch_score_prefers_the_whole_models_score() -> None:
 def test_the_pruning_hook_reports_epochs_and_stops_a_weak_trial() -> None:
     import optuna
 
-    from flows.tune import pruning_hook
+    from zhflow.flows.tune import pruning_hook
 
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(
         n_startup_trials=1, n_warmup_steps=0))  # fmt: skip
@@ -179,11 +179,11 @@ def test_the_pruning_hook_reports_epochs_and_stops_a_weak_trial() -> None:
 
 
 def _wide_data() -> tuple[Any, dict[str, torch.Tensor]]:
-    from models.rnn import RNNConfig
-    from tasks.encode import build_label_map, encode_labels, encode_tokens
-    from tasks.features import NgramSpec
-    from tasks.segment import TokenizerSpec, segment_texts
-    from tasks.tables import (
+    from zhflow.models.rnn import RNNConfig
+    from zhflow.tasks.encode import build_label_map, encode_labels, encode_tokens
+    from zhflow.tasks.features import NgramSpec
+    from zhflow.tasks.segment import TokenizerSpec, segment_texts
+    from zhflow.tasks.tables import (
         build_vocab,
         featurizer_from_table,
         select_ngram_features,
@@ -209,7 +209,7 @@ def _wide_data() -> tuple[Any, dict[str, torch.Tensor]]:
 
 
 def test_an_epoch_listener_sees_the_whole_models_score_and_changes_nothing() -> None:
-    from tasks.train import TrainConfig, train_model
+    from zhflow.tasks.train import TrainConfig, train_model
 
     cfg, data = _wide_data()
     tc = TrainConfig(epochs=2, batch_size=16, seed=5, wide_epochs=2)
@@ -236,7 +236,7 @@ def test_an_epoch_listener_sees_the_whole_models_score_and_changes_nothing() -> 
 
 
 def test_tune_with_a_bad_space_file_is_one_line(tmp_path: Path, tiny_csv: Path) -> None:
-    from flows.cli import main
+    from zhflow.flows.cli import main
 
     space = tmp_path / "space.yaml"
     space.write_text("hidden: [8, 'big']\n")
@@ -252,7 +252,7 @@ def test_tune_with_a_bad_space_file_is_one_line(tmp_path: Path, tiny_csv: Path) 
 
 
 def _tune(corpus: Path, workdir: Path, **kwargs: Any) -> dict[str, Any]:
-    from flows.tune import tune_pipeline
+    from zhflow.flows.tune import tune_pipeline
 
     options: dict[str, Any] = dict(space=TINY_SPACE, processes=1, seed=3, parallel=1)
     return tune_pipeline(corpus=str(corpus), workdir=str(workdir), **{**options, **kwargs})
@@ -293,7 +293,7 @@ def test_three_trials_in_parallel_then_five_runs_only_two_more(
 def test_a_raising_trial_is_recorded_failed_and_the_tune_goes_on(
     prefect_server, tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tasks import stages
+    from zhflow.tasks import stages
 
     real = stages.train_fns.train_model
 
@@ -317,8 +317,8 @@ def test_a_raising_trial_is_recorded_failed_and_the_tune_goes_on(
 def test_the_test_split_is_read_once_and_only_after_the_winner_is_chosen(
     prefect_server, tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows import tune as tune_flow
-    from tasks import stages
+    from zhflow.flows import tune as tune_flow
+    from zhflow.tasks import stages
 
     events: list[str] = []
     load, choose = stages.load_encoded_split, tune_flow.choose_winner
@@ -347,7 +347,7 @@ def test_the_test_split_is_read_once_and_only_after_the_winner_is_chosen(
 
 def _zhflow() -> list[str]:
     script = Path(sys.executable).with_name("zhflow")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "zhflow.flows.cli"]
 
 
 def _running_trial_with_an_epoch(storage: Path) -> bool:

@@ -27,8 +27,8 @@ import httpx
 import polars as pl
 import pytest
 
-from flows import artifacts as art
 from tests.conftest import tiny_corpus_rows
+from zhflow.flows import artifacts as art
 
 pytestmark = pytest.mark.slow
 
@@ -412,7 +412,7 @@ def test_ui_in_headless_chromium_shows_the_evaluation_artifact(live: dict) -> No
     playwright = pytest.importorskip(
         "playwright.sync_api", reason="pip install playwright (dev extra)"
     )
-    from flows.evaluation import KEY_EVAL_CONFUSION, KEY_EVAL_METRICS
+    from zhflow.flows.evaluation import KEY_EVAL_CONFUSION, KEY_EVAL_METRICS
 
     done = subprocess.run(
         [str(BIN / "zhflow"), "evaluate", "--model", live["summary"]["model"],

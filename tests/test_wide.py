@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.rnn import RNNClassifier, RNNConfig
-from models.wide import Bags, NgramLinear, RaggedBags, gather_bags
+from zhflow.models.rnn import RNNClassifier, RNNConfig
+from zhflow.models.wide import Bags, NgramLinear, RaggedBags, gather_bags
 
 
 def _ragged() -> RaggedBags:

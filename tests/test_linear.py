@@ -1,0 +1,78 @@
+"""Fitting the wide branch (tasks/linear.py): scikit-learn's LogisticRegression as the oracle."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from zhflow.models.wide import RaggedBags, bag_matrix, transpose_csr
+from zhflow.tasks.linear import fit_logistic, fit_logistic_path
+
+
+def _problem(seed: int = 0, n: int = 120, f: int = 30, classes: int = 3) -> tuple:
+    """A sparse, noisy, linearly separable-ish problem as ragged bags."""
+    rng = np.random.default_rng(seed)
+    true_w = rng.normal(size=(f, classes))
+    counts = rng.integers(0, 6, size=n)
+    ids = np.concatenate([rng.choice(f, size=k, replace=False) for k in counts]).astype(np.int64)
+    weights = rng.uniform(0.2, 1.0, size=ids.size).astype(np.float32)
+    dense = np.zeros((n, f), np.float32)
+    start = 0
+    for r, k in enumerate(counts):
+        dense[r, ids[start : start + k]] = weights[start : start + k]
+        start += k
+    labels = (dense @ true_w + rng.normal(scale=0.5, size=(n, classes))).argmax(1)
+    bags = RaggedBags(torch.from_numpy(ids), torch.from_numpy(counts), torch.from_numpy(weights))
+    return bags, dense, torch.from_numpy(labels).long()
+
+
+def test_bag_matrix_is_the_dense_rows() -> None:
+    bags, dense, _ = _problem()
+    x = bag_matrix(bags, dense.shape[1])
+    assert torch.allclose(x.to_dense(), torch.from_numpy(dense))
+    assert torch.allclose(transpose_csr(x).to_dense(), torch.from_numpy(dense).T)
+
+
+@pytest.mark.parametrize("c", [0.3, 3.0])
+def test_fit_logistic_matches_scikit_learn(c: float) -> None:
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    bags, dense, labels = _problem()
+    x = bag_matrix(bags, dense.shape[1])
+    weight, bias = torch.zeros(dense.shape[1], 3), torch.zeros(3)
+    fit_logistic(x, transpose_csr(x), labels, weight, bias, c, max_iter=500)
+    oracle = linear_model.LogisticRegression(C=c, tol=1e-10, max_iter=10_000)
+    oracle.fit(dense.astype(np.float64), labels.numpy())
+    # Softmax logits are defined up to a per-row constant; compare centred probabilities.
+    ours = torch.softmax(torch.from_numpy(dense) @ weight + bias, -1).numpy()
+    theirs = oracle.predict_proba(dense.astype(np.float64))
+    assert np.abs(ours - theirs).max() < 2e-3
+
+
+def test_the_path_keeps_the_lowest_validation_loss_and_stops_past_it() -> None:
+    _, dense, labels = _problem(n=200)
+    train_rows, valid_rows = torch.arange(0, 150), torch.arange(150, 200)
+    x_all = torch.from_numpy(dense)
+    x = x_all[train_rows].to_sparse_csr()
+    valid_x = x_all[valid_rows].to_sparse_csr()
+    cs = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+    fit = fit_logistic_path(x, transpose_csr(x), labels[train_rows], valid_x, labels[valid_rows],
+                            3, cs, max_iter=200)  # fmt: skip
+    losses = [p["valid_loss"] for p in fit.path]
+    assert fit.c == fit.path[int(np.argmin(losses))]["c"]
+    assert losses[-1] > min(losses)  # stopped one step past the minimum
+    assert len(fit.path) == int(np.argmin(losses)) + 2 or len(fit.path) == len(cs)
+    logits = valid_x @ fit.weight + fit.bias
+    kept = float(torch.nn.functional.cross_entropy(logits, labels[valid_rows]))
+    assert math.isclose(kept, min(losses), rel_tol=1e-5)
+
+
+def test_the_fit_is_deterministic() -> None:
+    bags, dense, labels = _problem(seed=3)
+    x = bag_matrix(bags, dense.shape[1])
+    runs = [fit_logistic_path(x, transpose_csr(x), labels, x, labels, 3, (1.0, 10.0), 100)
+            for _ in range(2)]  # fmt: skip
+    assert torch.equal(runs[0].weight, runs[1].weight)
+    assert runs[0].path[0]["valid_loss"] == runs[1].path[0]["valid_loss"]
