@@ -212,7 +212,7 @@ def test_an_epoch_listener_sees_the_whole_models_score_and_changes_nothing() -> 
     from zhflow.tasks.train import TrainConfig, train_model
 
     cfg, data = _wide_data()
-    tc = TrainConfig(epochs=2, batch_size=16, seed=5, wide_epochs=2)
+    tc = TrainConfig(epochs=2, batch_size=16, seed=5, wide_c=(1.0,))
     records: list[dict] = []
     heard = train_model(cfg, tc, data, data, on_epoch=records.append, log=None)
     alone = train_model(cfg, tc, data, data, log=None)
