@@ -44,6 +44,9 @@ def plot_tune(
         else:
             ax_score.text(0.5, 0.5, "no completed trial", ha="center", va="center",
                           transform=ax_score.transAxes)  # fmt: skip
+        from matplotlib.ticker import MaxNLocator
+
+        ax_score.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are numbers
         ax_score.set_xlabel("trial")
         ax_score.set_ylabel(f"validation {metric}")
         ax_score.set_title("score by trial")
