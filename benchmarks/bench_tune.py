@@ -67,8 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--no-peers", action="store_true")
     args = ap.parse_args(argv)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    # A loaded machine can take minutes to start the temporary server; then the CLI's defaults.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+    from zhflow.flows.settings import apply_defaults
+
+    apply_defaults()  # offline
 
     from zhflow.flows.pipeline import train_pipeline
     from zhflow.flows.tune import tune_pipeline
