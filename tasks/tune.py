@@ -268,12 +268,14 @@ def epoch_score(record: Mapping[str, Any], metric: str) -> float:
 
 
 def make_pruner(kind: str, startup_trials: int = 3) -> Any:
-    """Median pruning (from the second epoch, after ``startup_trials`` trials), successive
-    halving, or none."""
+    """Median pruning (from any epoch, once ``startup_trials`` trials have finished: a trial
+    whose score is below the median of the others' at the same epoch stops), successive
+    halving, or none. Epochs are steps 1, 2, ...; no warm-up: on the shared corpora the first
+    epoch already separates weak settings (waimai_10k, docs/BENCHMARKS.md)."""
     import optuna
 
     if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0)
     if kind == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if kind == "none":
