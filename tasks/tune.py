@@ -270,8 +270,8 @@ def epoch_score(record: Mapping[str, Any], metric: str) -> float:
 def make_pruner(kind: str, startup_trials: int = 3) -> Any:
     """Median pruning (from any epoch, once ``startup_trials`` trials have finished: a trial
     whose score is below the median of the others' at the same epoch stops), successive
-    halving, or none. Epochs are steps 1, 2, ...; no warm-up: on the shared corpora the first
-    epoch already separates weak settings (waimai_10k, docs/BENCHMARKS.md)."""
+    halving, or none. Epochs are steps 1, 2, ...; no warm-up: a trial trains a few epochs at
+    most, so waiting one would leave little to save."""
     import optuna
 
     if kind == "median":
