@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
@@ -22,11 +23,13 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _servers() -> dict[int, Any]:
-    try:
-        from prefect.server.api.server import SubprocessASGIServer
-    except ImportError:  # pragma: no cover - prefect is a dependency
+    # A temporary server exists only once Prefect imported its server module; importing it
+    # here just to look would cost ~3-6 s (the whole API stack) on every command that uses
+    # a persistent server.
+    module = sys.modules.get("prefect.server.api.server")
+    if module is None:
         return {}
-    return {id(s): s for s in list(SubprocessASGIServer._instances.values())}
+    return {id(s): s for s in list(module.SubprocessASGIServer._instances.values())}
 
 
 def _drain_prefect_workers() -> None:

@@ -192,10 +192,12 @@ def start(port: int = DEFAULT_PORT, timeout: float = START_TIMEOUT_S) -> dict[st
 
     Already running: its state, unchanged (``already_running`` true).
     """
+    from zhflow.flows import worker
+
     folder = server_dir()
     current = read_state(folder)
     if current and is_our_server(current):
-        return {**current, "already_running": True}
+        return {**current, "already_running": True, "worker": worker.start(folder, timeout)}
     if not _port_free(port):
         raise ServerError(f"port {port} on {HOST} is in use; choose another with --port")
     folder.mkdir(parents=True, exist_ok=True)
@@ -218,9 +220,11 @@ def start(port: int = DEFAULT_PORT, timeout: float = START_TIMEOUT_S) -> dict[st
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     _write_state(folder, state)  # before waiting, so `stop` can end a slow start
+    launched = worker.launch(folder)  # warms up while the server starts
     deadline = time.monotonic() + timeout
     while not healthy(api):
         if proc.poll() is not None:
+            worker.stop(folder)
             (folder / STATE_FILE).unlink(missing_ok=True)
             raise ServerError(
                 f"the Prefect server exited with code {proc.returncode} while starting "
@@ -228,11 +232,13 @@ def start(port: int = DEFAULT_PORT, timeout: float = START_TIMEOUT_S) -> dict[st
             )
         if time.monotonic() > deadline:
             _signal_group(proc.pid, signal.SIGTERM)
+            worker.stop(folder)
             (folder / STATE_FILE).unlink(missing_ok=True)
             raise ServerError(f"the Prefect server did not answer within {timeout:.0f} s; "
                               f"log: {log_path}")  # fmt: skip
         time.sleep(0.3)
-    return {**state, "already_running": False}
+    warm = launched if isinstance(launched, dict) else worker.wait_ready(folder, launched, timeout)
+    return {**state, "already_running": False, "worker": warm}
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -257,7 +263,10 @@ def stop() -> dict[str, Any] | None:
     Returns its state, or None when none is running; a stale state file is removed, and a PID
     that now belongs to another process is never signalled.
     """
+    from zhflow.flows import worker
+
     folder = server_dir()
+    worker.stop(folder)  # first: its running commands end while the server still answers
     state = read_state(folder)
     if state is None:
         return None
@@ -276,11 +285,14 @@ def stop() -> dict[str, Any] | None:
 def status() -> dict[str, Any]:
     """``running`` (the process is ours and alive), ``healthy`` (its API answers), and the
     state: URL, UI, PID, database, log."""
+    from zhflow.flows import worker
+
     folder = server_dir()
     state = read_state(folder)
+    warm = worker.status(folder)
     if state is None or not is_our_server(state):
-        return {"running": False, "healthy": False, "server_dir": str(folder)}
-    return {"running": True, "healthy": healthy(state["api_url"]), **state}
+        return {"running": False, "healthy": False, "server_dir": str(folder), "worker": warm}
+    return {"running": True, "healthy": healthy(state["api_url"]), **state, "worker": warm}
 
 
 # ---------------------------------------------------------------------------- every command
@@ -385,6 +397,21 @@ def _print_state(state: dict[str, Any]) -> None:
     click.echo(f"PID:      {state['pid']}")
     click.echo(f"database: {state['database']}")
     click.echo(f"log:      {state['log']}")
+    click.echo(f"worker:   {_worker_line(state.get('worker') or {})}")
+
+
+def _worker_line(warm: dict[str, Any]) -> str:
+    if warm.get("running") and warm.get("answers") and not warm.get("stale"):
+        served = f", {warm['served']} commands served" if "served" in warm else ""
+        return (f"PID {warm['pid']}, warm: score/predict/evaluate run in it{served} "
+                f"(log {warm['log']})")  # fmt: skip
+    if warm.get("stale"):
+        return (f"PID {warm['pid']}, code changed since it started: commands run cold "
+                "until `zhflow server start` restarts it")  # fmt: skip
+    if warm.get("running"):
+        return f"PID {warm['pid']}, starting (log {warm['log']})"
+    why = f" ({warm['error']})" if warm.get("error") else ""
+    return f"not running{why}: commands run cold; `zhflow server start` starts it"
 
 
 @click.group("server")

@@ -87,7 +87,13 @@ class NgramLinear(nn.Module):
         super().__init__()
         self.bag = nn.EmbeddingBag(num_features, num_classes, mode="sum")
         self.bias = nn.Parameter(torch.zeros(num_classes))
-        nn.init.zeros_(self.bag.weight)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Back to zero (the class prior): no random draw."""
+        with torch.no_grad():
+            self.bag.weight.zero_()
+            self.bias.zero_()
 
     def forward(self, bags: Bags) -> torch.Tensor:
         out = self.bag(bags.indices, bags.offsets, per_sample_weights=bags.weights)  # (B, C)

@@ -19,6 +19,7 @@ mismatched bundle is refused with one clear line instead of producing wrong pred
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +207,14 @@ def _resolve_tokenizer(path: Path, tok: dict[str, Any]) -> TokenizerSpec:
     return tokenizer
 
 
+Model = RNNClassifier | MeanEnsemble
+
+#: Networks a long-lived process loaded ahead of time (the warm worker, flows/worker.py), by
+#: (real path, manifest digest, device); empty in any other process. Used only after every
+#: file was re-hashed against the manifest, so a changed bundle is always loaded afresh.
+PRELOADED: dict[tuple[str, str, str], Model] = {}
+
+
 def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     """Verify and load a bundle. Raises BundleError, naming the problem, on any mismatch."""
     path = Path(path)
@@ -232,6 +241,16 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
         )
     if len(labels) != model_config.num_classes:
         raise _fail(path, f"{len(labels)} labels, the model expects {model_config.num_classes}")
+    model = PRELOADED.get((os.path.realpath(path), digest, str(device)))
+    if model is None:
+        model = build_model(path, config, model_config, device)
+    return Bundle(path, model, config, tokenizer, vocab, labels, max_len, digest, featurizer)
+
+
+def build_model(
+    path: Path, config: dict[str, Any], model_config: RNNConfig, device: torch.device | str
+) -> Model:
+    """The network with the bundle's weights, on ``device``, in eval mode."""
     try:
         state = load_file(str(path / "weights.safetensors"))  # never unpickles
     except (SafetensorError, OSError, ValueError) as exc:
@@ -251,7 +270,24 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
         first = str(exc).splitlines()[0] if str(exc) else "shape mismatch"
         raise _fail(path, f"weights do not fit the model config ({first})") from None
     model.to(device).eval()
-    return Bundle(path, model, config, tokenizer, vocab, labels, max_len, digest, featurizer)
+    return model
+
+
+def preload_model(path: str | Path) -> tuple[str, TokenizerSpec, Model]:
+    """Digest, tokenizer and network (on the CPU) of a verified bundle, without its vocab and
+    n-gram tables: polars is never used, so the process may still fork (flows/worker.py).
+    ``load_bundle`` then takes the network from :data:`PRELOADED` and reads the rest."""
+    path = Path(path)
+    digest, _listed = _check_files(path)
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        model_config = RNNConfig.from_dict(config["model"])
+        tokenizer = _resolve_tokenizer(path, config["tokenizer"])
+    except BundleError:
+        raise
+    except _UNREADABLE as exc:
+        raise _fail(path, f"unreadable config ({exc})") from None
+    return digest, tokenizer, build_model(path, config, model_config, "cpu")
 
 
 def _load_featurizer(

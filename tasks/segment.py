@@ -241,6 +241,9 @@ def _quiet_jieba() -> Any:
 # Keyed by what the loaded object depends on; mode and HMM are per-call arguments.
 _ENGINES: dict[tuple[str, str | None, str | None], Any] = {}
 _ENGINES_MAX = 4
+#: False in the warm worker (flows/worker.py): it loads jieba's full dictionary once for all
+#: its commands, and must not hold the index's SQLite connection across a fork.
+USE_JIEBA_INDEX = True
 
 
 def _load_engine(engine: str, user_dict: str | None) -> Any:
@@ -254,7 +257,7 @@ def _load_engine(engine: str, user_dict: str | None) -> Any:
         jieba = _quiet_jieba()
         # The same dictionary, read from an index until a job proves large (~1 s saved for
         # a few texts; identical tokens): tasks/jieba_index.py.
-        obj = indexed_tokenizer(jieba)
+        obj = indexed_tokenizer(jieba) if USE_JIEBA_INDEX else None
         if obj is None:
             obj = jieba.Tokenizer()
             obj.initialize()

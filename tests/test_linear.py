@@ -76,3 +76,39 @@ def test_the_fit_is_deterministic() -> None:
             for _ in range(2)]  # fmt: skip
     assert torch.equal(runs[0].weight, runs[1].weight)
     assert runs[0].path[0]["valid_loss"] == runs[1].path[0]["valid_loss"]
+
+
+def _wide_split(bags: RaggedBags, labels: torch.Tensor, rows: torch.Tensor) -> dict:
+    """An encoded split of ``rows`` with n-gram bags and a dummy one-token sequence each."""
+    starts = bags.starts
+    pieces = [torch.arange(int(starts[r]), int(starts[r] + bags.counts[r])) for r in rows]
+    flat = torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.int64)
+    n = len(rows)
+    return {"ids": torch.ones(n, 1, dtype=torch.int64), "lengths": torch.ones(n, dtype=torch.int64),
+            "labels": labels[rows], "bag_ids": bags.ids[flat], "bag_counts": bags.counts[rows],
+            "bag_weights": bags.weights[flat]}  # fmt: skip
+
+
+def test_auto_keeps_the_solver_with_the_lower_validation_loss() -> None:
+    from zhflow.models.rnn import RNNConfig
+    from zhflow.tasks.train import TrainConfig, _train_wide, build_model
+
+    bags, dense, labels = _problem(seed=5, n=240)
+    train, valid = (
+        _wide_split(bags, labels, torch.arange(180)),
+        _wide_split(bags, labels, torch.arange(180, 240)),
+    )
+    cfg = RNNConfig(vocab_size=4, num_classes=3, wide_features=dense.shape[1])
+    weights = {}
+    for solver in ("lbfgs", "adamw", "auto"):
+        model = build_model(cfg)
+        meta = _train_wide(model, TrainConfig(wide_solver=solver, batch_size=16), train, valid,
+                           torch.device("cpu"), lambda _: None)  # fmt: skip
+        weights[solver] = model.wide.bag.weight.detach().clone()  # type: ignore[union-attr]
+        if solver == "auto":
+            losses = {k: meta[k]["valid_loss"] for k in ("lbfgs", "adamw")}
+            assert meta["solver"] == min(losses, key=losses.__getitem__)
+            assert torch.equal(weights["auto"], weights[meta["solver"]])
+    assert not torch.equal(weights["lbfgs"], weights["adamw"])  # two different fits
+    with pytest.raises(ValueError, match="wide_solver"):
+        TrainConfig(wide_solver="sgd")
