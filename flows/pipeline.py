@@ -197,12 +197,11 @@ def train_pipeline(
     if until == catalog.ENCODED.name:
         return _finish(root, summary)
 
-    model_config = {"model_type": model_type, "cell": model, "embedding_dim": embedding_dim,
-                    "hidden_size": hidden,
-                    "num_layers": layers, "bidirectional": bidirectional, "dropout": dropout,
-                    "input": input, "ngram_features": ngram_features}  # fmt: skip
-    train_config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                    "amp": amp}  # fmt: skip
+    model_config, train_config = training_configs(
+        model=model, embedding_dim=embedding_dim, hidden=hidden, layers=layers,
+        bidirectional=bidirectional, dropout=dropout, input=input,
+        ngram_features=ngram_features, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        amp=amp, model_type=model_type)  # fmt: skip
     embeddings = None
     if pretrain or unlabeled:
         extra = [str(Path(p).expanduser().resolve()) for p in unlabeled or []]
@@ -250,6 +249,22 @@ def train_pipeline(
     # The final state's message (on the run's page in the UI); the caller still gets the dict.
     message = leaderboard.state_message(summary)
     return Completed(message=message, data=_finish(root, summary))  # type: ignore[return-value]
+
+
+def training_configs(
+    *, model: str, embedding_dim: int, hidden: int, layers: int, bidirectional: bool,
+    dropout: float, input: str, ngram_features: int, epochs: int, batch_size: int, lr: float,
+    seed: int, amp: bool, model_type: str = "rnn",
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """The training stage's model and train configs from run's settings (``zhflow tune``
+    builds its trials' with this too, so a tuned winner's weights are the same artifact)."""
+    model_config = {"model_type": model_type, "cell": model, "embedding_dim": embedding_dim,
+                    "hidden_size": hidden, "num_layers": layers, "bidirectional": bidirectional,
+                    "dropout": dropout, "input": input,
+                    "ngram_features": ngram_features}  # fmt: skip
+    train_config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                    "amp": amp}  # fmt: skip
+    return model_config, train_config
 
 
 def _wide_spec(tokenizer: str, word_n: int, char_n: int, min_df: int) -> dict[str, Any]:

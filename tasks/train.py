@@ -487,6 +487,7 @@ def _train(
         progress = _Progress(best_state=_cpu_state(run.model))
         progress.wide_meta = _train_wide(run.model, tc, train, valid, run.device, say)
     resumed_from = progress.start_epoch - 1
+    wide_valid = _wide_valid_logits(run, valid) if on_epoch is not None else None
     n_params = count_parameters(run.model)
     if progress.start_epoch == 1:
         say(
@@ -498,7 +499,7 @@ def _train(
     for epoch in range(progress.start_epoch, tc.epochs + 1):
         if progress.bad_epochs >= tc.patience:
             break  # a resumed run that had already stopped early
-        record, improved = _epoch(run, tc, epoch, progress)
+        record, improved, deep_valid = _epoch(run, tc, epoch, progress)
         if ckpt_path is not None:
             seconds = progress.prior_seconds + time.perf_counter() - started
             _save_checkpoint(ckpt_path, run, model_config, tc, epoch, progress, seconds)
@@ -509,7 +510,7 @@ def _train(
             f"  {record['seconds']:.1f}s" + ("  *" if improved else "")
         )
         if on_epoch is not None:
-            on_epoch(dict(record))
+            on_epoch({**record, **_full_scores(run.model, deep_valid, wide_valid, run.valid[2])})
         if progress.bad_epochs >= tc.patience and epoch < tc.epochs:
             say(
                 f"early stop: no better macro-F1 for {tc.patience} epochs; "
@@ -600,8 +601,20 @@ def _fit_epoch(run: _Run, tc: TrainConfig, epoch: int) -> float:
     return train_loss
 
 
-def _validate(run: _Run) -> dict[str, float]:
-    """The RNN's own loss, accuracy and macro-F1 on the validation split."""
+def _wide_valid_logits(run: _Run, valid: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """For a listener only (pruning a search on the whole model's score): the wide branch is
+    fixed by now, so its validation logits are computed once. Nothing here touches the
+    weights or a generator: training is the same with or without a listener."""
+    if run.model.wide is None:
+        return None
+    va_ids, va_lengths, _ = run.valid
+    with torch.inference_mode():
+        return predict_logits(run.model.eval(), va_ids, va_lengths, 512, run.device,
+                              split_bags(valid), "wide")  # fmt: skip
+
+
+def _validate(run: _Run) -> tuple[dict[str, float], torch.Tensor]:
+    """The RNN's own loss, accuracy and macro-F1 on the validation split, and its logits."""
     va_ids, va_lengths, va_labels = run.valid
     run.model.eval()
     with torch.inference_mode():
@@ -612,17 +625,18 @@ def _validate(run: _Run) -> dict[str, float]:
         "valid_loss": float(F.cross_entropy(logits, va_labels)),
         "valid_accuracy": float((preds == y_true).mean()),
         "valid_macro_f1": macro_f1(y_true, preds, run.model.config.num_classes),
-    }
+    }, logits
 
 
 def _epoch(
     run: _Run, tc: TrainConfig, epoch: int, progress: _Progress
-) -> tuple[dict[str, Any], bool]:
-    """Train one epoch, validate, keep the weights if macro-F1 improved."""
+) -> tuple[dict[str, Any], bool, torch.Tensor]:
+    """Train one epoch, validate, keep the weights if macro-F1 improved; the record, whether
+    it improved, and the RNN's validation logits."""
     t0 = time.perf_counter()
     train_loss = _fit_epoch(run, tc, epoch)
     train_seconds = time.perf_counter() - t0
-    scores = _validate(run)
+    scores, logits = _validate(run)
     record = {
         "epoch": epoch,
         "train_loss": train_loss,
@@ -639,7 +653,7 @@ def _epoch(
         progress.best_state = _cpu_state(run.model)
     else:
         progress.bad_epochs += 1
-    return record, improved
+    return record, improved, logits
 
 
 def _save_checkpoint(
@@ -703,6 +717,22 @@ def _finish(
         resumed_from_epoch=resumed_from,
         meta=meta,
     )
+
+
+def _full_scores(
+    model: RNNClassifier, deep: torch.Tensor, wide: torch.Tensor | None, labels: torch.Tensor
+) -> dict[str, float]:
+    """Validation accuracy and macro-F1 of the RNN mixed with the wide branch (the mix as it
+    stands, 0.5 before calibration); nothing without a wide branch (the RNN's are the model's)."""
+    if wide is None:
+        return {}
+    with torch.inference_mode():
+        preds = model.mix_logits(deep, wide).argmax(dim=-1).numpy()
+    y_true = labels.numpy()
+    return {
+        "valid_full_accuracy": float((preds == y_true).mean()),
+        "valid_full_macro_f1": macro_f1(y_true, preds, model.config.num_classes),
+    }
 
 
 def _copy_embeddings(model: RNNClassifier, vectors: torch.Tensor, found: torch.Tensor) -> None:
