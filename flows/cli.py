@@ -26,6 +26,7 @@ from zhflow.flows.settings import apply_defaults
 from zhflow.flows.tune_cli import tune_command
 from zhflow.models.registry import MODEL_TYPES
 from zhflow.tasks import catalog
+from zhflow.tasks.defaults import RUN, SCORE
 from zhflow.tasks.engines import ENGINES
 
 apply_defaults()
@@ -215,30 +216,30 @@ def _until(value: str) -> str:
 @click.option("--label-col", help="Label column (default: label/class/category/cat).")
 @click.option("--id-col", help="Id column (default: row number).")
 @click.option(
-    "--encoding", default="utf-8", show_default=True, help="Input encoding, e.g. gb18030."
+    "--encoding", default=RUN.encoding, show_default=True, help="Input encoding, e.g. gb18030."
 )
-@click.option("--workdir", default="data/work", show_default=True, help="Artifacts + cache root.")
+@click.option("--workdir", default=RUN.workdir, show_default=True, help="Artifacts + cache root.")
 @click.option(
     "--tokenizer",
     type=click.Choice(list(ENGINES)),  # the registry: tasks/engines.py
-    default="jieba",
+    default=RUN.tokenizer,
     show_default=True,
 )
 @click.option(
     "--mode",
     type=click.Choice(["precise", "search"]),
-    default="precise",
+    default=RUN.mode,
     show_default=True,
     help="jieba mode.",
 )
 @click.option(
-    "--hmm/--no-hmm", default=True, show_default=True, help="jieba HMM for unknown words."
+    "--hmm/--no-hmm", default=RUN.hmm, show_default=True, help="jieba HMM for unknown words."
 )
 @click.option("--user-dict", type=click.Path(), help="jieba user dictionary file.")
 @click.option("--stopwords", type=click.Path(), help="Stopword file, one word per line.")
 @click.option(
     "--normalize/--no-normalize",
-    default=True,
+    default=RUN.normalize,
     show_default=True,
     help="Full-width → half-width, lower-case Latin, collapse spaces.",
 )
@@ -246,7 +247,7 @@ def _until(value: str) -> str:
     "--cell",
     "model",
     type=click.Choice(["rnn", "lstm", "gru"]),
-    default="gru",
+    default=RUN.model,
     show_default=True,
     help="Recurrent cell of the rnn model type.",
 )
@@ -261,18 +262,20 @@ def _until(value: str) -> str:
 @click.option(
     "--model-type",
     type=click.Choice(list(MODEL_TYPES)),  # the registry: models/registry.py
-    default="rnn",
+    default=RUN.model_type,
     show_default=True,
     help="Architecture of the deep branch.",
 )
-@click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--hidden", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--embedding-dim", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--bidirectional/--no-bidirectional", default=True, show_default=True)
+@click.option("--layers", type=click.IntRange(min=1), default=RUN.layers, show_default=True)
+@click.option("--hidden", type=click.IntRange(min=1), default=RUN.hidden, show_default=True)
+@click.option(
+    "--embedding-dim", type=click.IntRange(min=1), default=RUN.embedding_dim, show_default=True
+)
+@click.option("--bidirectional/--no-bidirectional", default=RUN.bidirectional, show_default=True)
 @click.option(
     "--dropout",
     type=_FiniteFloatRange(0, 1, max_open=True),
-    default=0.2,
+    default=RUN.dropout,
     show_default=True,
     help="Between stacked layers.",
 )
@@ -281,20 +284,20 @@ def _until(value: str) -> str:
     "--input",  # the old spelling (score's INPUT is the files)
     "input",
     type=click.Choice(["embedding", "onehot"]),
-    default="embedding",
+    default=RUN.input,
     show_default=True,
     help="Token vectors: learned embeddings, or one-hot (small vocabularies: --tokenizer char).",
 )
 @click.option(
     "--ngram-features",
     type=click.IntRange(min=0),
-    default=0,
+    default=RUN.ngram_features,
     show_default=True,
     help="N >= 2: add hashed 2..N-gram embeddings (fastText style); 0 = off.",
 )
 @click.option(
     "--wide/--no-wide",
-    default=True,
+    default=RUN.wide,
     show_default=True,
     help="Add the wide branch: a linear model over the n-gram table's word and character "
     "n-grams (TF-IDF weighted), mixed with the RNN (docs/BENCHMARKS.md).",
@@ -302,27 +305,27 @@ def _until(value: str) -> str:
 @click.option(
     "--wide-word-ngrams",
     type=click.IntRange(0, 5),
-    default=2,
+    default=RUN.wide_word_ngrams,
     show_default=True,
     help="Word 1..N-grams in the wide branch (0 = none; ignored with --tokenizer char).",
 )
 @click.option(
     "--wide-char-ngrams",
     type=click.IntRange(0, 5),
-    default=3,
+    default=RUN.wide_char_ngrams,
     show_default=True,
     help="Character 1..N-grams in the wide branch (0 = none).",
 )
 @click.option(
     "--wide-min-df",
     type=click.IntRange(min=1),
-    default=2,
+    default=RUN.wide_min_df,
     show_default=True,
     help="Wide features: n-grams in at least this many training texts.",
 )
 @click.option(
     "--pretrain/--no-pretrain",
-    default=False,
+    default=RUN.pretrain,
     show_default=True,
     help="Initialise the embeddings with word2vec (gensim) over the train split and any "
     "--unlabeled text: a cached 'embeddings' stage.",
@@ -337,15 +340,17 @@ def _until(value: str) -> str:
 @click.option(
     "--epochs",
     type=click.IntRange(min=1),
-    default=6,
+    default=RUN.epochs,
     show_default=True,
     help="Upper bound; early stopping on validation macro-F1.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=_FiniteFloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=RUN.batch_size, show_default=True)
+@click.option(
+    "--lr", type=_FiniteFloatRange(min=0, min_open=True), default=RUN.lr, show_default=True
+)
 @click.option(
     "--amp/--no-amp",
-    default=False,
+    default=RUN.amp,
     show_default=True,
     help="Mixed precision (float16 autocast) when training on CUDA; no effect on the CPU. "
     "Off: slower for models this small (docs/BENCHMARKS.md).",
@@ -353,16 +358,16 @@ def _until(value: str) -> str:
 @click.option(
     "--max-len",
     type=click.IntRange(min=1),
-    default=200,
+    default=RUN.max_len,
     show_default=True,
     help="Tokens kept per text.",
 )
-@click.option("--min-freq", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--max-vocab", type=click.IntRange(min=3), default=50_000, show_default=True)
+@click.option("--min-freq", type=click.IntRange(min=1), default=RUN.min_freq, show_default=True)
+@click.option("--max-vocab", type=click.IntRange(min=3), default=RUN.max_vocab, show_default=True)
 @click.option(
     "--ngram",
     type=click.IntRange(min=1),
-    default=2,
+    default=RUN.ngram,
     show_default=True,
     help="Largest n of the n-gram table.",
 )
@@ -370,16 +375,16 @@ def _until(value: str) -> str:
     "--dedupe/--keep-duplicates",
     "--dedup",  # the old spelling
     "dedupe",
-    default=False,
+    default=RUN.dedupe,
     show_default=True,
     help="Drop rows whose text repeats an earlier row (they leak between splits).",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=RUN.seed, show_default=True)
 @click.option(
     "--seeds",
     "ensemble_size",
     type=click.IntRange(min=1),
-    default=1,
+    default=RUN.ensemble_size,
     show_default=True,
     help="Train K models (seeds SEED..SEED+K-1) and average their probabilities; the bundle "
     "holds all K.",
@@ -387,7 +392,7 @@ def _until(value: str) -> str:
 @click.option(
     "--until",
     type=click.Choice([*catalog.UNTIL, *catalog.UNTIL_ALIASES]),
-    default=catalog.BUNDLE.name,
+    default=RUN.until,
     show_default=True,
     callback=lambda ctx, param, value: _until(value),
     help=f"Stop after this stage ({catalog.BUNDLE.name}: the whole run). Deprecated spellings: "
@@ -430,12 +435,14 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
 @click.option("--format", "fmt", type=click.Choice(FORMATS))
 @click.option("--text-col")
 @click.option("--id-col")
-@click.option("--encoding", default="utf-8", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--encoding", default=SCORE.encoding, show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=SCORE.batch_size, show_default=True
+)
 @click.option(
     "--chunk-rows",
     type=click.IntRange(min=1),
-    default=50_000,
+    default=SCORE.chunk_rows,
     show_default=True,
     help="Rows read per chunk (bounds memory).",
 )

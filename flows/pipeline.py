@@ -22,13 +22,12 @@ from zhflow.tasks import catalog, plots, stages
 from zhflow.tasks.cache import anchor_ref
 from zhflow.tasks.cluster import ClusterSpec, open_task_runner
 from zhflow.tasks.corpus import demo_corpus_paths
+from zhflow.tasks.defaults import RUN
 from zhflow.tasks.errors import InputError
 from zhflow.tasks.features import NgramSpec
 from zhflow.tasks.segment import TokenizerSpec, default_workers
 from zhflow.tasks.storage import ArtifactRef, write_json_atomic
 from zhflow.tasks.train import default_train_threads
-
-DEFAULT_WORKDIR = "data/work"
 
 
 class _Runner:
@@ -108,45 +107,43 @@ def train_pipeline(
     text_col: str | None = None,
     label_col: str | None = None,
     id_col: str | None = None,
-    encoding: str = "utf-8",
-    workdir: str = DEFAULT_WORKDIR,
-    tokenizer: str = "jieba",
-    mode: str = "precise",
-    hmm: bool = True,
+    encoding: str = RUN.encoding,
+    workdir: str = RUN.workdir,
+    tokenizer: str = RUN.tokenizer,
+    mode: str = RUN.mode,
+    hmm: bool = RUN.hmm,
     user_dict: str | None = None,
     stopwords: str | None = None,
-    normalize: bool = True,
-    # GRU: with the wide branch beside it, as accurate as the LSTM on the shared corpora and
-    # about a third cheaper per epoch, which keeps `make demo` inside its 10 minutes.
-    model: str = "gru",
-    model_type: str = "rnn",
-    layers: int = 1,
-    hidden: int = 128,
-    embedding_dim: int = 128,
-    bidirectional: bool = True,
-    dropout: float = 0.2,
-    input: str = "embedding",
-    ngram_features: int = 0,
-    wide: bool = True,
-    wide_word_ngrams: int = 2,
-    wide_char_ngrams: int = 3,
-    wide_min_df: int = 2,
-    pretrain: bool = False,
-    ensemble_size: int = 1,
+    normalize: bool = RUN.normalize,
+    model: str = RUN.model,  # the defaults and why: tasks/defaults.py
+    model_type: str = RUN.model_type,
+    layers: int = RUN.layers,
+    hidden: int = RUN.hidden,
+    embedding_dim: int = RUN.embedding_dim,
+    bidirectional: bool = RUN.bidirectional,
+    dropout: float = RUN.dropout,
+    input: str = RUN.input,
+    ngram_features: int = RUN.ngram_features,
+    wide: bool = RUN.wide,
+    wide_word_ngrams: int = RUN.wide_word_ngrams,
+    wide_char_ngrams: int = RUN.wide_char_ngrams,
+    wide_min_df: int = RUN.wide_min_df,
+    pretrain: bool = RUN.pretrain,
+    ensemble_size: int = RUN.ensemble_size,
     unlabeled: list[str] | None = None,
-    epochs: int = 6,
-    batch_size: int = 64,
-    lr: float = 2e-3,
-    amp: bool = False,
-    max_len: int = 200,
-    min_freq: int = 2,
-    max_vocab: int = 50_000,
-    ngram: int = 2,
-    seed: int = 42,
-    valid_frac: float = 0.1,
-    test_frac: float = 0.1,
-    dedupe: bool = False,
-    until: str = catalog.BUNDLE.name,
+    epochs: int = RUN.epochs,
+    batch_size: int = RUN.batch_size,
+    lr: float = RUN.lr,
+    amp: bool = RUN.amp,
+    max_len: int = RUN.max_len,
+    min_freq: int = RUN.min_freq,
+    max_vocab: int = RUN.max_vocab,
+    ngram: int = RUN.ngram,
+    seed: int = RUN.seed,
+    valid_frac: float = RUN.valid_frac,
+    test_frac: float = RUN.test_frac,
+    dedupe: bool = RUN.dedupe,
+    until: str = RUN.until,
     processes: int | None = None,
     dask_address: str | None = None,
     dask_workers: int | None = None,

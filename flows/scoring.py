@@ -12,6 +12,7 @@ from zhflow.flows import progress as terminal
 from zhflow.tasks import catalog
 from zhflow.tasks.bundle import load_bundle
 from zhflow.tasks.cluster import ClusterSpec, score_on_cluster
+from zhflow.tasks.defaults import SCORE
 from zhflow.tasks.score import score_file
 from zhflow.tasks.segment import default_workers
 from zhflow.tasks.train import pick_device
@@ -65,9 +66,9 @@ def score_corpus(
     fmt: str | None = None,
     text_col: str | None = None,
     id_col: str | None = None,
-    encoding: str = "utf-8",
-    batch_size: int = 512,
-    chunk_rows: int = 50_000,
+    encoding: str = SCORE.encoding,
+    batch_size: int = SCORE.batch_size,
+    chunk_rows: int = SCORE.chunk_rows,
     processes: int | None = None,
     cluster: dict | None = None,
 ) -> dict[str, Any]:
@@ -105,9 +106,9 @@ def score_pipeline(
     fmt: str | None = None,
     text_col: str | None = None,
     id_col: str | None = None,
-    encoding: str = "utf-8",
-    batch_size: int = 512,
-    chunk_rows: int = 50_000,
+    encoding: str = SCORE.encoding,
+    batch_size: int = SCORE.batch_size,
+    chunk_rows: int = SCORE.chunk_rows,
     processes: int | None = None,
     dask_address: str | None = None,
     dask_workers: int | None = None,

@@ -37,7 +37,6 @@ from prefect.runtime import flow_run
 
 from zhflow.flows import artifacts
 from zhflow.flows.pipeline import (
-    DEFAULT_WORKDIR,
     _Runner,
     resolve_corpus,
     train_pipeline,
@@ -47,6 +46,7 @@ from zhflow.tasks import catalog, stages
 from zhflow.tasks import tune as tune_fns
 from zhflow.tasks.cache import as_ref
 from zhflow.tasks.cluster import ClusterSpec
+from zhflow.tasks.defaults import RUN, TUNE
 from zhflow.tasks.errors import InputError, ZhflowError
 from zhflow.tasks.segment import default_workers
 from zhflow.tasks.storage import ArtifactRef, artifact_ref
@@ -57,7 +57,6 @@ STUDY_DB = "studies.db"
 KEY_TUNE_LEADERBOARD = "zhflow-tune-leaderboard"
 KEY_TUNE_PROGRESS = "zhflow-tune-progress"
 KEY_TUNE_REPORT = "zhflow-tune-report"
-DEFAULT_TRIALS = 20
 
 
 def pipeline_defaults() -> dict[str, Any]:
@@ -395,20 +394,20 @@ def tune_pipeline(
     text_col: str | None = None,
     label_col: str | None = None,
     id_col: str | None = None,
-    encoding: str = "utf-8",
-    workdir: str = DEFAULT_WORKDIR,
+    encoding: str = RUN.encoding,
+    workdir: str = RUN.workdir,
     user_dict: str | None = None,
     stopwords: str | None = None,
-    normalize: bool = True,
-    dedupe: bool = False,
-    seed: int = 42,
-    valid_frac: float = 0.1,
-    test_frac: float = 0.1,
-    trials: int = DEFAULT_TRIALS,
+    normalize: bool = RUN.normalize,
+    dedupe: bool = RUN.dedupe,
+    seed: int = RUN.seed,
+    valid_frac: float = RUN.valid_frac,
+    test_frac: float = RUN.test_frac,
+    trials: int = TUNE.trials,
     timeout: float | None = None,
     space: str | dict[str, Any] | None = None,
-    metric: str = "macro_f1",
-    pruner: str = "median",
+    metric: str = TUNE.metric,
+    pruner: str = TUNE.pruner,
     parallel: int | None = None,
     processes: int | None = None,
     dask_address: str | None = None,

@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from zhflow.tasks.defaults import TUNE
+
 #: ``zhflow run`` options that ``zhflow tune`` takes as they are: the corpus, its reading and
 #: splitting, and where the sharded stages run. The rest is searched.
 DATA_FLAGS = (
@@ -41,17 +43,18 @@ def _check_tune_paths(
 
 def _own_options(command: Any) -> Any:
     options = [
-        click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True,
+        click.option("--trials", type=click.IntRange(min=1), default=TUNE.trials,
+                     show_default=True,
                      help="Trials in the study in all: a rerun with more continues it."),
         click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
                      help="Seconds; no new trial starts after them (running ones finish)."),
         click.option("--space", type=click.Path(),
                      help="Search space, YAML or JSON (default: the built-in space; README)."),
         click.option("--metric", type=click.Choice(["macro_f1", "accuracy"]),
-                     default="macro_f1", show_default=True,
+                     default=TUNE.metric, show_default=True,
                      help="Validation score the trials are ranked by."),
         click.option("--pruner", type=click.Choice(["median", "halving", "none"]),
-                     default="median", show_default=True,
+                     default=TUNE.pruner, show_default=True,
                      help="Stop weak trials early: median or successive halving, per epoch."),
         click.option("--parallel", type=click.IntRange(min=1),
                      help="Trials at once (default: cores / training threads, or --workers)."),
