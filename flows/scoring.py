@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow
 
 from zhflow.flows import artifacts, score_report
 from zhflow.flows import progress as terminal
-from zhflow.tasks import catalog
-from zhflow.tasks.bundle import load_bundle
-from zhflow.tasks.cluster import ClusterSpec, score_on_cluster
+from zhflow.tasks.cluster import ClusterSpec
 from zhflow.tasks.defaults import SCORE
-from zhflow.tasks.score import score_file
-from zhflow.tasks.segment import default_workers
-from zhflow.tasks.train import pick_device
-
-
-def resolve_bundle(bundle: str) -> str:
-    """A bundle folder as is; a work dir (no ``config.json``, has ``runs/latest.json``) means
-    the bundle of its last training run, so a scheduled scoring deployment follows retraining."""
-    import json
-
-    path = Path(bundle).expanduser()
-    latest = path / catalog.LATEST_RUN
-    if not (path / catalog.CONFIG_JSON).exists() and latest.is_file():
-        try:
-            model = json.loads(latest.read_text(encoding="utf-8")).get("model")
-        except (OSError, ValueError, AttributeError):
-            return bundle  # unreadable: the bundle check names the folder
-        if model:
-            return str(path / model)  # relative to the work dir (absolute in old records)
-    return bundle
+from zhflow.tasks.scoring import SCORE_WATCHERS, resolve_bundle, score_corpus
 
 
 def check_score_paths(bundle: str, input: str | list[str], output: str) -> None:
@@ -47,47 +28,24 @@ def check_score_paths(bundle: str, input: str | list[str], output: str) -> None:
     check_sealed(resolve_bundle(bundle))
 
 
-def score_task_run_name() -> str:
-    """``score-reviews.csv-b512``: the input's file name (not its absolute path), ``+N`` more."""
-    from prefect.runtime import task_run
-
-    params = task_run.parameters
-    source = params.get("input") or "input"
-    files = [source] if isinstance(source, str) else list(source)
-    more = f"+{len(files) - 1}" if len(files) > 1 else ""
-    return f"score-{Path(files[0]).name}{more}-b{params.get('batch_size')}"
-
-
-@task(name="score", task_run_name=score_task_run_name, tags=["zhflow", "score"])
-def score_corpus(
-    bundle: str,
-    input: str | list[str],
-    output: str,
-    fmt: str | None = None,
-    text_col: str | None = None,
-    id_col: str | None = None,
-    encoding: str = SCORE.encoding,
-    batch_size: int = SCORE.batch_size,
-    chunk_rows: int = SCORE.chunk_rows,
-    processes: int | None = None,
-    cluster: dict | None = None,
-) -> dict[str, Any]:
-    loaded = load_bundle(resolve_bundle(bundle), device=pick_device("auto"))
-    logger = get_run_logger()
-    logger.info(f"scoring {input} with {loaded.path.name} ({len(loaded.labels)} labels)")
+@contextlib.contextmanager
+def _report_progress(input: str | list[str], fmt: str | None) -> Iterator[Callable[[int], None]]:
+    """The score task's watcher: the ``zhflow-score-progress`` artifact and, when one listens,
+    the terminal bar (flows/progress.py)."""
     with artifacts.watch_scoring(input, fmt) as artifact_progress:
-        progress = terminal.scoring_listener(
+        yield terminal.scoring_listener(
             artifact_progress, lambda: artifacts.estimate_rows(input, fmt)
         )
-        if cluster:
-            return score_on_cluster(
-                loaded, input, output, ClusterSpec(**cluster), batch_size, chunk_rows,
-                fmt=fmt, text_col=text_col, id_col=id_col, encoding=encoding, progress=progress,
-            )  # fmt: skip
-        return score_file(
-            loaded, input, output, fmt, text_col, id_col, encoding, batch_size, chunk_rows,
-            processes or default_workers(), progress=progress,
-        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def watching_scoring() -> Iterator[None]:
+    """While the block runs, the score task reports its progress here."""
+    SCORE_WATCHERS.append(_report_progress)
+    try:
+        yield
+    finally:
+        SCORE_WATCHERS.remove(_report_progress)
 
 
 def score_run_name() -> str:
@@ -115,9 +73,11 @@ def score_pipeline(
 ) -> dict[str, Any]:
     check_score_paths(bundle, input, output)
     cluster = ClusterSpec.from_params(dask_address, dask_workers)
-    state = score_corpus(bundle, input, output, fmt, text_col, id_col, encoding, batch_size,
-                         chunk_rows, processes, cluster.to_dict() if cluster else None,
-                         return_state=True)  # fmt: skip
+    with watching_scoring():
+        state = score_corpus(bundle, input, output, fmt, text_col, id_col, encoding,
+                             batch_size, chunk_rows, processes,
+                             cluster.to_dict() if cluster else None,
+                             return_state=True)  # fmt: skip
     summary = dict(state.result())
     summary["tasks"] = [{"name": "score", "state": state.name}]
     summary["confidence"] = score_report.confidence_summary(output)
