@@ -140,7 +140,8 @@ def test_confusion_markdown_counts_beside_row_shares_and_names_the_plots() -> No
 
 
 def test_confusion_markdown_with_the_png_inline(tmp_path: Path) -> None:
-    png = plots.plot_confusion(METRICS["confusion_matrix"], METRICS["labels"], tmp_path / "c.png")
+    matrix, labels = METRICS["confusion_matrix"], METRICS["labels"]
+    png = plots.plot_confusion(matrix, labels, tmp_path / "c.png")  # type: ignore[arg-type]
     text = art.confusion_markdown(METRICS, image=png)
     found = re.search(r"!\[confusion matrix\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", text)
     assert found is not None
@@ -259,7 +260,7 @@ def test_calibration_markdown_with_the_reliability_diagram_inline(tmp_path: Path
 
     probs = [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]
     y = [0, 1, 1, 1]
-    before = evaluate.uncalibrated(probs, 2.0)
+    before = evaluate.uncalibrated(probs, 2.0)  # type: ignore[arg-type]  # lists work too
     png = plots.plot_reliability(
         evaluate.reliability_bins(before, y), evaluate.reliability_bins(probs, y),
         tmp_path / "r.png", evaluate.expected_calibration_error(before, y),
@@ -282,7 +283,7 @@ def test_expected_calibration_error_by_hand() -> None:
     probs = [[0.9, 0.1], [0.1, 0.9], [0.6, 0.4]]
     y = [0, 0, 0]
     assert evaluate.expected_calibration_error(probs, y) == pytest.approx(0.4 * 2 / 3 + 0.4 / 3)
-    assert evaluate.uncalibrated(probs, 1.0).tolist() == probs
+    assert evaluate.uncalibrated(probs, 1.0).tolist() == probs  # type: ignore[arg-type]
     # softmax(T log p) undoes a temperature T: p = softmax(z / T) → softmax(z).
     import numpy as np
 

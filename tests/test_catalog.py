@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,7 +86,7 @@ def test_cli_choices_are_the_registries() -> None:
     from zhflow.tasks.corpus import READERS
     from zhflow.tasks.engines import ENGINES
 
-    run = {p.name: p for p in cli.run.params}
+    run: dict[str, Any] = {p.name: p for p in cli.run.params}
     assert list(run["tokenizer"].type.choices) == list(ENGINES)
     assert list(run["model_type"].type.choices) == list(MODEL_TYPES)
     # The CLI keeps its own list (importing the readers would load polars for every command).

@@ -39,7 +39,7 @@ def test_unknown_tokens_and_empty_texts() -> None:
 
 
 def test_labels_sorted_and_encoded() -> None:
-    label_map = build_label_map(["pos", "neg", "pos", 1])
+    label_map = build_label_map(["pos", "neg", "pos", 1])  # type: ignore[list-item]  # on purpose
     assert label_map == ["1", "neg", "pos"]
     assert encode_labels(["pos", "neg"], label_map).tolist() == [2, 1]
     with pytest.raises(ValueError, match="not in the label map"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -148,12 +149,12 @@ def test_evaluate_command_artifacts_and_exit_code_under_min_accuracy(
         )
         runs = client.read_flow_runs()
     assert {a.key for a in found} == {KEY_EVAL_METRICS, KEY_EVAL_CONFUSION}
-    table = next(a for a in found if a.key == KEY_EVAL_METRICS)
+    table: Any = next(a for a in found if a.key == KEY_EVAL_METRICS)
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert {r["class"] for r in rows} >= {"neg", "pos", "neutral", "accuracy"}
-    confusion = next(a for a in found if a.key == KEY_EVAL_CONFUSION)
+    confusion: Any = next(a for a in found if a.key == KEY_EVAL_CONFUSION)
     assert "](data:image/png;base64," in confusion.data  # the plot inline, not just its path
-    states = sorted(r.state_type.value for r in runs if r.name == "evaluate-new")
+    states = sorted(r.state_type.value for r in runs if r.name == "evaluate-new")  # type: ignore[union-attr]
     assert states == ["COMPLETED", "FAILED"]  # the run under --min-accuracy failed, visibly
 
 

@@ -26,7 +26,7 @@ def test_null_id_row_number_is_absolute_across_chunks(
     tmp_path: Path, fmt: str, chunk_rows: int
 ) -> None:
     ids = [str(i) for i in range(12)]
-    ids[7] = None  # type: ignore[call-overload]
+    ids[7] = None  # a missing id, on purpose
     frame = pl.DataFrame({"id": ids, "text": [f"文本{i}" for i in range(12)]})
     path = tmp_path / f"in.{fmt}"
     frame.write_parquet(path) if fmt == "parquet" else frame.write_csv(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.prefect
 SMALL = dict(tokenizer="char", epochs=2, hidden=16, embedding_dim=16, batch_size=16, seed=3)
 
 
-def _task_run_names(flow_run_id: object) -> list[str]:
+def _task_run_names(flow_run_id: Any) -> list[str]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 

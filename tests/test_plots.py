@@ -29,10 +29,10 @@ def no_system_fonts(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     manager = font_manager.fontManager
     own = [f for f in manager.ttflist if Path(f.fname).resolve().is_relative_to(bundled)]
     monkeypatch.setattr(manager, "ttflist", own)
-    manager._findfont_cached.cache_clear()
+    manager._findfont_cached.cache_clear()  # type: ignore[attr-defined]  # private cache
     yield manager
     monkeypatch.undo()
-    manager._findfont_cached.cache_clear()
+    manager._findfont_cached.cache_clear()  # type: ignore[attr-defined]
 
 
 def _covers(font_path: Any, text: str) -> bool:

@@ -93,6 +93,7 @@ def test_uses_true_last_step_not_padded_output() -> None:
     model = _model(cell="gru", bidirectional=False, pooling="last").eval()
     seq = torch.randint(1, 50, (1, 6))
     padded = torch.cat([seq, torch.zeros(1, 14, dtype=torch.long)], dim=1)
+    assert model.embedding is not None  # the embedding input, not one-hot
     with torch.no_grad():
         _, h = model.rnn(model.embedding(seq))
         expected = model.head(h[-1])
@@ -115,6 +116,7 @@ def test_deterministic_init() -> None:
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb
         assert torch.equal(va, vb)
+    assert a.embedding is not None
     assert torch.equal(a.embedding.weight[0], torch.zeros(16))  # padding row
 
 

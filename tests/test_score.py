@@ -99,7 +99,7 @@ def test_pipelined_scoring_equals_serial_path(bundle, tmp_path) -> None:
     assert summary["forward_threads"] == 2 and summary["torch_threads"] == 1
     written = pl.read_parquet(out)
     assert written["id"].to_list() == [str(i) for i in range(700)]
-    assert written.equals(serial.cast(dict(written.schema)))
+    assert written.equals(serial.cast(dict(written.schema)))  # type: ignore[arg-type]
 
 
 def test_pipelined_scoring_stops_its_workers_on_close(bundle) -> None:

@@ -244,7 +244,8 @@ def test_pack_round_trip_and_fallback():
     packed = seg._pack(docs)
     assert isinstance(packed, str)
     assert seg._unpack(packed, len(docs)) == docs
-    for awkward in ([["a\x1fb"], []], [["a", "\x1e"]], [[""], ["x"]], [[], []]):
+    cases: list[list[list[str]]] = [[["a\x1fb"], []], [["a", "\x1e"]], [[""], ["x"]], [[], []]]
+    for awkward in cases:
         assert seg._unpack(seg._pack(awkward), len(awkward)) == awkward
     assert seg._unpack(seg._pack([]), 0) == []
 

@@ -11,6 +11,7 @@ from safetensors.numpy import load_file
 from zhflow.tasks import plots, stages
 from zhflow.tasks.bundle import load_bundle
 from zhflow.tasks.segment import TokenizerSpec
+from zhflow.tasks.storage import ArtifactRef
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def corpus_ref(tmp_path, tiny_csv) -> dict:
     )  # fmt: skip
 
 
-def _tokens(tmp_path, corpus_ref, engine: str = "char") -> dict:
+def _tokens(tmp_path, corpus_ref, engine: str = "char") -> ArtifactRef:
     spec = TokenizerSpec(engine=engine)
     return stages.segment_corpus.fn(
         workdir=str(tmp_path / "w"), corpus=corpus_ref, tokenizer=spec.to_dict(),

@@ -166,7 +166,8 @@ def test_the_pruning_hook_reports_epochs_and_stops_a_weak_trial() -> None:
     for epoch, score in ((1, 0.8), (2, 0.9)):
         strong.report(score, epoch)
     study.tell(strong, 0.9)
-    weak, last = study.ask(), {}
+    weak = study.ask()
+    last: dict[str, Any] = {}
     hook = pruning_hook(weak, "macro_f1", last)
     with pytest.raises(optuna.TrialPruned, match="pruned after epoch 1"):
         hook({"epoch": 1, "valid_macro_f1": 0.4, "valid_accuracy": 0.5})
@@ -323,7 +324,7 @@ def test_the_test_split_is_read_once_and_only_after_the_winner_is_chosen(
     events: list[str] = []
     load, choose = stages.load_encoded_split, tune_flow.choose_winner
 
-    def recording_load(encoded: dict, split: str) -> Any:
+    def recording_load(encoded: Any, split: str) -> Any:
         events.append(split)
         return load(encoded, split)
 

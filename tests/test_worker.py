@@ -229,7 +229,9 @@ def test_a_changed_bundle_is_reloaded(
     assert second.stdout == _zhflow(args, _cold(env)).stdout != first.stdout
     log = (warm_home / "server" / worker.LOG_FILE).read_text(encoding="utf-8")
     assert log.count(f"preloaded {os.path.realpath(path)} ") == 2
-    assert worker.ping(warm_home / "server")["bundles"].count(os.path.realpath(path)) == 1
+    status = worker.ping(warm_home / "server")
+    assert status is not None
+    assert status["bundles"].count(os.path.realpath(path)) == 1
 
 
 @pytest.mark.slow
@@ -282,7 +284,9 @@ def test_ctrl_c_reaches_the_command_and_the_worker_goes_on(
         return proc.returncode, err.strip().splitlines()[-1]
 
     assert interrupted(env) == interrupted(_cold(env)) == (1, "zhflow: error: aborted")
-    assert worker.ping(warm_home / "server")["running"] == 0
+    status = worker.ping(warm_home / "server")
+    assert status is not None
+    assert status["running"] == 0
     assert _zhflow(["predict", "--model", str(two_bundles[0]), "x"], env).returncode == 0
 
 
