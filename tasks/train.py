@@ -27,7 +27,14 @@ import torch.nn.functional as F
 
 from zhflow.models import registry
 from zhflow.models.rnn import RNNClassifier, RNNConfig, count_parameters
-from zhflow.models.wide import Bags, RaggedBags, bag_matrix, gather_bags, transpose_csr
+from zhflow.models.wide import (
+    Bags,
+    NgramLinear,
+    RaggedBags,
+    bag_matrix,
+    gather_bags,
+    transpose_csr,
+)
 from zhflow.tasks import catalog
 from zhflow.tasks.errors import InputError, ZhflowError
 from zhflow.tasks.evaluate import macro_f1
@@ -748,6 +755,21 @@ def _copy_embeddings(model: RNNClassifier, vectors: torch.Tensor, found: torch.T
         table[found] = vectors[found].to(table.dtype)
 
 
+@dataclass
+class WideProblem:
+    """What fitting the wide branch needs: both splits' bags and labels, on one device."""
+
+    train_bags: RaggedBags
+    train_labels: torch.Tensor  # (N,) int64, on ``device``
+    valid_bags: RaggedBags
+    valid_labels: torch.Tensor  # (M,) int64, on ``device``
+    device: torch.device
+
+    def valid_logits(self, wide: NgramLinear) -> torch.Tensor:
+        rows = torch.arange(self.valid_labels.shape[0])
+        return wide(gather_bags(self.valid_bags, rows).to(self.device))  # (M, C)
+
+
 def _train_wide(
     model: RNNClassifier,
     tc: TrainConfig,
@@ -766,21 +788,24 @@ def _train_wide(
     AdamW is 1 point more accurate (docs/BENCHMARKS.md). Both are cheap beside the RNN, and
     the validation split picks. Deterministic without touching torch's global generator, so
     the RNN trained after it is the same with or without it."""
-    if model.wide is None:
+    wide = model.wide
+    if wide is None:
         return {}
     tr_bags, va_bags = split_bags(train), split_bags(valid)
     if tr_bags is None or va_bags is None:
         raise InputError("the model has a wide n-gram branch but the splits carry no n-gram bags")
+    problem = WideProblem(tr_bags, train["labels"].to(device, torch.int64),
+                          va_bags, valid["labels"].to(device, torch.int64), device)  # fmt: skip
     t0 = time.perf_counter()
     solvers = ("lbfgs", "adamw") if tc.wide_solver == "auto" else (tc.wide_solver,)
     fits = {}
     for solver in solvers:
-        model.wide.reset_parameters()
+        wide.reset_parameters()
         fit_wide = _fit_wide_lbfgs if solver == "lbfgs" else _fit_wide_adamw
-        meta = fit_wide(model, tc, train, valid, tr_bags, va_bags, device, say)
-        fits[solver] = (meta, {k: v.detach().clone() for k, v in model.wide.state_dict().items()})
+        meta = fit_wide(wide, tc, problem, say)
+        fits[solver] = (meta, {k: v.detach().clone() for k, v in wide.state_dict().items()})
     chosen = min(fits, key=lambda k: fits[k][0]["valid_loss"])
-    model.wide.load_state_dict(fits[chosen][1])
+    wide.load_state_dict(fits[chosen][1])
     if len(fits) > 1:
         say(f"wide branch: {chosen} kept (valid loss " + ", ".join(
             f"{k} {m['valid_loss']:.4f}" for k, (m, _) in fits.items()) + ")")  # fmt: skip
@@ -789,24 +814,16 @@ def _train_wide(
 
 
 def _fit_wide_lbfgs(
-    model: RNNClassifier,
-    tc: TrainConfig,
-    train: dict[str, torch.Tensor],
-    valid: dict[str, torch.Tensor],
-    tr_bags: RaggedBags,
-    va_bags: RaggedBags,
-    device: torch.device,
-    say: Callable[[str], None],
+    wide: NgramLinear, tc: TrainConfig, problem: WideProblem, say: Callable[[str], None]
 ) -> dict[str, Any]:
-    assert model.wide is not None
-    num_features, num_classes = model.wide.bag.weight.shape
-    x = bag_matrix(tr_bags, num_features).to(device)
+    num_features, num_classes = wide.bag.weight.shape
+    x = bag_matrix(problem.train_bags, num_features).to(problem.device)
     fit = fit_logistic_path(
         x,
         transpose_csr(x),
-        train["labels"].to(device, torch.int64),
-        bag_matrix(va_bags, num_features).to(device),
-        valid["labels"].to(device, torch.int64),
+        problem.train_labels,
+        bag_matrix(problem.valid_bags, num_features).to(problem.device),
+        problem.valid_labels,
         num_classes,
         tc.wide_c,
         tc.wide_max_iter,
@@ -815,56 +832,44 @@ def _fit_wide_lbfgs(
         say(f"wide lbfgs C={step['c']:g}  valid_loss {step['valid_loss']:.4f}  "
             f"acc {step['valid_accuracy']:.4f}  ({step['evaluations']} evaluations)")  # fmt: skip
     with torch.no_grad():
-        model.wide.bag.weight.copy_(fit.weight)
-        model.wide.bias.copy_(fit.bias)
+        wide.bag.weight.copy_(fit.weight)
+        wide.bias.copy_(fit.bias)
     best = min(fit.path, key=lambda p: p["valid_loss"])
     return {"c": fit.c, "path": fit.path, "valid_loss": best["valid_loss"]}
 
 
 def _fit_wide_adamw(
-    model: RNNClassifier,
-    tc: TrainConfig,
-    train: dict[str, torch.Tensor],
-    valid: dict[str, torch.Tensor],
-    tr_bags: RaggedBags,
-    va_bags: RaggedBags,
-    device: torch.device,
-    say: Callable[[str], None],
+    wide: NgramLinear, tc: TrainConfig, problem: WideProblem, say: Callable[[str], None]
 ) -> dict[str, Any]:
     """Batch order from its own generator; the epoch with the lowest validation loss kept."""
-    assert model.wide is not None
-    tr_starts, labels = tr_bags.starts, train["labels"].to(device, torch.int64)
-    va_labels = valid["labels"].to("cpu", torch.int64)
-    optimizer = torch.optim.AdamW(model.wide.parameters(), lr=tc.wide_lr, weight_decay=0.0)
+    bags, labels = problem.train_bags, problem.train_labels
+    starts = bags.starts
+    optimizer = torch.optim.AdamW(wide.parameters(), lr=tc.wide_lr, weight_decay=0.0)
     best_loss, best_epoch, bad, history = math.inf, 0, 0, []
-    best = {k: v.detach().clone() for k, v in model.wide.state_dict().items()}
+    best = {k: v.detach().clone() for k, v in wide.state_dict().items()}
     for epoch in range(1, tc.wide_epochs + 1):
-        model.train()
         gen = torch.Generator().manual_seed(tc.seed * 1000 + 500 + epoch)
         for index in torch.randperm(len(labels), generator=gen).split(tc.batch_size):
-            bags = gather_bags(tr_bags, index, tr_starts).to(device)
-            loss = F.cross_entropy(model.wide(bags), labels[index.to(device)])
+            batch = gather_bags(bags, index, starts).to(problem.device)
+            loss = F.cross_entropy(wide(batch), labels[index.to(problem.device)])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        model.eval()
         with torch.inference_mode():
-            logits = _predict_logits(
-                model, valid["ids"], valid["lengths"], 512, device, va_bags, part="wide"
-            )
-        valid_loss = float(F.cross_entropy(logits, va_labels))
-        accuracy = float((logits.argmax(-1) == va_labels).float().mean())
+            logits = problem.valid_logits(wide)
+        valid_loss = float(F.cross_entropy(logits, problem.valid_labels))
+        accuracy = float((logits.argmax(-1) == problem.valid_labels).float().mean())
         history.append({"epoch": epoch, "valid_loss": valid_loss, "valid_accuracy": accuracy})
         say(f"wide adamw epoch {epoch}/{tc.wide_epochs}  valid_loss {valid_loss:.4f}  "
             f"acc {accuracy:.4f}")  # fmt: skip
         if valid_loss < best_loss:
             best_loss, best_epoch, bad = valid_loss, epoch, 0
-            best = {k: v.detach().clone() for k, v in model.wide.state_dict().items()}
+            best = {k: v.detach().clone() for k, v in wide.state_dict().items()}
         else:
             bad += 1
             if bad >= tc.patience:
                 break
-    model.wide.load_state_dict(best)
+    wide.load_state_dict(best)
     return {"epochs": history, "best_epoch": best_epoch, "valid_loss": best_loss}
 
 
