@@ -248,18 +248,31 @@ def test_two_clients_at_once(warm_home: Path, two_bundles: tuple[Path, Path]) ->
     assert sorted(r.stdout for r in results) == sorted(_zhflow(a, _cold(env)).stdout for a in args)
 
 
+def _stdin_of(pid: str) -> str:
+    return os.readlink(f"/proc/{pid}/fd/0")
+
+
 def _wait_until_reading(pipe: str, timeout: float = 120) -> None:
-    """Until some process (the cold command, or the worker's child) is blocked reading
-    ``pipe`` (a ``pipe:[inode]`` name) as its stdin: past its imports, inside predict."""
+    """Until the command (the cold process, or the worker's child) is blocked reading ``pipe``
+    (a ``pipe:[inode]`` name) as its stdin: past its imports, inside predict.
+
+    A subprocess the command starts (ldconfig at an import, say) inherits the pipe as its
+    stdin and may block on a pipe of its own: one whose parent holds the same stdin is not
+    the command, or Ctrl-C would arrive in the middle of the imports."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for proc in Path("/proc").iterdir():
-            with contextlib.suppress(OSError):
-                if (
-                    os.readlink(proc / "fd" / "0") == pipe
-                    and "pipe" in (proc / "wchan").read_text()
-                ):
-                    return
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if _stdin_of(proc.name) != pipe:
+                    continue
+                wchan = (proc / "wchan").read_text()  # pipe_read, anon_pipe_read, pipe_wait
+                if "pipe_read" not in wchan and "pipe_wait" not in wchan:
+                    continue
+                parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                with contextlib.suppress(OSError):
+                    if _stdin_of(parent) == pipe:
+                        continue
+                return
         time.sleep(0.1)
     raise AssertionError(f"nothing read {pipe} within {timeout} s")
 
