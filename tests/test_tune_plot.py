@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from zhflow.tasks.tune_plot import plot_tune
 
@@ -10,7 +11,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_plot_tune_writes_a_png_for_completed_pruned_and_failed_trials(tmp_path: Path) -> None:
-    points = [
+    points: list[dict[str, Any]] = [
         {"trial": 0, "value": 0.81, "state": "complete"},
         {"trial": 1, "value": 0.74, "state": "pruned"},
         {"trial": 2, "value": None, "state": "fail"},  # no score: not drawn
