@@ -248,31 +248,34 @@ def test_two_clients_at_once(warm_home: Path, two_bundles: tuple[Path, Path]) ->
     assert sorted(r.stdout for r in results) == sorted(_zhflow(a, _cold(env)).stdout for a in args)
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stdin_of(pid: str) -> str:
     return os.readlink(f"/proc/{pid}/fd/0")
 
 
-def _wait_until_reading(pipe: str, timeout: float = 120) -> None:
-    """Until the command (the cold process, or the worker's child) is blocked reading ``pipe``
-    (a ``pipe:[inode]`` name) as its stdin: past its imports, inside predict.
+#: The read(2) syscall's number, as /proc/PID/syscall shows it.
+READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}.get(os.uname().machine, "0")
 
-    A subprocess the command starts (ldconfig at an import, say) inherits the pipe as its
-    stdin and may block on a pipe of its own: one whose parent holds the same stdin is not
-    the command, or Ctrl-C would arrive in the middle of the imports."""
+
+def _blocked_reading_stdin(pid: str) -> bool:
+    """In read(0, ...) right now: not merely holding the pipe as its stdin (a segmentation
+    pool's result pipe, a subprocess of an import's, a blocked write all show "pipe")."""
+    fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    return len(fields) > 1 and fields[0] == READ_SYSCALL and int(fields[1], 16) == 0
+
+
+def _wait_until_reading(pipe: str, timeout: float = 120) -> None:
+    """Until the command (the cold process, or the worker's child) is blocked reading
+    ``pipe`` (a ``pipe:[inode]`` name) on fd 0: past its imports, inside predict's loop."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for proc in Path("/proc").iterdir():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                if _stdin_of(proc.name) != pipe:
-                    continue
-                wchan = (proc / "wchan").read_text()  # pipe_read, anon_pipe_read, pipe_wait
-                if "pipe_read" not in wchan and "pipe_wait" not in wchan:
-                    continue
-                parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
-                with contextlib.suppress(OSError):
-                    if _stdin_of(parent) == pipe:
-                        continue
-                return
+            with contextlib.suppress(OSError, ValueError):
+                if _stdin_of(proc.name) == pipe and _blocked_reading_stdin(proc.name):
+                    return
         time.sleep(0.1)
     raise AssertionError(f"nothing read {pipe} within {timeout} s")
 
@@ -286,8 +289,11 @@ def test_ctrl_c_reaches_the_command_and_the_worker_goes_on(
 
     def interrupted(env: dict[str, str]) -> tuple[int, str]:
         # stdin stays open, so predict waits for lines until Ctrl-C
+        # As from a terminal: a background job (CI under nohup, `cmd &`) inherits SIGINT
+        # ignored, and Python then installs no KeyboardInterrupt handler at all.
         proc = subprocess.Popen(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_sigint_default)  # fmt: skip
         assert proc.stdin is not None
         proc.stdin.write(TEXTS[0] + "\n")
         proc.stdin.flush()
