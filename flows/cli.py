@@ -19,7 +19,12 @@ from typing import Any
 import click
 
 from zhflow.flows import server
-from zhflow.flows.commands import evaluate_command, info_command, predict_command
+from zhflow.flows.commands import (
+    bundle_option,
+    evaluate_command,
+    info_command,
+    predict_command,
+)
 from zhflow.flows.progress import terminal_bars
 from zhflow.flows.serve import serve_command
 from zhflow.flows.settings import apply_defaults
@@ -422,14 +427,7 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
 
 
 @main.command()
-@click.option(
-    "--bundle",
-    "--model",  # the old spelling (`run --model` is the cell): kept as an alias
-    "bundle",
-    required=True,
-    type=click.Path(),
-    help="Model bundle directory (--model: the old spelling).",
-)
+@bundle_option
 @click.argument("input", nargs=-1, required=True, type=click.Path())
 @click.option("--output", required=True, type=click.Path(), help="Predictions Parquet file.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS))

@@ -64,15 +64,20 @@ def _emit_evaluation(summary: dict[str, Any], as_json: bool) -> None:
             click.echo(line)
 
 
-@click.command("evaluate")
-@click.option(
+#: ``--bundle`` (score, evaluate, predict); ``--model`` is its old spelling, kept as an alias
+#: (``run --model`` is the cell).
+bundle_option = click.option(
     "--bundle",
-    "--model",  # the old spelling (`run --model` is the cell): kept as an alias
+    "--model",
     "bundle",
     required=True,
     type=click.Path(),
     help="Model bundle directory (--model: the old spelling).",
 )
+
+
+@click.command("evaluate")
+@bundle_option
 @click.argument("corpus", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Input format (default: suffix).")
 @click.option("--text-col", help="Text column (default: text/review/content/sentence).")
@@ -124,14 +129,7 @@ def _load(bundle: str) -> Any:
 
 
 @click.command("predict")
-@click.option(
-    "--bundle",
-    "--model",  # the old spelling (`run --model` is the cell): kept as an alias
-    "bundle",
-    required=True,
-    type=click.Path(),
-    help="Model bundle directory (--model: the old spelling).",
-)
+@bundle_option
 @click.argument("text", nargs=-1)
 @click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option(
