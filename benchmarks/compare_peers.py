@@ -288,7 +288,7 @@ def run_zhflow(
         for name, part in parts:
             if part == "wide" and featurizer is None:
                 continue
-            logits = train._predict_logits(model, test["ids"], test["lengths"], 512, device,
+            logits = train.predict_logits(model, test["ids"], test["lengths"], 512, device,
                                            bags, part)  # fmt: skip
             out[name] = [label_map[i] for i in logits.argmax(-1).tolist()]
             if part == "full":  # the default's or the pretrained one's
@@ -299,6 +299,9 @@ def run_zhflow(
                     evaluate.uncalibrated(probs, t), y)  # fmt: skip
                 out["ece_after"] = evaluate.expected_calibration_error(probs, y)
                 out["calibration"] = result.meta.get("calibration")
+                wide = result.meta.get("wide") or {}
+                out["wide_fit"] = {"solver": wide.get("solver"),
+                                   **(wide.get("blend") or {})}  # fmt: skip
     return out
 
 
@@ -343,7 +346,9 @@ def run_seed(args: argparse.Namespace, seed: int, methods: list[str], threads: i
             if method in methods and method in out:
                 extra = {k: out[k] for k in ("epochs_run", "best_epoch")}
                 if method in ("zhflow-default", "zhflow-pretrained"):
-                    extra |= {k: out[k] for k in ("ece_before", "ece_after", "calibration")}
+                    extra |= {
+                        k: out[k] for k in ("ece_before", "ece_after", "calibration", "wide_fit")
+                    }
                 record(method, out[method], s, **extra)
     return {"seed": seed, "split": {k: len(v["label"]) for k, v in data.items()},
             "info": info, "runs": runs}  # fmt: skip

@@ -89,9 +89,16 @@ def _wide_split(bags: RaggedBags, labels: torch.Tensor, rows: torch.Tensor) -> d
             "bag_weights": bags.weights[flat]}  # fmt: skip
 
 
-def test_auto_keeps_the_solver_with_the_lower_validation_loss() -> None:
+def test_auto_blends_the_two_fits_by_validation_loss() -> None:
     from zhflow.models.rnn import RNNConfig
-    from zhflow.tasks.train import TrainConfig, _train_wide, build_model
+    from zhflow.tasks.train import (
+        BLEND_GRID,
+        TrainConfig,
+        _train_wide,
+        build_model,
+        fit_temperature,
+        split_bags,
+    )
 
     bags, dense, labels = _problem(seed=5, n=240)
     train, valid = (
@@ -99,16 +106,52 @@ def test_auto_keeps_the_solver_with_the_lower_validation_loss() -> None:
         _wide_split(bags, labels, torch.arange(180, 240)),
     )
     cfg = RNNConfig(vocab_size=4, num_classes=3, wide_features=dense.shape[1])
-    weights = {}
+    x_valid = bag_matrix(split_bags(valid), dense.shape[1])  # type: ignore[arg-type]
+    params, metas = {}, {}
     for solver in ("lbfgs", "adamw", "auto"):
         model = build_model(cfg)
-        meta = _train_wide(model, TrainConfig(wide_solver=solver, batch_size=16), train, valid,
-                           torch.device("cpu"), lambda _: None)  # fmt: skip
-        weights[solver] = model.wide.bag.weight.detach().clone()  # type: ignore[union-attr]
-        if solver == "auto":
-            losses = {k: meta[k]["valid_loss"] for k in ("lbfgs", "adamw")}
-            assert meta["solver"] == min(losses, key=losses.__getitem__)
-            assert torch.equal(weights["auto"], weights[meta["solver"]])
-    assert not torch.equal(weights["lbfgs"], weights["adamw"])  # two different fits
+        metas[solver] = _train_wide(model, TrainConfig(wide_solver=solver, batch_size=16),
+                                    train, valid, torch.device("cpu"), lambda _: None)  # fmt: skip
+        wide = model.wide
+        assert wide is not None
+        params[solver] = (wide.bag.weight.detach().clone(), wide.bias.detach().clone())
+    assert not torch.equal(params["lbfgs"][0], params["adamw"][0])  # two different fits
+    w = metas["auto"]["blend"]["lbfgs_weight"]
+    assert w in BLEND_GRID
+    for auto, exact, early in zip(params["auto"], params["lbfgs"], params["adamw"], strict=True):
+        assert torch.allclose(auto, w * exact + (1 - w) * early)
+
+    # The kept weight has the lowest tempered validation loss of the grid (an oracle loop).
+    def loss(weight: torch.Tensor, bias: torch.Tensor) -> float:
+        return fit_temperature(x_valid @ weight + bias, labels[180:])[1]
+
+    blends = {
+        g: loss(
+            g * params["lbfgs"][0] + (1 - g) * params["adamw"][0],
+            g * params["lbfgs"][1] + (1 - g) * params["adamw"][1],
+        )
+        for g in BLEND_GRID
+    }
+    assert blends[w] == pytest.approx(min(blends.values()), abs=1e-6)
+    assert metas["auto"]["solver"] == {1.0: "lbfgs", 0.0: "adamw"}.get(w, "blend")
+
+
+def test_two_fits_wrong_on_different_rows_are_blended() -> None:
+    from zhflow.tasks.train import choose_blend
+
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    right = torch.nn.functional.one_hot(labels, 3).float()
+    wrong = torch.nn.functional.one_hot((labels + 1) % 3, 3).float()
+    exact = torch.cat([right[:4], 0.5 * wrong[4:]])  # right on rows 0-3, mildly wrong on 4-5
+    early = torch.cat([0.5 * wrong[:2], right[2:]])  # right on rows 2-5, mildly wrong on 0-1
+    weight, loss = choose_blend(exact, early, labels)
+    assert 0.0 < weight < 1.0
+    assert loss < choose_blend(exact, exact, labels)[1]
+    assert loss < choose_blend(early, early, labels)[1]
+
+
+def test_an_unknown_solver_is_refused() -> None:
+    from zhflow.tasks.train import TrainConfig
+
     with pytest.raises(ValueError, match="wide_solver"):
         TrainConfig(wide_solver="sgd")
