@@ -224,6 +224,7 @@ def run_zhflow(
     import torch
 
     from zhflow.flows.pipeline import _wide_spec
+    from zhflow.models.ensemble import uncalibrated
     from zhflow.models.rnn import RNNConfig
     from zhflow.tasks import evaluate, train
     from zhflow.tasks.encode import build_label_map, encode_labels, encode_tokens
@@ -294,9 +295,11 @@ def run_zhflow(
             if part == "full":  # the default's or the pretrained one's
                 probs = torch.softmax(logits, -1).numpy()
                 y = test["labels"].numpy()
-                t = float(model.temperature)
+                with uncalibrated(model):  # what zhflow's evaluate stage reports as "before"
+                    raw = train.predict_logits(model, test["ids"], test["lengths"], 512, device,
+                                               bags, part)  # fmt: skip
                 out["ece_before"] = evaluate.expected_calibration_error(
-                    evaluate.uncalibrated(probs, t), y)  # fmt: skip
+                    torch.softmax(raw, -1).numpy(), y)  # fmt: skip
                 out["ece_after"] = evaluate.expected_calibration_error(probs, y)
                 out["calibration"] = result.meta.get("calibration")
                 wide = result.meta.get("wide") or {}

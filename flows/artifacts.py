@@ -474,7 +474,7 @@ def publish_vocab(vocab_ref: ArtifactRef) -> Any:
 
 def calibration_markdown(metrics: dict[str, Any], image: str | Path | None) -> str:
     """How far ``confidence`` can be trusted: the fitted temperature (and the branches' mix),
-    the test split's expected calibration error before and after it, the diagram inline."""
+    the test split's expected calibration error before and after them, the diagram inline."""
     cal = metrics.get("calibration")
     if not cal:
         return "# zhflow: calibration\n\nThis model was trained without calibration.\n"
@@ -484,9 +484,11 @@ def calibration_markdown(metrics: dict[str, Any], image: str | Path | None) -> s
         f"temperature **{cal['temperature']:.3f}**"
         + (f" · wide-branch weight in the mix **{cal['mix']:.2f}**" if "mix" in cal else "")
         + f" · expected calibration error ({cal.get('bins', 15)} bins): "
-        f"**{cal['ece_before']:.4f}** before → **{cal['ece_after']:.4f}** after the temperature",
+        f"**{cal['ece_before']:.4f}** before → **{cal['ece_after']:.4f}** after calibration",
         "",
-        "Both were fitted on the validation split; 0 = confidence equals accuracy.",
+        "Both were fitted on the validation split; before = without them (temperature 1"
+        + (", mix 0.5" if "mix" in cal else "")
+        + "); 0 = confidence equals accuracy.",
         "",
     ]
     if image is not None:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
-from zhflow.models.rnn import RNNClassifier, RNNConfig
+from zhflow.models.rnn import UNCALIBRATED_MIX, RNNClassifier, RNNConfig
 from zhflow.models.wide import Bags, NgramLinear
 
 
@@ -54,13 +54,20 @@ def classifiers(model: nn.Module) -> list[RNNClassifier]:
 
 @contextmanager
 def uncalibrated(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` with every temperature at 1 (what it would say without calibration)."""
+    """Run ``model`` as it would be without calibration (``TrainConfig.calibrate`` off):
+    every temperature at 1 and, with a wide branch, the branches' mix at its even default.
+    Both were fitted on the validation split, so "before calibration" undoes both."""
     members = classifiers(model)
-    saved = [m.temperature.clone() for m in members]
+    saved = [(m.temperature.clone(), m.mix.clone() if m.wide is not None else None)
+             for m in members]  # fmt: skip
     try:
         for m in members:
             m.temperature.fill_(1.0)
+            if m.wide is not None:
+                m.mix.fill_(UNCALIBRATED_MIX)
         yield
     finally:
-        for m, t in zip(members, saved, strict=True):
-            m.temperature.copy_(t)
+        for m, (temperature, mix) in zip(members, saved, strict=True):
+            m.temperature.copy_(temperature)
+            if mix is not None:
+                m.mix.copy_(mix)

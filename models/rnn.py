@@ -53,6 +53,8 @@ ONEHOT_MAX_VOCAB = 20_000
 # fastText's multiplier for hashing a sequence of token ids; reduced modulo a 31-bit prime
 # after each step so the int64 arithmetic never overflows (deterministic on every platform).
 NGRAM_HASH_MULT = 116_049_371
+# The branches' mix before calibration fits one (and with calibration off): an even pool.
+UNCALIBRATED_MIX = 0.5
 NGRAM_HASH_MOD = 2_147_483_647
 
 
@@ -226,8 +228,8 @@ class RNNClassifier(nn.Module):
         if config.wide_features:
             self.wide = NgramLinear(config.wide_features, config.num_classes)
             # Weight of the wide branch's log-probabilities in the mix; fitted on the
-            # validation split after training (``zhflow.tasks.train.fit_mix``).
-            self.register_buffer("mix", torch.tensor(0.5))
+            # validation split after training (``zhflow.tasks.train.calibrate``).
+            self.register_buffer("mix", torch.tensor(UNCALIBRATED_MIX))
         # Softmax temperature fitted on the validation split (calibration); 1 = raw logits.
         self.register_buffer("temperature", torch.tensor(1.0))
 

@@ -198,14 +198,14 @@ def plot_reliability(
     before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]], path: Path,
     ece_before: float, ece_after: float,
 ) -> Path:  # fmt: skip
-    """Reliability diagram (accuracy against confidence per bin), before and after the
-    temperature, with the diagonal of perfect calibration → PNG."""
+    """Reliability diagram (accuracy against confidence per bin), before and after
+    calibration, with the diagonal of perfect calibration → PNG."""
     with _style():
         fig, ax = _pyplot().subplots(figsize=(4.6, 4.2))
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="calibrated")
         for bins, style, name, ece in (
             (before, "s--", "before", ece_before),
-            (after, "o-", "after temperature", ece_after),
+            (after, "o-", "after calibration", ece_after),
         ):
             kept = [b for b in bins if b["n"]]
             ax.plot([b["confidence"] for b in kept], [b["accuracy"] for b in kept], style,

@@ -551,7 +551,8 @@ def _bundle_features(
 def _calibration_report(
     net: RNNClassifier | MeanEnsemble, probs: Any, y_true: Any, out: Path, test: dict
 ) -> dict[str, Any]:
-    """ECE on the test split with and without the fitted temperature(s), and its diagram."""
+    """ECE on the test split with and without calibration (the fitted mix and temperature),
+    and its diagram."""
     members = classifiers(net)
     with uncalibrated(net):
         raw = train_fns.predict_proba(net, test["ids"], test["lengths"],

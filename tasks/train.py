@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zhflow.models import registry
-from zhflow.models.rnn import RNNClassifier, RNNConfig, count_parameters
+from zhflow.models.rnn import UNCALIBRATED_MIX, RNNClassifier, RNNConfig, count_parameters
 from zhflow.models.wide import (
     Bags,
     NgramLinear,
@@ -942,7 +942,7 @@ def calibrate(
             model.mix.fill_(mix)
         return model.mix_logits(deep, wide)
 
-    raw_loss = float(F.cross_entropy(mixed(0.5), labels))
+    raw_loss = float(F.cross_entropy(mixed(UNCALIBRATED_MIX), labels))
     best: tuple[float, float, float] | None = None  # (loss, mix, temperature)
     for mix in MIX_GRID if wide is not None else (1.0,):
         temperature, loss = fit_temperature(mixed(mix), labels)

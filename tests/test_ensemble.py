@@ -11,7 +11,7 @@ import torch
 
 from tests.helpers import train_tiny_bundle
 from zhflow.models.ensemble import MeanEnsemble, classifiers, uncalibrated
-from zhflow.models.rnn import RNNClassifier, RNNConfig
+from zhflow.models.rnn import UNCALIBRATED_MIX, RNNClassifier, RNNConfig
 from zhflow.tasks.bundle import load_bundle
 from zhflow.tasks.encode import encode_tokens
 from zhflow.tasks.score import ragged_bags, score_file
@@ -82,5 +82,18 @@ def test_uncalibrated_sets_every_temperature_to_one_and_restores() -> None:
     with uncalibrated(ensemble):
         assert [float(m.temperature) for m in members] == [1.0, 1.0]
     assert [float(m.temperature) for m in members] == [2.0, 0.5]
+
+
+def test_uncalibrated_also_undoes_the_fitted_mix() -> None:
+    """Before calibration = what ``TrainConfig(calibrate=False)`` trains: mix 0.5, T 1."""
+    cfg = RNNConfig(vocab_size=8, num_classes=2, embedding_dim=4, hidden_size=4,
+                    wide_features=5)  # fmt: skip
+    model = RNNClassifier(cfg)
+    assert float(model.mix) == UNCALIBRATED_MIX
+    model.mix.fill_(0.85)
+    model.temperature.fill_(1.3)
+    with uncalibrated(model):
+        assert (float(model.mix), float(model.temperature)) == (UNCALIBRATED_MIX, 1.0)
+    assert (float(model.mix), float(model.temperature)) == pytest.approx((0.85, 1.3))
     with pytest.raises(ValueError, match="share one config"):
         MeanEnsemble([RNNClassifier(cfg), RNNClassifier(RNNConfig(vocab_size=9, num_classes=2))])
