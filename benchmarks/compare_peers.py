@@ -36,8 +36,8 @@ from ``zhflow.flows.pipeline.train_pipeline``'s signature so they cannot drift):
 
 For each method and seed: test accuracy, macro-F1, seconds; then per method the mean and
 sample standard deviation over seeds. Also the test split's expected calibration error of
-``zhflow-default`` before and after its temperature. The last line of stdout is one JSON
-object with ``results``: one entry per method with ``method``, ``accuracy_mean``,
+``zhflow-default`` before calibration (mix 0.5, temperature 1) and after. The last line of
+stdout is one JSON object with ``results``: one entry per method with ``method``, ``accuracy_mean``,
 ``accuracy_sd``, ``macro_f1_mean``, ``macro_f1_sd``, ``seeds``, ``runs`` (per seed).
 """
 
