@@ -53,9 +53,9 @@ ONEHOT_MAX_VOCAB = 20_000
 # fastText's multiplier for hashing a sequence of token ids; reduced modulo a 31-bit prime
 # after each step so the int64 arithmetic never overflows (deterministic on every platform).
 NGRAM_HASH_MULT = 116_049_371
+NGRAM_HASH_MOD = 2_147_483_647
 # The branches' mix before calibration fits one (and with calibration off): an even pool.
 UNCALIBRATED_MIX = 0.5
-NGRAM_HASH_MOD = 2_147_483_647
 
 
 @dataclass
