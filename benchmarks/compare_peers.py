@@ -39,6 +39,13 @@ sample standard deviation over seeds. Also the test split's expected calibration
 ``zhflow-default`` before calibration (mix 0.5, temperature 1) and after. The last line of
 stdout is one JSON object with ``results``: one entry per method with ``method``, ``accuracy_mean``,
 ``accuracy_sd``, ``macro_f1_mean``, ``macro_f1_sd``, ``seeds``, ``runs`` (per seed).
+
+Every other method is also compared with ``zhflow-default`` pairwise, because both saw the same
+test rows: ``default_minus_method`` (the per-seed accuracy difference, mean ± sd, and on how
+many seeds zhflow-default is ahead) and, per seed, ``vs_default`` (an exact McNemar test: the
+rows only zhflow-default gets right, those only the method gets right, and the two-sided p).
+The seed-to-seed sd of either method is mostly the luck of the split; the paired figures
+are what says whether a gap is more than that.
 """
 
 from __future__ import annotations
@@ -320,9 +327,11 @@ def run_seed(args: argparse.Namespace, seed: int, methods: list[str], threads: i
     tokens = {s: segment_texts(data[s]["text"], spec, workers=default_workers()) for s in data}
     y_test = data["test"]["label"]
     runs: dict[str, dict[str, Any]] = {}
+    hits: dict[str, list[bool]] = {}
 
     def record(method: str, pred: list[str], seconds: float, **extra: Any) -> None:
         acc, f1 = scores(y_test, pred, labels)
+        hits[method] = [p == y for p, y in zip(pred, y_test, strict=True)]
         runs[method] = {"accuracy": round(acc, 4), "macro_f1": round(f1, 4),
                         "seconds": round(seconds, 1), **extra}  # fmt: skip
         print(f"seed {seed} {method}: {runs[method]}", file=sys.stderr, flush=True)
@@ -353,8 +362,40 @@ def run_seed(args: argparse.Namespace, seed: int, methods: list[str], threads: i
                         k: out[k] for k in ("ece_before", "ece_after", "calibration", "wide_fit")
                     }
                 record(method, out[method], s, **extra)
+    if "zhflow-default" in hits:
+        for method in runs:
+            if method != "zhflow-default":
+                runs[method]["vs_default"] = mcnemar(hits["zhflow-default"], hits[method])
     return {"seed": seed, "split": {k: len(v["label"]) for k, v in data.items()},
             "info": info, "runs": runs}  # fmt: skip
+
+
+def mcnemar(default_hits: list[bool], other_hits: list[bool]) -> dict[str, Any]:
+    """Exact McNemar test of two methods on the same test rows: only the rows exactly one of
+    them gets right count, and under "equally accurate" each such row is a fair coin."""
+    from scipy.stats import binomtest
+
+    only_default = sum(a and not b for a, b in zip(default_hits, other_hits, strict=True))
+    only_other = sum(b and not a for a, b in zip(default_hits, other_hits, strict=True))
+    n = only_default + only_other
+    p = binomtest(only_default, n).pvalue if n else 1.0
+    return {"only_default": only_default, "only_method": only_other, "p_value": round(p, 4)}
+
+
+def paired_difference(per_seed: list[dict], method: str) -> dict[str, Any] | None:
+    """zhflow-default's accuracy minus ``method``'s, seed by seed (same split, same rows): the
+    split's own luck cancels, so this spread is usually far smaller than either method's sd."""
+    both = [s["runs"] for s in per_seed if "zhflow-default" in s["runs"] and method in s["runs"]]
+    pairs = [(runs["zhflow-default"]["accuracy"], runs[method]["accuracy"]) for runs in both]
+    if not pairs:
+        return None
+    diff = [a - b for a, b in pairs]
+    return {
+        "mean": round(statistics.fmean(diff), 4),
+        "sd": round(statistics.stdev(diff), 4) if len(diff) > 1 else 0.0,
+        "default_wins": sum(d > 0 for d in diff), "ties": sum(d == 0 for d in diff),
+        "seeds": len(diff),
+    }  # fmt: skip
 
 
 def summarise(per_seed: list[dict], methods: list[str]) -> list[dict[str, Any]]:
@@ -374,6 +415,8 @@ def summarise(per_seed: list[dict], methods: list[str]) -> list[dict[str, Any]]:
             "seeds": [s["seed"] for s in per_seed if method in s["runs"]],
             "runs": runs,
         })  # fmt: skip
+        if method != "zhflow-default" and (paired := paired_difference(per_seed, method)):
+            results[-1]["default_minus_method"] = paired
     return results
 
 
@@ -419,6 +462,14 @@ def main(argv: list[str] | None = None) -> int:
     if best_peer and default:
         gap = round(default["accuracy_mean"] - best_peer["accuracy_mean"], 4)
         print(f"zhflow-default - best peer ({best_peer['method']}): {gap * 100:+.2f} points")
+        if paired := best_peer.get("default_minus_method"):
+            tests = [r["vs_default"] for r in best_peer["runs"] if "vs_default" in r]
+            print(f"  paired over seeds: {paired['mean'] * 100:+.2f} ± {paired['sd'] * 100:.2f} "
+                  f"points, zhflow-default ahead on {paired['default_wins']} of "
+                  f"{paired['seeds']} seeds; test rows only zhflow-default / only the peer gets "
+                  "right, McNemar p: " + ", ".join(
+                      f"{t['only_default']}/{t['only_method']} p={t['p_value']:.2f}"
+                      for t in tests))  # fmt: skip
     print(json.dumps({
         "corpus": args.corpus, "seeds": seeds, "split": per_seed[0]["split"],
         "info": per_seed[0]["info"], "defaults": {k: v for k, v in pipeline_defaults().items()
