@@ -473,6 +473,10 @@ class Worker:
                 if code >= 0
                 else {"exit": 128 - code, "signal": -code}
             )
+            # Logged before the reply: once a client has its exit code, the line is there.
+            self.served += 1
+            _log(f"{job.command} pid {pid}: exit {reply['exit']} in "
+                 f"{time.monotonic() - job.started:.2f} s")  # fmt: skip
             with contextlib.suppress(OSError):
                 job.conn.setblocking(True)
                 _send(job.conn, reply)
@@ -483,9 +487,6 @@ class Worker:
                 with contextlib.suppress(KeyError, ValueError):
                     self.selector.unregister(job.pidfd)
                 os.close(job.pidfd)
-            self.served += 1
-            _log(f"{job.command} pid {pid}: exit {reply['exit']} in "
-                 f"{time.monotonic() - job.started:.2f} s")  # fmt: skip
 
     # -- the loop
 

@@ -150,6 +150,31 @@ def test_requests_it_cannot_serve_as_a_fresh_process_are_declined() -> None:
     listener.close()
 
 
+def test_a_finished_command_is_logged_before_its_client_gets_the_exit_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The client returns as soon as it reads the reply; a log line written after the reply
+    # was sometimes missing for whoever read the log next (seen under CI load).
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    w = worker.Worker(listener, "abc", {}, default_threads=1)
+    ours, theirs = socket.socketpair()
+    argv = [sys.executable, "-c", "raise SystemExit(3)"]
+    pid = os.posix_spawn(sys.executable, argv, dict(os.environ))
+    w.jobs[pid] = worker.Job(pid, ours, "predict", time.monotonic())
+    sent: list[tuple[dict[str, Any], str, int]] = []
+    monkeypatch.setattr(
+        worker, "_send", lambda conn, msg: sent.append((msg, capsys.readouterr().err, w.served))
+    )
+    deadline = time.monotonic() + 60
+    while pid in w.jobs and time.monotonic() < deadline:
+        w.reap()
+        time.sleep(0.01)
+    assert [(msg, served) for msg, _, served in sent] == [({"exit": 3, "signal": None}, 1)]
+    assert f"predict pid {pid}: exit 3 in " in sent[0][1]
+    theirs.close()
+    listener.close()
+
+
 def test_bundle_argument_and_exit_status() -> None:
     assert worker._bundle_arg(["zhflow", "predict", "--model", "b", "x"]) == "b"
     assert worker._bundle_arg(["zhflow", "score", "--model=w/b", "in.csv"]) == "w/b"
