@@ -81,11 +81,16 @@ def transpose_csr(matrix: torch.Tensor) -> torch.Tensor:
 
 class NgramLinear(nn.Module):
     """Logits = sum over a text's n-grams of weight x W[ngram] + b. Zero-initialised: training
-    starts from the class prior, and no random draw is spent (the RNN's init is unchanged)."""
+    starts from the class prior, and no random draw is spent: torch's global generator, which
+    the RNN's init and dropout draw from, is where it would be without this branch, so a seed
+    trains the same RNN with or without it."""
 
     def __init__(self, num_features: int, num_classes: int) -> None:
         super().__init__()
-        self.bag = nn.EmbeddingBag(num_features, num_classes, mode="sum")
+        # ``_weight`` skips EmbeddingBag's own init, a normal draw of F x C values (500k x C on
+        # the demo) that would move the global generator and with it every dropout mask.
+        self.bag = nn.EmbeddingBag(num_features, num_classes, mode="sum",
+                                   _weight=torch.zeros(num_features, num_classes))  # fmt: skip
         self.bias = nn.Parameter(torch.zeros(num_classes))
         self.reset_parameters()
 

@@ -59,12 +59,15 @@ def test_mixed_logits_are_a_weighted_product_of_experts() -> None:
     assert torch.allclose(model(ids, lengths, bags), expected, atol=1e-6)
 
 
-def test_the_wide_branch_leaves_the_rnn_init_unchanged() -> None:
+def test_the_wide_branch_leaves_the_rnn_init_and_the_generator_unchanged() -> None:
     base = RNNConfig(vocab_size=10, num_classes=2, embedding_dim=4, hidden_size=4)
     torch.manual_seed(3)
     plain = RNNClassifier(base).state_dict()
+    after_plain = torch.get_rng_state()
     torch.manual_seed(3)
     wide = RNNClassifier(RNNConfig(**{**base.to_dict(), "wide_features": 7})).state_dict()
+    # Nothing drawn for the wide branch either: dropout afterwards sees the same generator.
+    assert torch.equal(torch.get_rng_state(), after_plain)
     for key, value in plain.items():
         assert torch.equal(value, wide[key]), key
     assert {k for k in wide if k not in plain} == {"wide.bag.weight", "wide.bias", "mix"}
