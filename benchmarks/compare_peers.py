@@ -28,9 +28,11 @@ from ``zhflow.flows.pipeline.train_pipeline``'s signature so they cannot drift):
 
 - ``zhflow-default``: what ``zhflow run`` trains: the RNN plus the wide n-gram branch, mix and
   temperature fitted on the valid split;
-- ``zhflow-rnn-only`` / ``zhflow-wide-only``: the same trained model's two branches alone (the
-  RNN trains identically with or without the wide branch, so this costs nothing extra and
-  shows what each part brings);
+- ``zhflow-rnn-only`` / ``zhflow-wide-only``: the same trained model's two branches alone. The
+  RNN trains identically with or without the wide branch (the wide branch draws nothing from
+  torch's generator; tests/test_train.py checks it since 2026-12-02), so ``zhflow-rnn-only``
+  is also what ``zhflow run --no-wide`` trains: it costs nothing extra and shows what each
+  part brings;
 - ``zhflow-pretrained``: the default plus ``--unlabeled PATH...`` (word2vec over the train
   split and those texts, minus any identical to a valid/test text; ``zhflow run --unlabeled``).
   Only with ``--unlabeled``.

@@ -468,6 +468,9 @@ class _Run:
     use_amp: bool
     train: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # ids, lengths, labels
     valid: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    # The RNN's parameters, what the optimiser steps and the gradient norm is clipped over:
+    # the wide branch has its own fit (``_train_wide``) and must not scale the RNN's steps.
+    deep_params: list[nn.Parameter]
 
 
 def _train(
@@ -547,6 +550,7 @@ def _start_run(
     return _Run(
         model=model,
         optimizer=torch.optim.AdamW(deep_params, lr=tc.lr, weight_decay=tc.weight_decay),
+        deep_params=deep_params,
         # Disabled (the CPU), the scaler and autocast are pass-throughs: the same fp32 math.
         scaler=torch.amp.GradScaler("cuda", enabled=use_amp),
         criterion=nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing),
@@ -595,7 +599,7 @@ def _fit_epoch(run: _Run, tc: TrainConfig, epoch: int) -> float:
         run.scaler.scale(loss).backward()
         if tc.clip_norm > 0:
             run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the scaled ones
-            nn.utils.clip_grad_norm_(run.model.parameters(), tc.clip_norm)
+            nn.utils.clip_grad_norm_(run.deep_params, tc.clip_norm)
         run.scaler.step(run.optimizer)  # skips the step if the scaled gradients overflowed
         run.scaler.update()
         loss_sum += loss.detach() * len(index)
@@ -806,6 +810,7 @@ def _train_wide(
             logits = problem.valid_logits(wide)  # (M, C)
         state = {k: v.detach().clone() for k, v in wide.state_dict().items()}
         fits[solver] = (meta, state, logits)
+    wide.zero_grad(set_to_none=True)  # AdamW's last batch: an (F, C) tensor nothing reads
     out: dict[str, Any] = {k: m for k, (m, _, _) in fits.items()}
     if len(fits) == 1:
         return {"solver": solvers[0], **out, "seconds": time.perf_counter() - t0}

@@ -178,12 +178,15 @@ def _with_bags(split: dict[str, torch.Tensor], features: int, seed: int) -> dict
 
 def test_the_rnn_trains_the_same_with_or_without_a_wide_branch() -> None:
     """A controlled ablation: ``--wide`` against ``--no-wide`` at one seed changes the wide
-    branch and the mix, not the RNN (building and fitting the wide branch draws nothing from
-    torch's global generator, which the RNN's init and dropout use)."""
-    plain = train_model(MODEL, _cfg(epochs=2), TRAIN, VALID, log=None)
+    branch and the mix, not the RNN: building and fitting the wide branch draws nothing from
+    torch's global generator (the RNN's init and dropout use it), and the RNN's gradient
+    clipping sees the RNN's gradients only."""
+    # A small clip_norm clips every step: the norm must be the RNN's gradients alone.
+    cfg = _cfg(epochs=2, clip_norm=0.05)
+    plain = train_model(MODEL, cfg, TRAIN, VALID, log=None)
     wide_model = RNNConfig(**{**MODEL.to_dict(), "wide_features": 12})
-    wide = train_model(wide_model, _cfg(epochs=2), _with_bags(TRAIN, 12, 0),
-                       _with_bags(VALID, 12, 1), log=None)  # fmt: skip
+    wide = train_model(wide_model, cfg, _with_bags(TRAIN, 12, 0), _with_bags(VALID, 12, 1),
+                       log=None)  # fmt: skip
     rnn_keys = {k for k in wide.state_dict if not k.startswith("wide.")} - {"mix", "temperature"}
     assert rnn_keys == set(plain.state_dict) - {"temperature"}
     _assert_same_state({k: plain.state_dict[k] for k in rnn_keys},
@@ -195,9 +198,18 @@ class _Crash(RuntimeError):
     pass
 
 
-def test_resume_after_crash_matches_uninterrupted_run(tmp_path: Path) -> None:
-    # Dropout is on (defaults), so the RNG state must be restored for an exact match.
-    full = train_model(MODEL, _cfg(), TRAIN, VALID, checkpoint_dir=tmp_path / "a", log=None)
+WIDE_MODEL = RNNConfig(**{**MODEL.to_dict(), "wide_features": 12})
+WIDE_TRAIN, WIDE_VALID = _with_bags(TRAIN, 12, 0), _with_bags(VALID, 12, 1)
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["rnn", "rnn+wide"])
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path: Path, wide: bool) -> None:
+    # Dropout is on (defaults), so the RNG state must be restored for an exact match. With a
+    # wide branch, the resumed run skips the wide fit (its weights are in the checkpoint), so
+    # nothing that fit leaves behind may steer the RNN's epochs; clip_norm 0.05 clips always.
+    model, train, valid = (WIDE_MODEL, WIDE_TRAIN, WIDE_VALID) if wide else (MODEL, TRAIN, VALID)
+    cfg = _cfg(clip_norm=0.05)
+    full = train_model(model, cfg, train, valid, checkpoint_dir=tmp_path / "a", log=None)
 
     def crash(record: dict[str, Any]) -> None:
         if record["epoch"] == 1:
@@ -205,13 +217,13 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path: Path) -> None:
 
     with pytest.raises(_Crash):
         train_model(
-            MODEL, _cfg(), TRAIN, VALID, on_epoch=crash, checkpoint_dir=tmp_path / "b", log=None
+            model, cfg, train, valid, on_epoch=crash, checkpoint_dir=tmp_path / "b", log=None
         )
     ckpt = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=True, map_location="cpu")
     assert ckpt["epoch"] == 1
     lines: list[str] = []
     resumed = train_model(
-        MODEL, _cfg(), TRAIN, VALID, checkpoint_dir=tmp_path / "b", log=lines.append
+        model, cfg, train, valid, checkpoint_dir=tmp_path / "b", log=lines.append
     )
     assert resumed.resumed_from_epoch == 1
     assert any("resuming" in line for line in lines)
