@@ -222,9 +222,7 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path: Path, wide: bool
     ckpt = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=True, map_location="cpu")
     assert ckpt["epoch"] == 1
     lines: list[str] = []
-    resumed = train_model(
-        model, cfg, train, valid, checkpoint_dir=tmp_path / "b", log=lines.append
-    )
+    resumed = train_model(model, cfg, train, valid, checkpoint_dir=tmp_path / "b", log=lines.append)
     assert resumed.resumed_from_epoch == 1
     assert any("resuming" in line for line in lines)
     _assert_same_state(full.state_dict, resumed.state_dict)
