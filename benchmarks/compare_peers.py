@@ -30,7 +30,8 @@ from ``zhflow.flows.pipeline.train_pipeline``'s signature so they cannot drift):
   temperature fitted on the valid split;
 - ``zhflow-rnn-only`` / ``zhflow-wide-only``: the same trained model's two branches alone. The
   RNN trains identically with or without the wide branch (the wide branch draws nothing from
-  torch's generator; tests/test_train.py checks it since 2026-12-02), so ``zhflow-rnn-only``
+  torch's generator and stays out of the RNN's gradient clipping; tests/test_train.py checks
+  it since 2026-12-02), so ``zhflow-rnn-only``
   is also what ``zhflow run --no-wide`` trains: it costs nothing extra and shows what each
   part brings;
 - ``zhflow-pretrained``: the default plus ``--unlabeled PATH...`` (word2vec over the train

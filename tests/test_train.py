@@ -176,6 +176,10 @@ def _with_bags(split: dict[str, torch.Tensor], features: int, seed: int) -> dict
             "bag_counts": counts, "bag_weights": torch.rand(total, generator=g)}  # fmt: skip
 
 
+WIDE_MODEL = RNNConfig(**{**MODEL.to_dict(), "wide_features": 12})
+WIDE_TRAIN, WIDE_VALID = _with_bags(TRAIN, 12, 0), _with_bags(VALID, 12, 1)
+
+
 def test_the_rnn_trains_the_same_with_or_without_a_wide_branch() -> None:
     """A controlled ablation: ``--wide`` against ``--no-wide`` at one seed changes the wide
     branch and the mix, not the RNN: building and fitting the wide branch draws nothing from
@@ -184,9 +188,7 @@ def test_the_rnn_trains_the_same_with_or_without_a_wide_branch() -> None:
     # A small clip_norm clips every step: the norm must be the RNN's gradients alone.
     cfg = _cfg(epochs=2, clip_norm=0.05)
     plain = train_model(MODEL, cfg, TRAIN, VALID, log=None)
-    wide_model = RNNConfig(**{**MODEL.to_dict(), "wide_features": 12})
-    wide = train_model(wide_model, cfg, _with_bags(TRAIN, 12, 0), _with_bags(VALID, 12, 1),
-                       log=None)  # fmt: skip
+    wide = train_model(WIDE_MODEL, cfg, WIDE_TRAIN, WIDE_VALID, log=None)
     rnn_keys = {k for k in wide.state_dict if not k.startswith("wide.")} - {"mix", "temperature"}
     assert rnn_keys == set(plain.state_dict) - {"temperature"}
     _assert_same_state({k: plain.state_dict[k] for k in rnn_keys},
@@ -196,10 +198,6 @@ def test_the_rnn_trains_the_same_with_or_without_a_wide_branch() -> None:
 
 class _Crash(RuntimeError):
     pass
-
-
-WIDE_MODEL = RNNConfig(**{**MODEL.to_dict(), "wide_features": 12})
-WIDE_TRAIN, WIDE_VALID = _with_bags(TRAIN, 12, 0), _with_bags(VALID, 12, 1)
 
 
 @pytest.mark.parametrize("wide", [False, True], ids=["rnn", "rnn+wide"])
