@@ -238,7 +238,7 @@ def run_zhflow(
     from zhflow.models.ensemble import uncalibrated
     from zhflow.models.rnn import RNNConfig
     from zhflow.tasks import evaluate, train
-    from zhflow.tasks.encode import build_label_map, encode_labels, encode_tokens
+    from zhflow.tasks.encode import build_label_map, encode_labels, encode_tokens, wide_bags
     from zhflow.tasks.tables import (
         build_vocab,
         featurizer_from_table,
@@ -267,10 +267,9 @@ def run_zhflow(
         y = encode_labels(data[split]["label"], label_map)
         out = {"ids": torch.from_numpy(ids), "lengths": torch.from_numpy(lengths),
                "labels": torch.from_numpy(y)}  # fmt: skip
-        if featurizer is not None:
-            b = featurizer(tokens[split])
-            out.update(bag_ids=torch.from_numpy(b[0]), bag_counts=torch.from_numpy(b[1]),
-                       bag_weights=torch.from_numpy(b[2]))  # fmt: skip
+        if featurizer is not None:  # what the encode stage stores (tasks/stages.py)
+            bags = wide_bags(featurizer, tokens[split])
+            out.update({k: torch.from_numpy(v) for k, v in bags.items()})
         return out
 
     split = {s: tensors(s) for s in ("train", "valid", "test")}
@@ -314,8 +313,12 @@ def run_zhflow(
                 out["ece_after"] = evaluate.expected_calibration_error(probs, y)
                 out["calibration"] = result.meta.get("calibration")
                 wide = result.meta.get("wide") or {}
-                out["wide_fit"] = {"solver": wide.get("solver"),
-                                   **(wide.get("blend") or {})}  # fmt: skip
+                out["wide_fit"] = {
+                    "view": wide.get("view"),
+                    "words_weight": (wide.get("view_blend") or {}).get("words_weight"),
+                    "lbfgs_weight": {v: (m.get("blend") or {}).get("lbfgs_weight")
+                                     for v, m in (wide.get("views") or {}).items()},
+                }  # fmt: skip
     return out
 
 

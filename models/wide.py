@@ -58,6 +58,20 @@ def gather_bags(bags: RaggedBags, rows: torch.Tensor, starts: torch.Tensor | Non
     return Bags(bags.ids[flat], offsets, bags.weights[flat])
 
 
+def without_word_ngrams(bags: RaggedBags, word_counts: torch.Tensor) -> RaggedBags:
+    """The same rows' bags with their word n-grams dropped: the character n-grams alone.
+
+    ``word_counts`` (N,) says how many entries of each row's bag are word n-grams; they come
+    first in a row (``zhflow.tasks.features.NgramFeaturizer.bag``). Each block is
+    L2-normalised on its own, so the character entries keep their weights: a model fitted on
+    these bags is the full model with the word rows of its table at zero."""
+    word_counts = word_counts.to(torch.int64)
+    rows = torch.repeat_interleave(torch.arange(bags.counts.shape[0]), bags.counts)  # (K,)
+    rank = torch.arange(bags.ids.shape[0]) - bags.starts[rows]  # position within its row
+    keep = rank >= word_counts[rows]
+    return RaggedBags(bags.ids[keep], bags.counts - word_counts, bags.weights[keep])
+
+
 def bag_matrix(bags: RaggedBags, num_features: int) -> torch.Tensor:
     """All rows' bags as one sparse CSR matrix (N, F): what a full-batch fit multiplies by.
 

@@ -107,7 +107,8 @@ VOCAB = Stage("vocab", (
     ArtifactFile(SUMMARY_JSON),
 ))  # fmt: skip
 ENCODED = Stage("encoded", (
-    ArtifactFile(SPLIT_SAFETENSORS, "ids, lengths, labels, bag_ids, bag_counts, bag_weights"),
+    ArtifactFile(SPLIT_SAFETENSORS,
+                 "ids, lengths, labels, bag_ids, bag_counts, bag_weights, bag_word_counts"),
     ArtifactFile(LABELS_JSON),
     ArtifactFile(META_JSON),
 ))  # fmt: skip

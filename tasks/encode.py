@@ -7,12 +7,13 @@ reads each sequence's true length, so padding never reaches its representation.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from zhflow.tasks.features import NgramFeaturizer
 from zhflow.tasks.segment import FlatIdEncoder
 from zhflow.tasks.storage import atomic_path
 from zhflow.tasks.tables import PAD, UNK
@@ -63,15 +64,23 @@ def save_split(
     ids: np.ndarray,
     lengths: np.ndarray,
     labels: np.ndarray,
-    bags: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    bags: Mapping[str, np.ndarray] | None = None,
 ) -> None:
-    """One split's tensors; ``bags`` (``NgramFeaturizer`` output) adds ``bag_ids``,
-    ``bag_counts``, ``bag_weights`` for the wide branch."""
-    tensors = {"ids": ids, "lengths": lengths, "labels": labels}
-    if bags is not None:
-        tensors.update(bag_ids=bags[0], bag_counts=bags[1], bag_weights=bags[2])
+    """One split's tensors; ``bags`` (:func:`wide_bags`) adds the wide branch's inputs."""
+    tensors = {"ids": ids, "lengths": lengths, "labels": labels, **(bags or {})}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp))
+
+
+def wide_bags(
+    featurizer: NgramFeaturizer, token_lists: Sequence[Sequence[str]]
+) -> dict[str, np.ndarray]:
+    """One split's inputs to the wide branch: each text's n-gram bag, ragged (``bag_ids``,
+    ``bag_counts``, ``bag_weights``), and ``bag_word_counts``: how many entries of each bag
+    are word n-grams, so that training can also fit the character n-grams alone."""
+    ids, counts, weights = featurizer(token_lists)
+    return {"bag_ids": ids, "bag_counts": counts, "bag_weights": weights,
+            "bag_word_counts": featurizer.word_counts(ids, counts)}  # fmt: skip
 
 
 def load_split(path: Path) -> dict[str, np.ndarray]:
@@ -105,4 +114,5 @@ __all__ = [
     "pad_ragged",
     "save_label_map",
     "save_split",
+    "wide_bags",
 ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -95,6 +95,7 @@ class NgramFeaturizer:
     idf: np.ndarray
     word_n: int
     char_n: int
+    _is_word: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def num_features(self) -> int:
@@ -117,6 +118,17 @@ class NgramFeaturizer:
         if self.char_n:
             parts.append(self._block(char_ngram_keys(tokens, self.char_n)))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def word_counts(self, ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Per row of ``__call__``'s output, how many of its bag's entries are word n-grams
+        (they come first in a row: :meth:`bag`): the training split's view without them is
+        the character n-grams alone (``zhflow.models.wide.without_word_ngrams``)."""
+        if self._is_word is None:
+            self._is_word = np.zeros(self.num_features, dtype=bool)
+            for key, i in self.index.items():
+                self._is_word[i] = key.startswith(f"{WORD}:")
+        rows = np.repeat(np.arange(len(counts)), counts)
+        return np.bincount(rows, weights=self._is_word[ids], minlength=len(counts)).astype(np.int64)
 
     def __call__(self, docs: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         bags = [self.bag(d) for d in docs]

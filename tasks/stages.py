@@ -331,7 +331,7 @@ def encode_corpus(
             token_lists = part["tokens"].to_list()
             ids, lengths = encode_fns.encode_tokens(token_lists, index, max_len)
             labels = encode_fns.encode_labels(part["label"].to_list(), label_map)
-            bags = featurizer(token_lists) if featurizer else None
+            bags = encode_fns.wide_bags(featurizer, token_lists) if featurizer else None
             encode_fns.save_split(out / catalog.split_file(name), ids, lengths, labels, bags)
             meta["splits"][name] = {"rows": len(lengths), "truncated": int((
                 part["tokens"].list.len() > max_len).sum())}  # fmt: skip

@@ -34,6 +34,7 @@ from zhflow.models.wide import (
     bag_matrix,
     gather_bags,
     transpose_csr,
+    without_word_ngrams,
 )
 from zhflow.tasks import catalog
 from zhflow.tasks.errors import InputError, ZhflowError
@@ -771,6 +772,38 @@ class WideProblem:
         return wide(gather_bags(self.valid_bags, rows).to(self.device))  # (M, C)
 
 
+@dataclass
+class WideFit:
+    """The wide branch fitted on one view of the n-grams: its table, figures, valid logits."""
+
+    meta: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    valid_logits: torch.Tensor  # (M, C)
+
+
+#: The wide branch's two views of a text's n-grams: all of them, and the characters alone.
+WIDE_VIEWS = ("words+chars", "chars")
+
+
+def wide_views(
+    train: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]
+) -> dict[str, tuple[RaggedBags, RaggedBags]]:
+    """(train, valid) bags per view: ``words+chars`` always, ``chars`` (word n-grams dropped)
+    when the splits say which entries are word n-grams and both kinds occur in train."""
+    tr_bags, va_bags = split_bags(train), split_bags(valid)
+    if tr_bags is None or va_bags is None:
+        raise InputError("the model has a wide n-gram branch but the splits carry no n-gram bags")
+    views = {WIDE_VIEWS[0]: (tr_bags, va_bags)}
+    if "bag_word_counts" in train and "bag_word_counts" in valid:
+        words = int(train["bag_word_counts"].sum())
+        if 0 < words < tr_bags.ids.shape[0]:
+            views[WIDE_VIEWS[1]] = (
+                without_word_ngrams(tr_bags, train["bag_word_counts"]),
+                without_word_ngrams(va_bags, valid["bag_word_counts"]),
+            )
+    return views
+
+
 def _train_wide(
     model: RNNClassifier,
     tc: TrainConfig,
@@ -779,7 +812,49 @@ def _train_wide(
     device: torch.device,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Fit the wide branch alone, two ways, and blend the two fits on the validation split.
+    """Fit the wide branch alone on each view of the n-grams (:func:`wide_views`), and blend
+    the two fits, ``w · (words+chars) + (1 − w) · chars``, with ``w`` fitted on the
+    validation split (:func:`choose_blend`).
+
+    Word n-grams help on most corpora and hurt on short texts: on a corpus of 16-character
+    product snippets (10 classes) the characters alone were 1 point more accurate, and the
+    blend's weight followed them; on the shared review corpora the two views are within 0.4
+    points, either way, and the validation split cannot always tell which (picking the lower
+    validation loss lost 0.24 points on one online_shopping split), so they are blended
+    rather than picked (docs/BENCHMARKS.md). A character-only fit is the full model with its
+    word rows at zero, so the blend is still one (F, C) table. Deterministic without touching
+    torch's global generator, so the RNN trained after it is the same with or without it."""
+    wide = model.wide
+    if wide is None:
+        return {}
+    labels = (train["labels"].to(device, torch.int64), valid["labels"].to(device, torch.int64))
+    t0 = time.perf_counter()
+    fits = {}
+    for view, (tr_bags, va_bags) in wide_views(train, valid).items():
+        problem = WideProblem(tr_bags, labels[0], va_bags, labels[1], device)
+        fits[view] = _fit_wide_view(wide, tc, problem, lambda m, v=view: say(f"[{v}] {m}"))
+    wide.zero_grad(set_to_none=True)  # AdamW's last batch: an (F, C) tensor nothing reads
+    views = {v: f.meta for v, f in fits.items()}
+    if len(fits) == 1:
+        ((view, fit),) = fits.items()
+        wide.load_state_dict(fit.state)
+        return {"view": view, "views": views, "seconds": time.perf_counter() - t0}
+    full, chars = fits[WIDE_VIEWS[0]], fits[WIDE_VIEWS[1]]
+    weight, loss = choose_blend(full.valid_logits, chars.valid_logits, labels[1])
+    wide.load_state_dict({k: weight * full.state[k] + (1 - weight) * chars.state[k]
+                          for k in full.state})  # fmt: skip
+    losses = ", ".join(f"{v} {f.meta['valid_loss']:.4f}" for v, f in fits.items())
+    say(f"wide branch: {weight:g} x words+chars + {1 - weight:g} x chars (valid loss {losses}; "
+        f"blend {loss:.4f})")  # fmt: skip
+    view = {1.0: WIDE_VIEWS[0], 0.0: WIDE_VIEWS[1]}.get(weight, "blend")
+    return {"view": view, "view_blend": {"words_weight": weight, "valid_loss": loss},
+            "views": views, "seconds": time.perf_counter() - t0}  # fmt: skip
+
+
+def _fit_wide_view(
+    wide: NgramLinear, tc: TrainConfig, problem: WideProblem, say: Callable[[str], None]
+) -> WideFit:
+    """Fit ``wide`` on one view two ways, and blend the two fits on the validation split.
 
     - ``lbfgs``: the L2 logistic regression's optimum for each C (tasks/linear.py);
     - ``adamw``: minibatch AdamW from zero, stopped early on validation loss.
@@ -789,17 +864,7 @@ def _train_wide(
     AdamW is 1 point more accurate (docs/BENCHMARKS.md). Picking one by validation loss was
     wrong on small validation splits (776 rows); their blend (:func:`choose_blend`) was at
     least as good as the better one on average, and it is still one linear model. Both fits
-    are cheap beside the RNN. Deterministic without touching torch's global generator, so
-    the RNN trained after it is the same with or without it."""
-    wide = model.wide
-    if wide is None:
-        return {}
-    tr_bags, va_bags = split_bags(train), split_bags(valid)
-    if tr_bags is None or va_bags is None:
-        raise InputError("the model has a wide n-gram branch but the splits carry no n-gram bags")
-    problem = WideProblem(tr_bags, train["labels"].to(device, torch.int64),
-                          va_bags, valid["labels"].to(device, torch.int64), device)  # fmt: skip
-    t0 = time.perf_counter()
+    are cheap beside the RNN. Leaves ``wide`` holding the last fit; the blend is returned."""
     solvers = ("lbfgs", "adamw") if tc.wide_solver == "auto" else (tc.wide_solver,)
     fits = {}
     for solver in solvers:
@@ -809,31 +874,35 @@ def _train_wide(
         with torch.inference_mode():
             logits = problem.valid_logits(wide)  # (M, C)
         state = {k: v.detach().clone() for k, v in wide.state_dict().items()}
-        fits[solver] = (meta, state, logits)
-    wide.zero_grad(set_to_none=True)  # AdamW's last batch: an (F, C) tensor nothing reads
-    out: dict[str, Any] = {k: m for k, (m, _, _) in fits.items()}
+        fits[solver] = WideFit(meta, state, logits)
+    out: dict[str, Any] = {k: f.meta for k, f in fits.items()}
     if len(fits) == 1:
-        return {"solver": solvers[0], **out, "seconds": time.perf_counter() - t0}
-    (_, exact, exact_logits), (_, early, early_logits) = fits["lbfgs"], fits["adamw"]
-    weight, loss = choose_blend(exact_logits, early_logits, problem.valid_labels)
-    wide.load_state_dict({k: weight * exact[k] + (1 - weight) * early[k] for k in exact})
+        (fit,) = fits.values()
+        return WideFit({"solver": solvers[0], **out, "valid_loss": fit.meta["valid_loss"]},
+                       fit.state, fit.valid_logits)  # fmt: skip
+    exact, early = fits["lbfgs"], fits["adamw"]
+    weight, loss = choose_blend(exact.valid_logits, early.valid_logits, problem.valid_labels)
     say(f"wide branch: {weight:g} x lbfgs + {1 - weight:g} x adamw (valid loss "
-        + ", ".join(f"{k} {m['valid_loss']:.4f}" for k, (m, _, _) in fits.items())
+        + ", ".join(f"{k} {f.meta['valid_loss']:.4f}" for k, f in fits.items())
         + f"; blend {loss:.4f} at its best temperature)")  # fmt: skip
     solver = {1.0: "lbfgs", 0.0: "adamw"}.get(weight, "blend")
-    return {"solver": solver, "blend": {"lbfgs_weight": weight, "valid_loss": loss}, **out,
-            "seconds": time.perf_counter() - t0}  # fmt: skip
+    state = {k: weight * exact.state[k] + (1 - weight) * early.state[k] for k in exact.state}
+    logits = weight * exact.valid_logits + (1 - weight) * early.valid_logits  # linear in W
+    meta = {"solver": solver, "blend": {"lbfgs_weight": weight, "valid_loss": loss}, **out,
+            "valid_loss": loss}  # fmt: skip
+    return WideFit(meta, state, logits)
 
 
-#: Candidate weights of the exact fit in the wide branch's blend (0 = AdamW's fit alone).
+#: Candidate weights of the first fit in a blend of two (the exact fit; the words+chars view).
 BLEND_GRID = tuple(k / 10 for k in range(11))
 
 
 def choose_blend(
-    exact: torch.Tensor, early: torch.Tensor, labels: torch.Tensor
+    first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor
 ) -> tuple[float, float]:
-    """The weight w of ``BLEND_GRID`` whose blend ``w * exact + (1 - w) * early`` of two
-    linear models' validation logits (M, C) has the lowest log-loss, and that loss.
+    """The weight w of ``BLEND_GRID`` whose blend ``w * first + (1 - w) * second`` of two
+    linear models' validation logits (M, C) has the lowest log-loss, and that loss: the
+    exact and the early-stopped fit of one view, then the two views' blends.
 
     The blend of two linear models' logits is the linear model with the blended weights, so
     the wide branch stays one table. Each w is scored at its best temperature
@@ -841,7 +910,7 @@ def choose_blend(
     fitted later anyway; what is compared is how well each blend ranks the classes."""
     best: tuple[float, float] | None = None  # (loss, weight)
     for weight in BLEND_GRID:
-        _, loss = fit_temperature(weight * exact + (1 - weight) * early, labels)
+        _, loss = fit_temperature(weight * first + (1 - weight) * second, labels)
         if best is None or loss < best[0] - 1e-9:
             best = (loss, weight)
     assert best is not None

@@ -48,6 +48,30 @@ def test_features_of_three_sentences_by_hand() -> None:
                                    "c:苹果": 3**-0.5})  # fmt: skip
 
 
+def test_the_character_view_of_three_sentences_by_hand() -> None:
+    """Dropping each bag's word n-grams (the wide branch's second view) leaves exactly the
+    bags a character-only featurizer over the same table writes: same ids, same weights."""
+    import torch
+
+    from zhflow.models.wide import RaggedBags, without_word_ngrams
+
+    spec = NgramSpec(word_n=2, char_n=3, min_df=2)
+    table = select_ngram_features(pl.DataFrame({"tokens": THREE}), spec)
+    featurizer = featurizer_from_table(table, spec)
+    ids, counts, weights = featurizer(THREE)
+    # Document 1: 4 word features of 13; document 2 (我 喜欢 香蕉): 我, 喜欢, 我 喜欢;
+    # document 3: 苹果.
+    words = featurizer.word_counts(ids, counts)
+    assert words.tolist() == [4, 3, 1] and words.dtype == np.int64
+    chars = NgramFeaturizer(featurizer.index, featurizer.idf, word_n=0, char_n=3)(THREE)
+    view = without_word_ngrams(RaggedBags(*map(torch.from_numpy, (ids, counts, weights))),
+                               torch.from_numpy(words))  # fmt: skip
+    assert view.counts.tolist() == chars[1].tolist() == [9, 6, 3]
+    assert view.ids.tolist() == chars[0].tolist()
+    assert torch.equal(view.weights, torch.from_numpy(chars[2]))
+    assert all(table["key"][int(i)].startswith("c:") for i in view.ids)
+
+
 def test_term_frequency_is_sublinear_and_unknown_ngrams_are_skipped() -> None:
     featurizer = NgramFeaturizer(
         index={"w:好": 0, "w:差": 1}, idf=np.array([1.0, 2.0], np.float32), word_n=1, char_n=0

@@ -116,7 +116,11 @@ def test_auto_blends_the_two_fits_by_validation_loss() -> None:
         assert wide is not None
         params[solver] = (wide.bag.weight.detach().clone(), wide.bias.detach().clone())
     assert not torch.equal(params["lbfgs"][0], params["adamw"][0])  # two different fits
-    w = metas["auto"]["blend"]["lbfgs_weight"]
+    auto_meta = metas["auto"]["views"]["words+chars"]  # the split has one view: no word counts
+    assert metas["auto"]["view"] == "words+chars" and list(metas["auto"]["views"]) == [
+        "words+chars"
+    ]
+    w = auto_meta["blend"]["lbfgs_weight"]
     assert w in BLEND_GRID
     for auto, exact, early in zip(params["auto"], params["lbfgs"], params["adamw"], strict=True):
         assert torch.allclose(auto, w * exact + (1 - w) * early)
@@ -133,7 +137,7 @@ def test_auto_blends_the_two_fits_by_validation_loss() -> None:
         for g in BLEND_GRID
     }
     assert blends[w] == pytest.approx(min(blends.values()), abs=1e-6)
-    assert metas["auto"]["solver"] == {1.0: "lbfgs", 0.0: "adamw"}.get(w, "blend")
+    assert auto_meta["solver"] == {1.0: "lbfgs", 0.0: "adamw"}.get(w, "blend")
 
 
 def test_two_fits_wrong_on_different_rows_are_blended() -> None:
@@ -155,3 +159,77 @@ def test_an_unknown_solver_is_refused() -> None:
 
     with pytest.raises(ValueError, match="wide_solver"):
         TrainConfig(wide_solver="sgd")
+
+
+def _two_kind_split(seed: int, n: int, signal: str) -> dict:
+    """An encoded split whose bags hold word n-grams (ids 0-19, first in each row) then
+    character n-grams (ids 20-39); only ``signal``'s kind says anything about the label."""
+    true_w = np.random.default_rng(0).normal(size=(20, 3)) * 3  # one truth for every split
+    rng = np.random.default_rng(seed)
+    ids, weights, counts, words, labels = [], [], [], [], []
+    for _ in range(n):
+        kinds = {k: rng.choice(20, size=4, replace=False) for k in ("words", "chars")}
+        score = true_w[kinds[signal]].sum(0) + rng.normal(scale=0.5, size=3)
+        ids += [*kinds["words"], *(kinds["chars"] + 20)]
+        weights += [0.5] * 8  # each block L2-normalised: 4 entries of 0.5
+        counts.append(8)
+        words.append(4)
+        labels.append(int(score.argmax()))
+    return {"ids": torch.ones(n, 1, dtype=torch.int64), "lengths": torch.ones(n, dtype=torch.int64),
+            "labels": torch.tensor(labels), "bag_ids": torch.tensor(ids),
+            "bag_counts": torch.tensor(counts), "bag_weights": torch.tensor(weights),
+            "bag_word_counts": torch.tensor(words)}  # fmt: skip
+
+
+@pytest.mark.parametrize("signal", ["words", "chars"])
+def test_the_wide_branch_blends_its_two_views_by_validation_loss(signal: str) -> None:
+    """Word n-grams that carry no signal (as on short snippets) get little weight beside the
+    characters alone, and words that carry it get much: the kept table is the blend of the
+    two views' fits with the weight of the lowest validation loss (an oracle loop)."""
+    from zhflow.models.rnn import RNNConfig
+    from zhflow.models.wide import NgramLinear, bag_matrix
+    from zhflow.tasks.train import (
+        BLEND_GRID,
+        TrainConfig,
+        WideProblem,
+        _fit_wide_view,
+        _train_wide,
+        build_model,
+        fit_temperature,
+        split_bags,
+        wide_views,
+    )
+
+    train, valid = _two_kind_split(1, 240, signal), _two_kind_split(2, 120, signal)
+    tc = TrainConfig(batch_size=16)
+    model = build_model(RNNConfig(vocab_size=4, num_classes=3, wide_features=40))
+    meta = _train_wide(model, tc, train, valid, torch.device("cpu"), lambda _: None)
+    assert model.wide is not None
+    views = wide_views(train, valid)
+    assert list(views) == ["words+chars", "chars"]
+    tables = {}
+    for view, (tr, va) in views.items():
+        problem = WideProblem(tr, train["labels"], va, valid["labels"], torch.device("cpu"))
+        wide = NgramLinear(40, 3)
+        fit = _fit_wide_view(wide, tc, problem, lambda _: None)
+        assert meta["views"][view]["valid_loss"] == pytest.approx(fit.meta["valid_loss"])
+        tables[view] = fit.state
+    assert bool((tables["chars"]["bag.weight"][:20] == 0).all())  # no word rows in that fit
+
+    x_valid = bag_matrix(split_bags(valid), 40)  # type: ignore[arg-type]
+
+    def blended(w: float) -> dict[str, torch.Tensor]:
+        return {
+            k: w * tables["words+chars"][k] + (1 - w) * tables["chars"][k] for k in tables["chars"]
+        }
+
+    def loss(w: float) -> float:
+        t = blended(w)
+        return fit_temperature(x_valid @ t["bag.weight"] + t["bias"], valid["labels"])[1]
+
+    losses = {w: loss(w) for w in BLEND_GRID}
+    w = meta["view_blend"]["words_weight"]
+    assert losses[w] == pytest.approx(min(losses.values()), abs=1e-6)
+    assert (w >= 0.5) == (signal == "words")
+    for k, v in blended(w).items():
+        assert torch.allclose(model.wide.state_dict()[k], v)
