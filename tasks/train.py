@@ -829,10 +829,10 @@ def _train_wide(
         return {}
     labels = (train["labels"].to(device, torch.int64), valid["labels"].to(device, torch.int64))
     t0 = time.perf_counter()
-    fits = {}
+    fits: dict[str, WideFit] = {}
     for view, (tr_bags, va_bags) in wide_views(train, valid).items():
         problem = WideProblem(tr_bags, labels[0], va_bags, labels[1], device)
-        fits[view] = _fit_wide_view(wide, tc, problem, lambda m, v=view: say(f"[{v}] {m}"))
+        fits[view] = _fit_wide_view(wide, tc, problem, _prefixed(say, f"[{view}] "))
     wide.zero_grad(set_to_none=True)  # AdamW's last batch: an (F, C) tensor nothing reads
     views = {v: f.meta for v, f in fits.items()}
     if len(fits) == 1:
@@ -849,6 +849,10 @@ def _train_wide(
     view = {1.0: WIDE_VIEWS[0], 0.0: WIDE_VIEWS[1]}.get(weight, "blend")
     return {"view": view, "view_blend": {"words_weight": weight, "valid_loss": loss},
             "views": views, "seconds": time.perf_counter() - t0}  # fmt: skip
+
+
+def _prefixed(say: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    return lambda message: say(prefix + message)
 
 
 def _fit_wide_view(
