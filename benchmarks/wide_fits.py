@@ -11,7 +11,10 @@ functions ``zhflow.tasks.train._train_wide`` calls fit it:
 - ``lbfgs``: the exact L2 logistic regression, C chosen on valid log-loss;
 - ``adamw``: minibatch AdamW stopped early on valid log-loss;
 - ``pick``: whichever of the two has the lower valid log-loss (the default until 2026-12-02);
-- ``blend``: ``w * lbfgs + (1 - w) * adamw``, ``w`` fitted on valid (the default now).
+- ``blend``: ``w * lbfgs + (1 - w) * adamw``, ``w`` fitted on valid (the default now, for
+  each of the two views of the n-grams the branch is fitted on; this script fits the
+  words+chars view only: ``zhflow.tasks.train._train_wide`` then blends it with the
+  characters-alone view).
 
 Each is scored once on the test rows. No RNN is trained: this isolates the choice the wide
 branch makes (about a minute a seed on ChnSentiCorp_htl_all). The last line of stdout is one
