@@ -818,7 +818,7 @@ def _train_wide(
 
     Word n-grams help on most corpora and hurt on short texts: on a corpus of 16-character
     product snippets (10 classes) the characters alone were 1 point more accurate, and the
-    blend's weight followed them; on the shared review corpora the two views are within 0.4
+    blend's weight followed them; on the shared review corpora the two views are within 0.25
     points, either way, and the validation split cannot always tell which (picking the lower
     validation loss lost 0.24 points on one online_shopping split), so they are blended
     rather than picked (docs/BENCHMARKS.md). A character-only fit is the full model with its
@@ -840,9 +840,8 @@ def _train_wide(
         wide.load_state_dict(fit.state)
         return {"view": view, "views": views, "seconds": time.perf_counter() - t0}
     full, chars = fits[WIDE_VIEWS[0]], fits[WIDE_VIEWS[1]]
-    weight, loss = choose_blend(full.valid_logits, chars.valid_logits, labels[1])
-    wide.load_state_dict({k: weight * full.state[k] + (1 - weight) * chars.state[k]
-                          for k in full.state})  # fmt: skip
+    weight, loss, blended = _blend_fits(full, chars, labels[1])
+    wide.load_state_dict(blended.state)
     losses = ", ".join(f"{v} {f.meta['valid_loss']:.4f}" for v, f in fits.items())
     say(f"wide branch: {weight:g} x words+chars + {1 - weight:g} x chars (valid loss {losses}; "
         f"blend {loss:.4f})")  # fmt: skip
@@ -885,16 +884,25 @@ def _fit_wide_view(
         return WideFit({"solver": solvers[0], **out, "valid_loss": fit.meta["valid_loss"]},
                        fit.state, fit.valid_logits)  # fmt: skip
     exact, early = fits["lbfgs"], fits["adamw"]
-    weight, loss = choose_blend(exact.valid_logits, early.valid_logits, problem.valid_labels)
+    weight, loss, blended = _blend_fits(exact, early, problem.valid_labels)
     say(f"wide branch: {weight:g} x lbfgs + {1 - weight:g} x adamw (valid loss "
         + ", ".join(f"{k} {f.meta['valid_loss']:.4f}" for k, f in fits.items())
         + f"; blend {loss:.4f} at its best temperature)")  # fmt: skip
     solver = {1.0: "lbfgs", 0.0: "adamw"}.get(weight, "blend")
-    state = {k: weight * exact.state[k] + (1 - weight) * early.state[k] for k in exact.state}
-    logits = weight * exact.valid_logits + (1 - weight) * early.valid_logits  # linear in W
     meta = {"solver": solver, "blend": {"lbfgs_weight": weight, "valid_loss": loss}, **out,
             "valid_loss": loss}  # fmt: skip
-    return WideFit(meta, state, logits)
+    return WideFit(meta, blended.state, blended.valid_logits)
+
+
+def _blend_fits(
+    first: WideFit, second: WideFit, labels: torch.Tensor
+) -> tuple[float, float, WideFit]:
+    """:func:`choose_blend`'s weight and loss for two fits, and their blended table and
+    validation logits (linear in the table, so blended the same way)."""
+    weight, loss = choose_blend(first.valid_logits, second.valid_logits, labels)
+    state = {k: weight * first.state[k] + (1 - weight) * second.state[k] for k in first.state}
+    logits = weight * first.valid_logits + (1 - weight) * second.valid_logits
+    return weight, loss, WideFit({}, state, logits)
 
 
 #: Candidate weights of the first fit in a blend of two (the exact fit; the words+chars view).
