@@ -57,7 +57,7 @@ def _own_options(command: Any) -> Any:
                      default=TUNE.pruner, show_default=True,
                      help="Stop weak trials early: median or successive halving, per epoch."),
         click.option("--parallel", type=click.IntRange(min=1),
-                     help="Trials at once (default: cores / training threads, or --workers)."),
+                     help="Trials at once (default: cores / training threads, or --dask-workers)."),
         click.option("--json", "as_json", is_flag=True,
                      help="Print one JSON summary as the last line."),
     ]  # fmt: skip
@@ -76,7 +76,7 @@ def tune_command(run: click.Command) -> click.Command:
         """Search model and training settings on CORPUS's validation split (Optuna), then
         test and package the winner; print the `zhflow run` line that reproduces it.
 
-        Trials run in parallel worker processes, or with --dask-address/--workers on that
+        Trials run in parallel worker processes, or with --dask-address/--dask-workers on that
         Dask cluster. The study is kept in WORKDIR/tune/studies.db: rerun to resume or
         continue it."""
         from zhflow.flows import server

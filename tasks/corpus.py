@@ -36,7 +36,7 @@ import math
 import sys
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -1039,6 +1039,22 @@ FEW_TEST_ROWS = 20
 def _some(names: list[str], most: int = 8) -> str:
     shown = ", ".join(repr(n) for n in names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def dropped_row_warnings(counts: Mapping[str, int]) -> list[str]:
+    """Warnings for the rows :func:`clean_corpus` dropped (its ``counts``): they are counted in
+    the profile, and said where a user reads, since a missing label is often a broken column
+    rather than a row meant to be left out."""
+    warnings = []
+    if n := counts.get("empty_text", 0):
+        warnings.append(f"{n} row{'s' if n != 1 else ''} with an empty or null text dropped")
+    if n := counts.get("null_label", 0):
+        warnings.append(
+            f"{n} row{'s' if n != 1 else ''} with a text but an empty or null label dropped "
+            "(neither trained on nor tested); `zhflow score` labels such rows, and "
+            "`--unlabeled` uses their text for pretraining"
+        )
+    return warnings
 
 
 def check_splits(

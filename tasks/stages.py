@@ -166,7 +166,9 @@ def ingest_corpus(
                  "rows stay in one split (train, valid or test), never across splits")  # fmt: skip
         small = corpus_fns.validate_labels(clean, where)
         split = corpus_fns.split_corpus(clean, seed, valid_frac, test_frac)
-        profile["warnings"] = corpus_fns.check_splits(split, where, valid_frac, test_frac)
+        profile["warnings"] = corpus_fns.dropped_row_warnings(counts) + corpus_fns.check_splits(
+            split, where, valid_frac, test_frac
+        )
         for warning in profile["warnings"]:
             _log(f"corpus: warning: {warning}")
         profile["small_labels"] = small

@@ -5,7 +5,8 @@ No Prefect here (``flows/tune.py`` runs the study); Optuna is imported only wher
 pruner is made, so reading a space costs nothing.
 
 A space names ``zhflow run`` settings by their ``train_pipeline`` parameter names (``hidden``,
-``embedding_dim``...; the flag spelling ``embedding-dim`` is accepted too). Each entry is
+``embedding_dim``...; the flag spellings ``embedding-dim``, ``cell`` for ``model`` and
+``token-vectors`` for ``input`` are accepted too). Each entry is
 
 - a constant: ``epochs: 4``;
 - a list of choices: ``hidden: [64, 128, 256]``;
@@ -43,6 +44,9 @@ DATA_SETTINGS = (
     "tokenizer", "mode", "hmm", "wide", "wide_word_ngrams", "wide_char_ngrams", "wide_min_df",
     "max_len", "min_freq", "max_vocab", "ngram",
 )  # fmt: skip
+#: ``zhflow run``'s flag spellings whose parameter name differs (``--cell`` sets ``model``),
+#: accepted in a space for the parameter they set.
+SPACE_ALIASES = {"cell": "model", "token_vectors": "input"}
 METRICS = ("macro_f1", "accuracy")
 PRUNERS = ("median", "halving", "none")
 
@@ -120,6 +124,7 @@ def _dimension(name: str, entry: Any, default: Any, seen: Sequence[str], source:
             raise InputError(f"{where}: 'when' must map earlier settings to values")
         for other, allowed in raw_when.items():
             other = str(other).replace("-", "_")
+            other = SPACE_ALIASES.get(other, other)
             if other not in seen:
                 raise InputError(f"{where}: 'when' names {other!r}, not an earlier entry")
             allowed = tuple(allowed) if isinstance(allowed, list | tuple) else (allowed,)
@@ -191,6 +196,7 @@ def parse_space(data: Any, defaults: Mapping[str, Any], source: str = "") -> lis
     dims: list[Dimension] = []
     for raw_name, entry in data.items():
         name = str(raw_name).replace("-", "_")
+        name = SPACE_ALIASES.get(name, name)
         if name not in TUNABLE:
             raise InputError(
                 f"{_where(source, str(raw_name))}: not a tunable setting "
@@ -371,8 +377,12 @@ def leaderboard_rows(trials: Iterable[Any], metric: str) -> list[dict[str, Any]]
 # the winner as a `zhflow run` command line
 
 #: ``train_pipeline`` parameters whose flag is not ``--`` + the name with dashes.
-_FLAG_NAMES = {"fmt": "--format", "dask_workers": "--workers", "ensemble_size": "--seeds"}
-_BOOL_FLAGS = {"dedupe": ("--dedup", "--keep-duplicates")}
+#: (Checked against ``zhflow run``'s options in tests/test_tune.py, so a rename shows up there.)
+_FLAG_NAMES = {
+    "fmt": "--format", "dask_workers": "--dask-workers", "ensemble_size": "--seeds",
+    "model": "--cell", "input": "--token-vectors",
+}  # fmt: skip
+_BOOL_FLAGS = {"dedupe": ("--dedupe", "--keep-duplicates")}
 
 
 def flag(name: str, value: Any) -> list[str]:

@@ -13,6 +13,7 @@ from zhflow.tasks.corpus import (
     clean_corpus,
     demo_corpus_paths,
     detect_format,
+    dropped_row_warnings,
     profile_corpus,
     read_corpus,
     read_texts_in_chunks,
@@ -257,9 +258,16 @@ def test_clean_and_profile_counts(tmp_path: Path) -> None:
         "max": 4,
         "mean": 2.5,
     }
+    assert dropped_row_warnings(counts) == [
+        "3 rows with an empty or null text dropped",
+        "1 row with a text but an empty or null label dropped (neither trained on nor tested); "
+        "`zhflow score` labels such rows, and `--unlabeled` uses their text for pretraining",
+    ]
     unlabeled, counts = clean_corpus(raw, require_labels=False)
     assert counts["null_label"] == 0
     assert unlabeled.height == 5
+    assert dropped_row_warnings(counts) == ["3 rows with an empty or null text dropped"]
+    assert dropped_row_warnings({"rows_in": 2, "empty_text": 0, "null_label": 0}) == []
 
 
 # ---------------------------------------------------------------------------- split

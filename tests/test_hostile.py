@@ -481,6 +481,8 @@ def test_cli_handles_and_counts_odd_but_valid_corpora(prefect_server, tmp_path: 
     profile = _run_ok(odd, tmp_path / "w2")["profile"]
     assert profile["rows"] == len(BASE) + 4
     assert profile["null_labels"] == 1 and profile["empty_or_null_texts"] == 1
+    assert any("1 row with a text but an empty or null label dropped" in w
+               for w in profile["warnings"])  # said, not only counted  # fmt: skip
     assert profile["rows_kept"] == len(BASE) + 2
     summary = _run_ok(odd, tmp_path / "w2")  # second run: all cached
     corpus = pl.read_parquet(Path(summary["artifacts"]["corpus"]) / "corpus.parquet")

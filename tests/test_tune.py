@@ -59,6 +59,18 @@ def test_space_entries_parse_as_constants_choices_and_ranges() -> None:
     assert dims["dropout"].applies({"layers": 2}) and not dims["dropout"].applies({"layers": 1})
 
 
+def test_a_space_takes_runs_flag_spellings_for_the_settings_they_set() -> None:
+    """``--cell`` sets ``model`` and ``--token-vectors`` sets ``input``: a space written with
+    the flags a user sees in ``zhflow run --help`` means the same settings."""
+    dims = tune_fns.parse_space(
+        {"cell": ["gru", "lstm"], "token-vectors": ["embedding"],
+         "hidden": {"choices": [8, 16], "when": {"cell": "gru"}}}, _defaults())  # fmt: skip
+    assert [d.name for d in dims] == ["model", "input", "hidden"]
+    assert dims[2].when == (("model", ("gru",)),)
+    with pytest.raises(InputError, match="model: listed twice"):
+        tune_fns.parse_space({"cell": ["gru"], "model": ["lstm"]}, _defaults())
+
+
 @pytest.mark.parametrize(
     ("space", "message"),
     [
@@ -128,6 +140,23 @@ def test_the_run_line_parses_back_to_the_same_settings() -> None:
     assert {k: params[k] for k in settings} == settings
     assert (params["workdir"], params["fmt"], params["dedupe"], params["seed"]) == (
         "/tmp/w d", "csv", True, 7)  # fmt: skip
+
+
+def test_the_run_line_uses_each_flags_current_spelling() -> None:
+    """Every setting's flag is the first spelling ``zhflow run`` lists for it, never a
+    deprecated alias (``--model`` for ``--cell``) that prints a warning when pasted."""
+    import click
+
+    from zhflow.flows.cli import run
+
+    for param in run.params:
+        if not isinstance(param, click.Option) or not param.expose_value or param.hidden:
+            continue
+        if param.is_flag and param.secondary_opts:  # --x/--no-x
+            assert tune_fns.flag(param.name, True) == [param.opts[0]], param.name
+            assert tune_fns.flag(param.name, False) == [param.secondary_opts[0]], param.name
+        elif not param.is_flag:
+            assert tune_fns.flag(param.name, 1)[0] == param.opts[0], param.name
 
 
 def _trial(number: int, state: str, value: float | None = None, **attrs: Any) -> Any:
