@@ -153,7 +153,8 @@ def _check_run_paths(
 ) -> None:
     """Before a server starts: the work dir is (or can become) a writable folder, and each
     corpus (and unlabeled) path can be looked at (a symlink loop is named here, not deep in a
-    stage); pretraining has its library."""
+    stage); the corpus exists and its headers have the columns asked for; pretraining has its
+    library."""
     import importlib.util
 
     from zhflow.tasks.errors import InputError
@@ -162,6 +163,11 @@ def _check_run_paths(
     check_workdir(workdir)
     for path in [*(corpus or []), *(unlabeled or [])]:
         check_readable(path)
+    if corpus:
+        from zhflow.tasks.corpus import check_corpus_header
+
+        check_corpus_header(corpus, _.get("fmt"), _.get("text_col"), _.get("label_col"),
+                            _.get("id_col"), _.get("encoding", "utf-8"))  # fmt: skip
     if (unlabeled or _.get("pretrain")) and importlib.util.find_spec("gensim") is None:
         raise InputError("--pretrain/--unlabeled need gensim: pip install 'zhflow[pretrain]'")
 
@@ -454,7 +460,7 @@ def score(input: tuple[str, ...], as_json: bool, **options: Any) -> None:
     with terminal_bars():
         summary = _run_guarded(
             server.run_flow,
-            precheck=lambda bundle, input, output, **_: check_score_paths(bundle, input, output),
+            precheck=check_score_paths,
             flow=score_pipeline,
             **options,
         )

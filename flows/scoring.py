@@ -16,16 +16,28 @@ from zhflow.tasks.defaults import SCORE
 from zhflow.tasks.scoring import SCORE_WATCHERS, resolve_bundle, score_corpus
 
 
-def check_score_paths(bundle: str, input: str | list[str], output: str) -> None:
-    """Refuse, before anything is read, an output that would replace an input or land in
-    the model bundle or a work dir's artifact folders, and a bundle that is not sealed."""
+def check_score_paths(
+    bundle: str,
+    input: str | list[str],
+    output: str,
+    fmt: str | None = None,
+    text_col: str | None = None,
+    id_col: str | None = None,
+    encoding: str = "utf-8",
+    **_: Any,
+) -> None:
+    """Refuse, before a server starts, an output that would replace an input or land in
+    the model bundle or a work dir's artifact folders, a bundle that is not sealed, and
+    inputs that are missing or lack the columns asked for (from their headers)."""
     from zhflow.tasks.bundle import check_sealed
+    from zhflow.tasks.corpus import check_corpus_header
     from zhflow.tasks.guards import check_output_not_input, check_output_outside_sealed
 
     inputs = [input] if isinstance(input, str) else list(input)
     check_output_not_input(output, inputs)
     check_output_outside_sealed(output, [bundle, resolve_bundle(bundle)])
     check_sealed(resolve_bundle(bundle))
+    check_corpus_header(inputs, fmt, text_col, None, id_col, encoding, require_labels=False)
 
 
 @contextlib.contextmanager
@@ -71,7 +83,7 @@ def score_pipeline(
     dask_address: str | None = None,
     dask_workers: int | None = None,
 ) -> dict[str, Any]:
-    check_score_paths(bundle, input, output)
+    check_score_paths(bundle, input, output, fmt, text_col, id_col, encoding)
     cluster = ClusterSpec.from_params(dask_address, dask_workers)
     with watching_scoring():
         state = score_corpus(bundle, input, output, fmt, text_col, id_col, encoding,

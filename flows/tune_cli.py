@@ -30,7 +30,7 @@ def _check_tune_paths(
     from zhflow.tasks.errors import InputError
     from zhflow.tasks.guards import check_readable
 
-    _check_run_paths(workdir, corpus)
+    _check_run_paths(workdir, corpus, **_)
     if importlib.util.find_spec("optuna") is None:
         raise InputError("zhflow tune needs Optuna: pip install 'zhflow[tune]'")
     if space is not None:

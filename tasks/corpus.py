@@ -558,6 +558,11 @@ class CorpusReader:
         """(ids or None, texts) batches of at most ``chunk_rows`` rows, in file order."""
         raise NotImplementedError
 
+    def check_header(self, path: Path, columns: Columns, encoding: str) -> None:
+        """Refuse, from the file's header alone, columns that are not there (before a server
+        starts: see :func:`check_corpus_header`). Formats whose columns are only known after
+        reading the whole file check nothing here; ``read`` checks them."""
+
     def estimate_rows(self, path: Path) -> int:
         """A cheap row count (a progress bar's total): newlines, read in 1 MiB blocks."""
         newlines, last = 0, b"\n"
@@ -590,6 +595,16 @@ class DelimitedReader(CorpusReader):
 
     def iter_chunks(self, path: Path, columns: Columns, encoding: str, chunk_rows: int) -> Chunks:
         yield from _csv_batches(path, self.name, columns.text, columns.id, encoding, chunk_rows)
+
+    def check_header(self, path: Path, columns: Columns, encoding: str) -> None:
+        if _codec_name(encoding) != "utf-8" or not _first_line_decodes(path):
+            return  # read from a transcoded copy, or a bad byte: read names it precisely
+        try:
+            _csv_header(path, path, "," if self.name == "csv" else "\t", self.name)
+        except InputError:
+            return  # empty, unparseable: read names the row
+        _csv_layout(path, path, self.name, columns.text, columns.label, columns.id,
+                    columns.require_labels)  # fmt: skip
 
     def estimate_rows(self, path: Path) -> int:
         return max(0, super().estimate_rows(path) - 1)  # the header
@@ -649,6 +664,10 @@ class ParquetReader(CorpusReader):
             batches = pf.iter_batches(batch_size=chunk_rows, columns=wanted)
             yield from _id_text_batches((pl.DataFrame(pl.from_arrow(b)) for b in batches), path,
                                         text, ident)  # fmt: skip
+
+    def check_header(self, path: Path, columns: Columns, encoding: str) -> None:
+        _pick_columns(_parquet_columns(path), columns.text, columns.label, columns.id, path,
+                      columns.require_labels)  # fmt: skip
 
     def estimate_rows(self, path: Path) -> int:
         import pyarrow.parquet as pq
@@ -728,6 +747,41 @@ def _no_columns_for_lines(**given: str | None) -> None:
             raise InputError(
                 f"--{flag} does not apply to --format lines (one text per line, label = file name)"
             )
+
+
+def _first_line_decodes(path: Path) -> bool:
+    with open(path, "rb") as f:
+        first = f.read(_CHUNK).split(b"\n", 1)[0]
+    try:
+        first.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@reads_input
+def check_corpus_header(
+    source: Source,
+    fmt: str | None = None,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    id_col: str | None = None,
+    encoding: str = "utf-8",
+    require_labels: bool = True,
+) -> None:
+    """:func:`read_corpus`'s cheap checks, from names and headers only: each file exists, the
+    format resolves, the flags fit it, and each header (csv, tsv, parquet) has the columns
+    asked for. Run before a server starts, so a typo in ``--text-col`` is one line at once
+    rather than a failed flow run; everything else is left to ``read_corpus``, which names
+    the file, line or byte."""
+    paths = _paths(source)
+    reader = READERS[_resolve_format(paths, fmt)]
+    if reader.reads_folders:
+        _no_columns_for_lines(text_col=text_col, label_col=label_col, id_col=id_col)
+    _codec_name(encoding)
+    columns = Columns(text_col, label_col, id_col, require_labels)
+    for path in _files(paths, reader):
+        reader.check_header(path, columns, encoding)
 
 
 @reads_input

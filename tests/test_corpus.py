@@ -10,6 +10,7 @@ import pytest
 
 from zhflow.tasks.corpus import (
     FORMATS,
+    check_corpus_header,
     clean_corpus,
     demo_corpus_paths,
     detect_format,
@@ -471,3 +472,33 @@ def test_split_refuses_a_text_under_two_labels() -> None:
     df = pl.DataFrame({"id": ["0", "1", "2"], "text": ["好", "好", "坏"], "label": ["a", "b", "a"]})
     with pytest.raises(InputError, match="resolve_conflicting_labels"):
         split_corpus(df, seed=0)
+
+
+def test_check_corpus_header_refuses_from_headers_and_leaves_the_rest_to_the_reader(
+    tmp_path: Path,
+) -> None:
+    csv = write(tmp_path / "c.csv", "review,label\n好,pos\n")
+    check_corpus_header(csv, text_col="review")  # fine: nothing raised
+    with pytest.raises(InputError, match=r"c\.csv: no column 'body'; columns found: review"):
+        check_corpus_header(csv, text_col="body")
+    with pytest.raises(InputError, match=r"b\.csv: no text column"):
+        check_corpus_header([write(tmp_path / "b.csv", "body,label\n好,pos\n")])
+    headless = write(tmp_path / "h.tsv", "好吃\tpos\n难吃\tneg\n")
+    check_corpus_header(headless)  # a two-column TSV without a header reads as (text, label)
+    check_corpus_header(csv, text_col="review", label_col=None, require_labels=False)
+    parquet = tmp_path / "p.parquet"
+    pl.DataFrame({"text": ["好"], "y": ["pos"]}).write_parquet(parquet)
+    with pytest.raises(InputError, match=r"p\.parquet: no label column"):
+        check_corpus_header(parquet)
+    with pytest.raises(InputError, match="no such file or directory"):
+        check_corpus_header(tmp_path / "missing.csv")
+    with pytest.raises(InputError, match="--text-col does not apply to --format lines"):
+        check_corpus_header(write(tmp_path / "pos.txt", "好\n"), "lines", text_col="x")
+    # What only reading can tell is left to read_corpus, which names the line or byte:
+    check_corpus_header(write(tmp_path / "empty.csv", ""))
+    gbk = tmp_path / "g.csv"
+    gbk.write_bytes("评论,label\n好,pos\n".encode("gb18030"))
+    check_corpus_header(gbk)  # not utf-8 in its header: no guess from garbled names
+    with pytest.raises(InputError, match="not valid utf-8 at line 1"):
+        read_corpus(gbk)
+    check_corpus_header(gbk, encoding="gb18030", text_col="评论")  # transcoded: not peeked at

@@ -218,6 +218,29 @@ def test_corpus_path_that_is_a_symlink_loop(tmp_path: Path) -> None:
     )
 
 
+def test_a_missing_corpus_or_column_is_refused_before_any_flow_runs(
+    corpus: Path, tmp_path: Path, bundle_dir: Path
+) -> None:
+    """A typo in a path or ``--text-col`` is one line at once, read from names and headers:
+    no Prefect server started, no flow run failed and logged first."""
+    workdir = tmp_path / "w"
+    parquet = tmp_path / "tiny.parquet"
+    pl.read_csv(corpus).write_parquet(parquet)
+    for result, fragments in [
+        (_cli("run", tmp_path / "nope.csv", "--workdir", workdir, *RUN),
+         ("nope.csv: no such file or directory",)),
+        (_cli("run", corpus, "--text-col", "txet", "--workdir", workdir, *RUN),
+         ("tiny.csv: no column 'txet'", "columns found: text, label")),
+        (_cli("run", parquet, "--label-col", "y", "--workdir", workdir, *RUN),
+         ("tiny.parquet: no column 'y'",)),
+        (_cli("score", "--model", bundle_dir, corpus, "--id-col", "uid", "--output",
+              tmp_path / "p.parquet"), ("tiny.csv: no column 'uid'",)),
+    ]:  # fmt: skip
+        _one_error_line(result, 2, *fragments)
+        assert "Flow run" not in result.stderr and "temporary" not in result.stderr, result.stderr
+    assert not workdir.exists() and not (tmp_path / "p.parquet").exists()
+
+
 @pytest.mark.parametrize(
     ("flag", "value"),
     [("--lr", "nan"), ("--lr", "inf"), ("--lr", "+Infinity"), ("--dropout", "nan")],
@@ -407,17 +430,29 @@ def temporary_server_env(home: Path) -> dict[str, str]:
 def test_error_is_the_last_stderr_line_after_the_server_stops(
     bundle_dir: Path, tmp_path: Path
 ) -> None:
-    """Scoring a pipe fails inside the flow: the temporary server stops first, then the one
-    error line (naming the input, not the output) ends stderr."""
-    done = subprocess.run(
-        [*_zhflow(), "score", "--model", str(bundle_dir), "/dev/stdin", "--format", "csv",
-         "--output", str(tmp_path / "p.parquet"), "--processes", "1"],
-        input="text\n好吃\n".encode(), capture_output=True, timeout=300,
-        env=temporary_server_env(tmp_path / "h"),
-    )  # fmt: skip
-    err = done.stderr.decode(errors="replace")
+    """A bad byte past the header fails inside the flow: the temporary server stops first,
+    then the one error line (naming the input, not the output) ends stderr. A pipe is refused
+    before any server starts, with the same kind of line."""
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes("text\n好吃\n".encode() + b"\xff\xfe\n")
+
+    def score(path: str, stdin: bytes = b"") -> tuple[int, str]:
+        done = subprocess.run(
+            [*_zhflow(), "score", "--model", str(bundle_dir), path, "--format", "csv",
+             "--output", str(tmp_path / "p.parquet"), "--processes", "1"],
+            input=stdin, capture_output=True, timeout=300,
+            env=temporary_server_env(tmp_path / "h"),
+        )  # fmt: skip
+        return done.returncode, done.stderr.decode(errors="replace")
+
+    code, err = score(str(bad))
     lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert done.returncode == 2, err[-3000:]
+    assert code == 2, err[-3000:]
     assert "Stopping temporary server" in err
-    assert lines[-1].startswith("zhflow: error: /dev/stdin: cannot read"), lines[-3:]
+    assert lines[-1].startswith(f"zhflow: error: {bad}: not valid utf-8 at line 3"), lines[-3:]
     assert "Traceback" not in err and not (tmp_path / "p.parquet").exists()
+    code, err = score("/dev/stdin", "text\n好吃\n".encode())
+    assert code == 2, err[-3000:]
+    assert err.splitlines()[-1].startswith("zhflow: error: /dev/stdin: cannot read"), err
+    assert "temporary" not in err and "Traceback" not in err
+    assert not (tmp_path / "p.parquet").exists()
