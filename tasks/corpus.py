@@ -774,14 +774,23 @@ def check_corpus_header(
     asked for. Run before a server starts, so a typo in ``--text-col`` is one line at once
     rather than a failed flow run; everything else is left to ``read_corpus``, which names
     the file, line or byte."""
+    columns = Columns(text_col, label_col, id_col, require_labels)
+    reader, files = _plan_reading(source, fmt, columns, encoding)
+    for path in files:
+        reader.check_header(path, columns, encoding)
+
+
+def _plan_reading(
+    source: Source, fmt: str | None, columns: Columns, encoding: str
+) -> tuple[CorpusReader, list[Path]]:
+    """The reader and the files of a corpus, once the paths exist, the format
+    resolves, the column flags fit it and the encoding is known."""
     paths = _paths(source)
     reader = READERS[_resolve_format(paths, fmt)]
     if reader.reads_folders:
-        _no_columns_for_lines(text_col=text_col, label_col=label_col, id_col=id_col)
+        _no_columns_for_lines(text_col=columns.text, label_col=columns.label, id_col=columns.id)
     _codec_name(encoding)
-    columns = Columns(text_col, label_col, id_col, require_labels)
-    for path in _files(paths, reader):
-        reader.check_header(path, columns, encoding)
+    return reader, _files(paths, reader)
 
 
 @reads_input
@@ -801,14 +810,10 @@ def read_corpus(
     LABEL_COLUMNS (both case-insensitive); a name given explicitly must exist exactly. With
     ``require_labels=False`` a missing label column gives an all-null ``label``.
     """
-    paths = _paths(source)
-    reader = READERS[_resolve_format(paths, fmt)]
-    if reader.reads_folders:
-        _no_columns_for_lines(text_col=text_col, label_col=label_col, id_col=id_col)
-    _codec_name(encoding)
     columns = Columns(text_col, label_col, id_col, require_labels)
+    reader, files = _plan_reading(source, fmt, columns, encoding)
     frames = []
-    for path in _files(paths, reader):
+    for path in files:
         frame = reader.read(path, columns, encoding)
         if frame.height == 0:
             raise InputError(f"{path}: empty corpus (no rows)")
