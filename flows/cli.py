@@ -172,6 +172,20 @@ def _check_run_paths(
         raise InputError("--pretrain/--unlabeled need gensim: pip install 'zhflow[pretrain]'")
 
 
+def _check_score_inputs(
+    bundle: str, input: str | list[str], output: str, fmt: str | None = None,
+    text_col: str | None = None, id_col: str | None = None, encoding: str = "utf-8", **_: Any,
+) -> None:  # fmt: skip
+    """Before a server starts: the score flow's own path checks, and each input exists and
+    its header has the columns asked for."""
+    from zhflow.flows.scoring import check_score_paths
+    from zhflow.tasks.corpus import check_corpus_header
+
+    check_score_paths(bundle, input, output)
+    inputs = [input] if isinstance(input, str) else list(input)
+    check_corpus_header(inputs, fmt, text_col, None, id_col, encoding, require_labels=False)
+
+
 def _where_to_run(command: Any) -> Any:
     """The flags that say where the sharded stages run (shared by run and score)."""
     options = [
@@ -454,13 +468,13 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary as the last line.")
 def score(input: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Score INPUT with a trained bundle: one row per input row in OUTPUT."""
-    from zhflow.flows.scoring import check_score_paths, score_pipeline
+    from zhflow.flows.scoring import score_pipeline
 
     options["input"] = input[0] if len(input) == 1 else list(input)
     with terminal_bars():
         summary = _run_guarded(
             server.run_flow,
-            precheck=check_score_paths,
+            precheck=_check_score_inputs,
             flow=score_pipeline,
             **options,
         )

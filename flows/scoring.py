@@ -16,28 +16,16 @@ from zhflow.tasks.defaults import SCORE
 from zhflow.tasks.scoring import SCORE_WATCHERS, resolve_bundle, score_corpus
 
 
-def check_score_paths(
-    bundle: str,
-    input: str | list[str],
-    output: str,
-    fmt: str | None = None,
-    text_col: str | None = None,
-    id_col: str | None = None,
-    encoding: str = "utf-8",
-    **_: Any,
-) -> None:
-    """Refuse, before a server starts, an output that would replace an input or land in
-    the model bundle or a work dir's artifact folders, a bundle that is not sealed, and
-    inputs that are missing or lack the columns asked for (from their headers)."""
+def check_score_paths(bundle: str, input: str | list[str], output: str) -> None:
+    """Refuse, before anything is read, an output that would replace an input or land in
+    the model bundle or a work dir's artifact folders, and a bundle that is not sealed."""
     from zhflow.tasks.bundle import check_sealed
-    from zhflow.tasks.corpus import check_corpus_header
     from zhflow.tasks.guards import check_output_not_input, check_output_outside_sealed
 
     inputs = [input] if isinstance(input, str) else list(input)
     check_output_not_input(output, inputs)
     check_output_outside_sealed(output, [bundle, resolve_bundle(bundle)])
     check_sealed(resolve_bundle(bundle))
-    check_corpus_header(inputs, fmt, text_col, None, id_col, encoding, require_labels=False)
 
 
 @contextlib.contextmanager
@@ -83,7 +71,7 @@ def score_pipeline(
     dask_address: str | None = None,
     dask_workers: int | None = None,
 ) -> dict[str, Any]:
-    check_score_paths(bundle, input, output, fmt, text_col, id_col, encoding)
+    check_score_paths(bundle, input, output)
     cluster = ClusterSpec.from_params(dask_address, dask_workers)
     with watching_scoring():
         state = score_corpus(bundle, input, output, fmt, text_col, id_col, encoding,

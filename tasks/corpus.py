@@ -378,8 +378,20 @@ def _csv_layout(
     label_required: bool,
 ) -> tuple[bool, list[str], str, str | None, str | None]:
     """(has_header, column names, text column, label column, id column) of a csv/tsv file."""
-    sep = "," if fmt == "csv" else "\t"
-    header = _csv_header(path, src, sep, fmt)
+    header = _csv_header(path, src, "," if fmt == "csv" else "\t", fmt)
+    return _csv_layout_of(header, path, fmt, text_col, label_col, id_col, label_required)
+
+
+def _csv_layout_of(
+    header: list[str],
+    path: Path,
+    fmt: str,
+    text_col: str | None,
+    label_col: str | None,
+    id_col: str | None,
+    label_required: bool,
+) -> tuple[bool, list[str], str, str | None, str | None]:
+    """:func:`_csv_layout` from the first row's fields, already read."""
     candidates = [text_col] if text_col is not None else list(TEXT_COLUMNS)
     candidates += [label_col] if label_col is not None else list(LABEL_COLUMNS)
     if (
@@ -600,11 +612,11 @@ class DelimitedReader(CorpusReader):
         if _codec_name(encoding) != "utf-8" or not _first_line_decodes(path):
             return  # read from a transcoded copy, or a bad byte: read names it precisely
         try:
-            _csv_header(path, path, "," if self.name == "csv" else "\t", self.name)
+            header = _csv_header(path, path, "," if self.name == "csv" else "\t", self.name)
         except InputError:
             return  # empty, unparseable: read names the row
-        _csv_layout(path, path, self.name, columns.text, columns.label, columns.id,
-                    columns.require_labels)  # fmt: skip
+        _csv_layout_of(header, path, self.name, columns.text, columns.label, columns.id,
+                       columns.require_labels)  # fmt: skip
 
     def estimate_rows(self, path: Path) -> int:
         return max(0, super().estimate_rows(path) - 1)  # the header

@@ -123,8 +123,7 @@ def _dimension(name: str, entry: Any, default: Any, seen: Sequence[str], source:
         if not isinstance(raw_when, Mapping):
             raise InputError(f"{where}: 'when' must map earlier settings to values")
         for other, allowed in raw_when.items():
-            other = str(other).replace("-", "_")
-            other = SPACE_ALIASES.get(other, other)
+            other = _setting_name(other)
             if other not in seen:
                 raise InputError(f"{where}: 'when' names {other!r}, not an earlier entry")
             allowed = tuple(allowed) if isinstance(allowed, list | tuple) else (allowed,)
@@ -188,6 +187,12 @@ def _range_dimension(name: str, entry: dict, default: Any, when: tuple, where: s
     return Dimension(name=name, low=low, high=high, log=log, step=step, integer=integer, when=when)
 
 
+def _setting_name(raw: Any) -> str:
+    """A space's name for a setting as its ``train_pipeline`` parameter name."""
+    name = str(raw).replace("-", "_")
+    return SPACE_ALIASES.get(name, name)
+
+
 def parse_space(data: Any, defaults: Mapping[str, Any], source: str = "") -> list[Dimension]:
     """A space (mapping of setting to entry, in sampling order) checked against ``defaults``
     (``train_pipeline``'s defaults: they give each setting's type)."""
@@ -195,8 +200,7 @@ def parse_space(data: Any, defaults: Mapping[str, Any], source: str = "") -> lis
         raise InputError(f"{source or 'space'}: must be a non-empty mapping of settings")
     dims: list[Dimension] = []
     for raw_name, entry in data.items():
-        name = str(raw_name).replace("-", "_")
-        name = SPACE_ALIASES.get(name, name)
+        name = _setting_name(raw_name)
         if name not in TUNABLE:
             raise InputError(
                 f"{_where(source, str(raw_name))}: not a tunable setting "
