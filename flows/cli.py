@@ -10,10 +10,14 @@ below ``--min-accuracy``, 1 for anything else.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import math
+import re
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -65,13 +69,49 @@ def _as_user_error(exc: BaseException | None) -> Any:
     return None
 
 
+class _UserErrorsOffTheConsole(logging.Filter):
+    """Prefect reports a failed run's exception three or four times (the task, its state, the
+    flow, its state). For a user error the CLI's own ``zhflow: error:`` line says it once, so
+    the console drops those records; the API handler still sends them to the UI."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and _as_user_error(record.exc_info[1]) is not None:
+            return False
+        return _user_error_pattern(_user_error_names()).search(record.getMessage()) is None
+
+
+def _user_error_names() -> frozenset[str]:
+    """ZhflowError and its subclasses, looked up per record: a command module may define one
+    after the filter was installed (evaluate's BelowMinimumAccuracy)."""
+    from zhflow.tasks.errors import ZhflowError
+
+    names, todo = set(), [ZhflowError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo += cls.__subclasses__()
+    return frozenset(names)
+
+
+@functools.cache
+def _user_error_pattern(names: frozenset[str]) -> re.Pattern[str]:
+    # Prefect's wording: "failed with exception: InputError(...)", "encountered an exception
+    # InputError: ...", "during execution: InputError(...)". The message is what is left to
+    # check once a logger's filter has dropped the record's exc_info.
+    return re.compile(rf"\b(?:{'|'.join(sorted(names))})(?:\(|: )")
+
+
 def _quiet_user_errors() -> None:
-    log_filter = _HideUserErrorTracebacks()
+    from prefect.logging.handlers import APILogHandler
+
+    log_filter, console_filter = _HideUserErrorTracebacks(), _UserErrorsOffTheConsole()
     for name in ("prefect", "prefect.task_runs", "prefect.flow_runs", ""):
         logger = logging.getLogger(name)
         logger.addFilter(log_filter)
         for handler in logger.handlers:
             handler.addFilter(log_filter)
+            if not isinstance(handler, APILogHandler):
+                handler.addFilter(console_filter)
 
 
 def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
@@ -87,6 +127,18 @@ def _with_link(lines: list[str], summary: dict[str, Any]) -> list[str]:
     if summary.get("flow_run_url"):
         return [*lines, f"flow run: {summary['flow_run_url']}"]
     return lines
+
+
+@contextlib.contextmanager
+def _prefect_quiet() -> Iterator[None]:
+    """Prefect's INFO lines off while the block runs (the logger is the process's: restored)."""
+    logger = logging.getLogger("prefect")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _run_guarded(fn: Any, precheck: Any = None, **kwargs: Any) -> dict[str, Any]:
@@ -109,7 +161,8 @@ def _run_guarded(fn: Any, precheck: Any = None, **kwargs: Any) -> dict[str, Any]
         error = _as_user_error(exc)
         if error is None:
             raise
-        servers.stop()  # first, so that the error is the last line on stderr
+        with _prefect_quiet():  # no "Stopping temporary server" line before the error's
+            servers.stop()  # first, so that the error is the last line on stderr
         click.echo(f"zhflow: error: {error}", err=True)
         sys.exit(error.exit_code)
     finally:
@@ -153,8 +206,8 @@ def _check_run_paths(
 ) -> None:
     """Before a server starts: the work dir is (or can become) a writable folder, and each
     corpus (and unlabeled) path can be looked at (a symlink loop is named here, not deep in a
-    stage); the corpus exists and its headers have the columns asked for; pretraining has its
-    library."""
+    stage); the corpus reads, validates and splits as the corpus stage will (every error of a
+    bad corpus, one line, no server started); pretraining has its library."""
     import importlib.util
 
     from zhflow.tasks.errors import InputError
@@ -163,11 +216,12 @@ def _check_run_paths(
     check_workdir(workdir)
     for path in [*(corpus or []), *(unlabeled or [])]:
         check_readable(path)
-    if corpus:
-        from zhflow.tasks.corpus import check_corpus_header
+    if corpus:  # read and split here, then cached in the flow: seconds, beside training
+        from zhflow.tasks.corpus import prepare_corpus
 
-        check_corpus_header(corpus, _.get("fmt"), _.get("text_col"), _.get("label_col"),
-                            _.get("id_col"), _.get("encoding", "utf-8"))  # fmt: skip
+        prepare_corpus(corpus, _.get("fmt"), _.get("text_col"), _.get("label_col"),
+                       _.get("id_col"), _.get("encoding", "utf-8"), _.get("seed", RUN.seed),
+                       RUN.valid_frac, RUN.test_frac, _.get("dedupe", RUN.dedupe))  # fmt: skip
     if (unlabeled or _.get("pretrain")) and importlib.util.find_spec("gensim") is None:
         raise InputError("--pretrain/--unlabeled need gensim: pip install 'zhflow[pretrain]'")
 

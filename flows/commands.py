@@ -76,6 +76,21 @@ bundle_option = click.option(
 )
 
 
+def _check_evaluate_inputs(
+    bundle: str, corpus: list[str], fmt: str | None = None, text_col: str | None = None,
+    label_col: str | None = None, id_col: str | None = None, encoding: str = "utf-8",
+    **_: Any,
+) -> None:  # fmt: skip
+    """Before a server starts: the bundle is sealed, and each corpus exists and its header has
+    the text and label columns asked for."""
+    from zhflow.flows.scoring import resolve_bundle
+    from zhflow.tasks.bundle import check_sealed
+    from zhflow.tasks.corpus import check_corpus_header
+
+    check_sealed(resolve_bundle(bundle))
+    check_corpus_header(corpus, fmt, text_col, label_col, id_col, encoding)
+
+
 @click.command("evaluate")
 @bundle_option
 @click.argument("corpus", nargs=-1, required=True, type=click.Path())
@@ -111,7 +126,8 @@ def evaluate_command(corpus: tuple[str, ...], as_json: bool, **options: Any) -> 
             _emit_evaluation(exc.summary, as_json)  # the metrics, then the one error line
             raise
 
-    summary = _run_guarded(evaluate, corpus=list(corpus), **options)
+    summary = _run_guarded(evaluate, precheck=_check_evaluate_inputs, corpus=list(corpus),
+                           **options)  # fmt: skip
     _emit_evaluation(summary, as_json)
 
 

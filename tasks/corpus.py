@@ -1164,6 +1164,57 @@ def check_splits(
     return warnings
 
 
+@dataclass
+class PreparedCorpus:
+    """A corpus read, cleaned, its label conflicts resolved and split: what the corpus stage
+    writes (``split`` as Parquet, ``profile`` as JSON) and the lines it logs (``notes``)."""
+
+    split: pl.DataFrame
+    profile: dict[str, Any]
+    notes: list[str]
+
+
+def prepare_corpus(
+    source: Source, fmt: str | None, text_col: str | None, label_col: str | None,
+    id_col: str | None, encoding: str, seed: int, valid_frac: float, test_frac: float,
+    dedupe: bool,
+) -> PreparedCorpus:  # fmt: skip
+    """Read ``source`` and make the seeded, leak-free split, or raise the InputError that
+    names what is wrong with it. Pure apart from reading ``source``: the corpus stage writes
+    what it returns, and the CLI calls it before a Prefect server starts, so that a bad corpus
+    is one error line in seconds."""
+    where = source[0] if isinstance(source, list | tuple) and len(source) == 1 else source
+    raw = read_corpus(source, fmt, text_col, label_col, id_col, encoding)
+    clean, counts = clean_corpus(raw, source=where)
+    profile = profile_corpus(raw, clean, counts)
+    clean, conflicts = resolve_conflicting_labels(clean)
+    profile.update(conflicts, rows_kept=clean.height)
+    notes = []
+    if conflicts["conflicting_label_texts"]:
+        notes.append(f"{conflicts['conflicting_label_texts']} texts occur under several labels; "
+                     f"kept each one's majority label, dropped "
+                     f"{conflicts['conflicting_rows_dropped']} rows")  # fmt: skip
+    if dedupe:
+        clean, dropped = drop_duplicate_texts(clean)
+        profile.update(dropped, rows_kept=clean.height)
+    elif profile["duplicate_texts"]:
+        notes.append(f"{profile['duplicate_texts']} rows repeat an earlier text; each "
+                     "text's rows stay in one split (train, valid or test), never across "
+                     "splits")  # fmt: skip
+    small = validate_labels(clean, where)
+    split = split_corpus(clean, seed, valid_frac, test_frac)
+    profile["warnings"] = dropped_row_warnings(counts) + check_splits(
+        split, where, valid_frac, test_frac
+    )
+    notes += [f"warning: {warning}" for warning in profile["warnings"]]
+    profile["small_labels"] = small
+    profile["splits"] = dict(split.group_by("split").len().sort("split").iter_rows())
+    profile["cross_split_duplicate_texts"] = count_cross_split_duplicates(split)
+    notes.append(f"{profile['rows_kept']} rows kept of {profile['rows']}; "
+                 f"labels {profile['labels']}")  # fmt: skip
+    return PreparedCorpus(split, profile, notes)
+
+
 # --------------------------------------------------------------------------------------------
 # demo corpus
 

@@ -148,36 +148,12 @@ def ingest_corpus(
                   dedupe=dedupe)  # fmt: skip
 
     def build(out: Path) -> None:
-        where = source[0] if len(source) == 1 else source
-        raw = corpus_fns.read_corpus(source, fmt, text_col, label_col, id_col, encoding)
-        clean, counts = corpus_fns.clean_corpus(raw, source=where)
-        profile = corpus_fns.profile_corpus(raw, clean, counts)
-        clean, conflicts = corpus_fns.resolve_conflicting_labels(clean)
-        profile.update(conflicts, rows_kept=clean.height)
-        if conflicts["conflicting_label_texts"]:
-            _log(f"corpus: {conflicts['conflicting_label_texts']} texts occur under several "
-                 f"labels; kept each one's majority label, dropped "
-                 f"{conflicts['conflicting_rows_dropped']} rows")  # fmt: skip
-        if dedupe:
-            clean, dropped = corpus_fns.drop_duplicate_texts(clean)
-            profile.update(dropped, rows_kept=clean.height)
-        elif profile["duplicate_texts"]:
-            _log(f"corpus: {profile['duplicate_texts']} rows repeat an earlier text; each text's "
-                 "rows stay in one split (train, valid or test), never across splits")  # fmt: skip
-        small = corpus_fns.validate_labels(clean, where)
-        split = corpus_fns.split_corpus(clean, seed, valid_frac, test_frac)
-        profile["warnings"] = corpus_fns.dropped_row_warnings(counts) + corpus_fns.check_splits(
-            split, where, valid_frac, test_frac
-        )
-        for warning in profile["warnings"]:
-            _log(f"corpus: warning: {warning}")
-        profile["small_labels"] = small
-        profile["splits"] = dict(split.group_by("split").len().sort("split").iter_rows())
-        profile["cross_split_duplicate_texts"] = corpus_fns.count_cross_split_duplicates(split)
-        split.write_parquet(out / catalog.CORPUS_PARQUET)
-        write_json_atomic(out / catalog.PROFILE_JSON, profile)
-        _log(f"corpus: {profile['rows_kept']} rows kept of {profile['rows']}; "
-             f"labels {profile['labels']}")  # fmt: skip
+        prepared = corpus_fns.prepare_corpus(source, fmt, text_col, label_col, id_col, encoding,
+                                             seed, valid_frac, test_frac, dedupe)  # fmt: skip
+        prepared.split.write_parquet(out / catalog.CORPUS_PARQUET)
+        write_json_atomic(out / catalog.PROFILE_JSON, prepared.profile)
+        for note in prepared.notes:
+            _log(f"corpus: {note}")
 
     return materialize(catalog.CORPUS.name, inputs, build)
 

@@ -456,6 +456,33 @@ def test_identical_texts_never_cross_splits(seed: int) -> None:
     )
 
 
+def test_prepare_corpus_reads_resolves_splits_and_says_what_it_did(tmp_path: Path) -> None:
+    """What the corpus stage writes, from the file alone: conflicts resolved and counted,
+    repeats kept in one split, the notes it logs; a bad corpus raises the same InputError the
+    stage would (the CLI calls this before a server starts)."""
+    from zhflow.tasks.corpus import prepare_corpus
+
+    path = tmp_path / "repeats.csv"
+    _repeats_fixture().write_csv(path)
+    prepared = prepare_corpus(path, None, None, None, None, "utf-8", 42, 0.15, 0.15, False)
+    profile = prepared.profile
+    assert profile["conflicting_label_texts"] == 3 and profile["conflicting_rows_dropped"] == 4
+    assert profile["cross_split_duplicate_texts"] == 0
+    assert profile["rows_kept"] == prepared.split.height == profile["rows"] - 4
+    assert sum(profile["splits"].values()) == prepared.split.height
+    assert prepared.notes[0].startswith("3 texts occur under several labels")
+    assert "never across splits" in prepared.notes[1]
+    assert prepared.notes[-1].startswith(f"{profile['rows_kept']} rows kept of")
+    again = prepare_corpus([path], None, None, None, None, "utf-8", 42, 0.15, 0.15, False)
+    assert again.split.equals(prepared.split)  # a seed fixes the split
+    deduped = prepare_corpus(path, None, None, None, None, "utf-8", 42, 0.15, 0.15, True)
+    assert deduped.split["text"].n_unique() == deduped.split.height < prepared.split.height
+    one = tmp_path / "one.csv"
+    pl.DataFrame({"text": [f"好{i}" for i in range(30)], "label": ["pos"] * 30}).write_csv(one)
+    with pytest.raises(InputError, match=r"one\.csv: only one label"):
+        prepare_corpus(one, None, None, None, None, "utf-8", 42, 0.1, 0.1, False)
+
+
 def test_a_row_split_would_leak_and_is_counted() -> None:
     from zhflow.tasks.corpus import count_cross_split_duplicates
 

@@ -235,10 +235,67 @@ def test_a_missing_corpus_or_column_is_refused_before_any_flow_runs(
          ("tiny.parquet: no column 'y'",)),
         (_cli("score", "--model", bundle_dir, corpus, "--id-col", "uid", "--output",
               tmp_path / "p.parquet"), ("tiny.csv: no column 'uid'",)),
+        (_cli("evaluate", "--model", bundle_dir, corpus, "--label-col", "y"),
+         ("tiny.csv: no column 'y'",)),
+        (_cli("evaluate", "--model", tmp_path / "no-bundle", corpus), ("no-bundle",)),
     ]:  # fmt: skip
-        _one_error_line(result, 2, *fragments)
+        _one_error_line(result, 3 if "no-bundle" in fragments else 2, *fragments)
         assert "Flow run" not in result.stderr and "temporary" not in result.stderr, result.stderr
     assert not workdir.exists() and not (tmp_path / "p.parquet").exists()
+
+
+def test_a_corpus_bad_past_its_header_is_refused_before_any_flow_runs(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """``run`` reads, validates and splits the corpus before a server starts, so what only a
+    full read finds (a ragged row, one label, too few rows to split) is one line too."""
+    ragged = tmp_path / "ragged.csv"
+    lines = corpus.read_text(encoding="utf-8").splitlines()
+    ragged.write_text("\n".join([*lines[:30], "好,pos,extra", *lines[30:]]) + "\n", "utf-8")
+    one_label = tmp_path / "one.csv"
+    pl.DataFrame({"text": [f"好{i}" for i in range(40)], "label": ["pos"] * 40}).write_csv(
+        one_label
+    )
+    workdir = tmp_path / "w"
+    for path, fragment in [(ragged, "ragged.csv: line 31: 3 fields"),
+                           (one_label, "one.csv: only one label")]:  # fmt: skip
+        result = _cli("run", path, "--workdir", workdir, *RUN)
+        _one_error_line(result, 2, fragment)
+        assert "Flow run" not in result.stderr and "temporary" not in result.stderr, result.stderr
+    assert not (workdir / "artifacts").exists()
+
+
+def test_the_console_drops_prefects_reports_of_a_user_error_and_the_ui_keeps_them() -> None:
+    """Prefect reports a failed run's exception four times; on the console the CLI's one
+    ``zhflow: error:`` line replaces them, the API handler (the UI's logs) keeps them, and
+    a bug's report stays everywhere."""
+    import logging
+
+    from prefect.logging.handlers import APILogHandler
+
+    from zhflow.flows.cli import _quiet_user_errors, _UserErrorsOffTheConsole
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("prefect.task_runs", logging.ERROR, "", 0, message, None, None)
+
+    console = _UserErrorsOffTheConsole()
+    for message in [
+        "Task run failed with exception: InputError('a.csv: line 3: 4 fields')",
+        "Finished in state Failed('Task run encountered an exception InputError: a.csv: ...')",
+        "Encountered exception during execution: BundleError('b: refused model bundle')",
+        "Finished in state Failed('Flow run encountered an exception: BelowMinimumAccuracy: ')",
+    ]:
+        assert not console.filter(record(message)), message
+    for message in ["Task run failed with exception: ValueError('a bug')",
+                    "corpus: 40 rows kept of 40; labels {'pos': 40}"]:  # fmt: skip
+        assert console.filter(record(message)), message
+    _quiet_user_errors()
+    handlers = [h for name in ("prefect", "prefect.task_runs", "prefect.flow_runs")
+                for h in logging.getLogger(name).handlers]  # fmt: skip
+    assert any(isinstance(h, APILogHandler) for h in handlers)
+    for handler in handlers:
+        on_console = any(isinstance(f, _UserErrorsOffTheConsole) for f in handler.filters)
+        assert on_console != isinstance(handler, APILogHandler), handler
 
 
 @pytest.mark.parametrize(
@@ -448,8 +505,9 @@ def test_error_is_the_last_stderr_line_after_the_server_stops(
     code, err = score(str(bad))
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2, err[-3000:]
-    assert "Stopping temporary server" in err
+    assert "Starting temporary server" in err and "Stopping temporary server" not in err
     assert lines[-1].startswith(f"zhflow: error: {bad}: not valid utf-8 at line 3"), lines[-3:]
+    assert sum("not valid utf-8" in line for line in lines) == 1, err  # Prefect's reports: off
     assert "Traceback" not in err and not (tmp_path / "p.parquet").exists()
     code, err = score("/dev/stdin", "text\n好吃\n".encode())
     assert code == 2, err[-3000:]
