@@ -236,8 +236,7 @@ def _check_score_inputs(
     from zhflow.tasks.corpus import check_corpus_header
 
     check_score_paths(bundle, input, output)
-    inputs = [input] if isinstance(input, str) else list(input)
-    check_corpus_header(inputs, fmt, text_col, None, id_col, encoding, require_labels=False)
+    check_corpus_header(input, fmt, text_col, None, id_col, encoding, require_labels=False)
 
 
 def _where_to_run(command: Any) -> Any:
