@@ -342,6 +342,10 @@ def score_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 "value": f"{truth['accuracy']:.4f} ({truth['correct']:,} of {truth['rows']:,})",
             }
         )
+    if truth and truth.get("unknown_labels"):
+        unknown = ", ".join(f"{plain(k)} ({v:,})" for k, v in truth["unknown_labels"].items())
+        rows.append({"item": "labels unknown to the model (counted wrong)", "value": unknown})
+        rows.append({"item": "accuracy on known labels", "value": fixed(truth["accuracy_known"])})
     return rows
 
 

@@ -135,7 +135,7 @@ def evaluate_bundle(
 
     from zhflow.tasks.bundle import load_bundle
     from zhflow.tasks.corpus import clean_corpus, read_corpus
-    from zhflow.tasks.evaluate import evaluate_labels
+    from zhflow.tasks.evaluate import check_labels_overlap, evaluate_labels
     from zhflow.tasks.plots import plot_confusion
     from zhflow.tasks.predict import predict_frame
     from zhflow.tasks.storage import atomic_path, write_json_atomic
@@ -149,6 +149,7 @@ def evaluate_bundle(
     clean, counts = clean_corpus(raw, require_labels=True, source=source)
     if clean.height == 0:
         raise InputError(f"{', '.join(corpus)}: no rows with both a text and a label")
+    check_labels_overlap(clean["label"].to_list(), bundle.labels, source)
     texts = clean["text"].to_list()
     frames = [
         predict_frame(bundle, texts[i : i + _PREDICT_ROWS], batch_size)

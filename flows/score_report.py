@@ -60,15 +60,27 @@ def label_column(columns: Sequence[str], text_col: str | None) -> str | None:
     return next((lowered[name] for name in LABEL_COLUMNS if name in lowered), None)
 
 
-def _accuracy(truth: pl.Series, predicted: pl.Series, column: str) -> dict[str, Any] | None:
+def _accuracy(
+    truth: pl.Series, predicted: pl.Series, column: str, labels: Sequence[str]
+) -> dict[str, Any] | None:
+    """As ``zhflow evaluate`` counts (tasks/evaluate.py ``evaluate_labels``): a label the model
+    does not know counts as wrong and is named in ``unknown_labels``, with ``accuracy_known``
+    on the rest. None when no row's label is one the model knows (``1``/``0`` against a model
+    of ``pos``/``neg``): an accuracy of 0 there says nothing about the model."""
     both = pl.DataFrame({"truth": truth, "predicted": predicted}).filter(
         pl.col("truth").is_not_null() & (pl.col("truth") != "") & pl.col("predicted").is_not_null()
     )
-    if both.height == 0:
+    known = both.filter(pl.col("truth").is_in(list(labels)))
+    if known.height == 0:
         return None
     correct = int((both["truth"] == both["predicted"]).sum())
-    return {"column": column, "rows": both.height, "correct": correct,
-            "accuracy": correct / both.height}  # fmt: skip
+    result: dict[str, Any] = {"column": column, "rows": both.height, "correct": correct,
+                              "accuracy": correct / both.height}  # fmt: skip
+    if known.height < both.height:
+        unknown = both.filter(~pl.col("truth").is_in(list(labels)))["truth"].value_counts()
+        result["unknown_labels"] = dict(sorted(unknown.iter_rows()))
+        result["accuracy_known"] = correct / known.height
+    return result
 
 
 def label_accuracy(
@@ -86,9 +98,7 @@ def label_accuracy(
         fmt = fmt or detect_format(_first_file(source))
         if fmt == "lines":  # label = file name: the id's "<stem>:" part
             stems = predicted["id"].str.split(":").list.first()
-            if not stems.is_in(list(labels)).any():
-                return None
-            return _accuracy(stems, predicted["label"], "file name")
+            return _accuracy(stems, predicted["label"], "file name", labels)
         column = label_column(input_columns(_first_file(source), fmt, encoding), text_col)
         if column is None:
             return None
@@ -98,4 +108,4 @@ def label_accuracy(
         return None
     if truth.len() != predicted.height:
         return None
-    return _accuracy(truth, predicted["label"], column)
+    return _accuracy(truth, predicted["label"], column, labels)

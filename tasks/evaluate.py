@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from zhflow.tasks import display
+from zhflow.tasks.errors import InputError
 
 
 def _as_labels(y: ArrayLike, num_classes: int, name: str) -> np.ndarray:
@@ -191,3 +192,24 @@ def evaluate_labels(
     metrics["accuracy_known"] = float((t == p)[is_known].mean()) if n_known else 0.0
     metrics["n_known"] = n_known
     return metrics
+
+
+def check_labels_overlap(
+    y_true: Sequence[str], known: Sequence[str], source: str | Sequence[str]
+) -> None:
+    """Refuse a labelled corpus none of whose labels the model knows (``1``/``0`` where it
+    learnt ``pos``/``neg``): every row would count as wrong, and an accuracy of 0 would
+    read as a model failure when the labels are just spelt differently."""
+    counts: dict[str, int] = {}
+    for label in y_true:
+        counts[label] = counts.get(label, 0) + 1
+    if not counts or any(label in counts for label in known):
+        return
+    common = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    seen = ", ".join(f"{display.plain(label)!r} ({n:,})" for label, n in common[:5])
+    more = f" and {len(common) - 5:,} more" if len(common) > 5 else ""
+    names = ", ".join(repr(display.plain(label)) for label in known)
+    where = source if isinstance(source, str) else ", ".join(source)
+    raise InputError(
+        f"{where}: none of its labels is one of the model's ({names}); it has {seen}{more}"
+    )

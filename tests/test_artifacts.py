@@ -193,6 +193,17 @@ def test_score_rows_label_distribution() -> None:
     assert "confidence mean" in rows and rows["output"] == "/o.parquet"
 
 
+def test_score_rows_name_the_labels_the_model_does_not_know() -> None:
+    truth = {"column": "label", "rows": 4, "correct": 1, "accuracy": 0.25,
+             "unknown_labels": {"neutral": 2}, "accuracy_known": 0.5}  # fmt: skip
+    rows = {r["item"]: r["value"] for r in art.score_rows({"label_accuracy": truth})}
+    assert rows["accuracy vs input column 'label'"] == "0.2500 (1 of 4)"
+    assert rows["labels unknown to the model (counted wrong)"] == "neutral (2)"
+    assert rows["accuracy on known labels"] == "0.5000"
+    plain = {r["item"] for r in art.score_rows({"label_accuracy": {**truth, "unknown_labels": {}}})}
+    assert "accuracy on known labels" not in plain
+
+
 def test_progress_percent_is_bounded() -> None:
     assert art.progress_percent(0, 10) == 0.0
     assert art.progress_percent(5, 10) == 50.0

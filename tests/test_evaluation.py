@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from zhflow.flows.cli import main
 from zhflow.tasks.errors import InputError
-from zhflow.tasks.evaluate import evaluate_labels
+from zhflow.tasks.evaluate import check_labels_overlap, evaluate_labels
 
 
 def test_evaluate_labels_by_hand_with_a_label_the_model_does_not_know() -> None:
@@ -41,6 +41,19 @@ def test_evaluate_labels_all_known() -> None:
     m = evaluate_labels(["pos", "neg"], ["pos", "pos"], known=["neg", "pos"])
     assert m["unknown_labels"] == {} and m["confusion_matrix"] == [[0, 1], [0, 1]]
     assert m["accuracy"] == m["accuracy_known"] == 0.5
+
+
+def test_a_corpus_with_none_of_the_models_labels_is_refused_in_one_line() -> None:
+    check_labels_overlap(["pos", "neutral"], ["neg", "pos"], "a.csv")  # one known: measured
+    check_labels_overlap([], ["neg", "pos"], "a.csv")  # nothing to measure: not this check's
+    with pytest.raises(InputError) as refused:
+        check_labels_overlap(["1", "0", "1", "1"], ["neg", "pos"], "new.csv")
+    assert str(refused.value) == (
+        "new.csv: none of its labels is one of the model's ('neg', 'pos'); it has '1' (3), '0' (1)"
+    )
+    many = [str(i) for i in range(7) for _ in range(7 - i)]  # '0' x7 ... '6' x1
+    with pytest.raises(InputError, match=r"'4' \(3\) and 2 more$"):
+        check_labels_overlap(many, ["neg", "pos"], ["a.txt", "b.txt"])
 
 
 def _labelled(path: Path, rows: list[tuple[str, str]]) -> Path:
@@ -95,6 +108,18 @@ def test_evaluate_refuses_to_write_into_the_bundle(bundle: Path, tmp_path: Path)
         evaluate_bundle(str(bundle), [str(corpus)], bundle / "eval", text_col="review",
                         label_col="y")  # fmt: skip
     assert sorted(p.name for p in bundle.iterdir()) == before
+
+
+def test_evaluate_bundle_refuses_labels_spelt_otherwise_before_writing(
+    bundle: Path, tmp_path: Path
+) -> None:
+    from zhflow.flows.evaluation import evaluate_bundle
+
+    corpus = _labelled(tmp_path / "new.csv", [("很好", "1"), ("很差", "0"), ("不错", "1")])
+    with pytest.raises(InputError, match=r"new\.csv: none of its labels is one of the model's"):
+        evaluate_bundle(str(bundle), [str(corpus)], tmp_path / "eval", text_col="review",
+                        label_col="y")  # fmt: skip
+    assert not (tmp_path / "eval").exists()
 
 
 def test_check_min_accuracy_message() -> None:

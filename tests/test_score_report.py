@@ -42,6 +42,25 @@ def test_accuracy_against_a_label_column(tmp_path: Path, column: str) -> None:
     assert result == {"column": column, "rows": 4, "correct": 3, "accuracy": 0.75}
 
 
+def test_labels_the_model_does_not_know_count_as_wrong_and_are_named(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    pl.DataFrame({"text": ["好", "差", "还行", "一般"],
+                  "label": ["pos", "neg", "neutral", "neutral"]}).write_csv(source)  # fmt: skip
+    out = _predictions(tmp_path / "p.parquet", ["0", "1", "2", "3"],
+                       ["pos", "pos", "pos", "neg"], [0.9] * 4)  # fmt: skip
+    # As `zhflow evaluate` counts: 1 of 4 right, 1 of the 2 rows with a known label.
+    assert sr.label_accuracy(out, str(source), LABELS) == {
+        "column": "label", "rows": 4, "correct": 1, "accuracy": 0.25,
+        "unknown_labels": {"neutral": 2}, "accuracy_known": 0.5}  # fmt: skip
+
+
+def test_no_accuracy_against_labels_spelt_otherwise(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    pl.DataFrame({"text": ["好", "差"], "label": ["1", "0"]}).write_csv(source)
+    out = _predictions(tmp_path / "p.parquet", ["0", "1"], ["pos", "neg"], [0.9, 0.8])
+    assert sr.label_accuracy(out, str(source), LABELS) is None  # not "accuracy 0.0"
+
+
 def test_parquet_and_unlabelled_inputs(tmp_path: Path) -> None:
     out = _predictions(tmp_path / "p.parquet", ["0", "1"], ["pos", None], [0.8, None])
     labelled = tmp_path / "in.parquet"
