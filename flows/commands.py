@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from zhflow.tasks import catalog
+from zhflow.tasks.defaults import SCORE
 
 FORMATS = ["csv", "tsv", "jsonl", "parquet", "lines"]
 DEFAULT_EVAL_ROOT = "data/work/evaluations"  # zhflow.flows.evaluation.DEFAULT_OUTPUT_ROOT
@@ -98,8 +99,10 @@ def _check_evaluate_inputs(
 @click.option("--text-col", help="Text column (default: text/review/content/sentence).")
 @click.option("--label-col", help="Label column (default: label/class/category/cat).")
 @click.option("--id-col", help="Id column (default: row number).")
-@click.option("--encoding", default="utf-8", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--encoding", default=SCORE.encoding, show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=SCORE.batch_size, show_default=True
+)
 @click.option(
     "--output-dir",
     type=click.Path(file_okay=False),
@@ -147,7 +150,9 @@ def _load(bundle: str) -> Any:
 @click.command("predict")
 @bundle_option
 @click.argument("text", nargs=-1)
-@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=SCORE.batch_size, show_default=True
+)
 @click.option(
     "--explain",
     is_flag=True,

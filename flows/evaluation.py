@@ -28,6 +28,7 @@ from prefect import flow, get_run_logger, task
 
 from zhflow.flows.scoring import resolve_bundle
 from zhflow.tasks import catalog
+from zhflow.tasks.defaults import SCORE
 from zhflow.tasks.errors import InputError, ZhflowError
 
 KEY_EVAL_METRICS = "zhflow-eval-metrics"
@@ -125,8 +126,8 @@ def evaluate_bundle(
     text_col: str | None = None,
     label_col: str | None = None,
     id_col: str | None = None,
-    encoding: str = "utf-8",
-    batch_size: int = 512,
+    encoding: str = SCORE.encoding,
+    batch_size: int = SCORE.batch_size,
 ) -> dict[str, Any]:
     """Label ``corpus`` with the bundle, measure, write the folder; return the summary.
 
@@ -256,8 +257,8 @@ def evaluate_pipeline(
     text_col: str | None = None,
     label_col: str | None = None,
     id_col: str | None = None,
-    encoding: str = "utf-8",
-    batch_size: int = 512,
+    encoding: str = SCORE.encoding,
+    batch_size: int = SCORE.batch_size,
     min_accuracy: float | None = None,
 ) -> dict[str, Any]:
     paths = [corpus] if isinstance(corpus, str) else list(corpus)

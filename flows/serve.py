@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from zhflow.tasks import catalog
+from zhflow.tasks.defaults import RUN
 
 TRAIN_FLOW = "zhflow-train"
 SCORE_FLOW = "zhflow-score"
@@ -197,7 +198,7 @@ def _param_names(fn: Any) -> set[str]:
 )
 @click.option(
     "--workdir",
-    default="data/work",
+    default=RUN.workdir,
     show_default=True,
     help="Work dir of the training runs (and the scoring runs' default bundle).",
 )
