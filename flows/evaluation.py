@@ -67,12 +67,16 @@ def default_output_dir(corpus: str | list[str], root: str = DEFAULT_OUTPUT_ROOT)
 
 
 def check_output_dir(output_dir: Path, bundle: Path, corpus: list[str]) -> None:
-    """An output is never one of the inputs: not the bundle (its manifest would break), and
-    none of the files written may be a corpus file."""
+    """An output is never one of the inputs: not the bundle (its manifest would break), not
+    any other sealed folder (another bundle, a work dir's artifacts), and none of the files
+    written may be a corpus file."""
+    from zhflow.tasks.guards import check_output_outside_sealed
+
     out = output_dir.resolve()
     root = bundle.resolve()
     if out == root or root in out.parents:
         raise InputError(f"--output-dir {output_dir}: inside the model bundle {bundle}")
+    check_output_outside_sealed(output_dir, flag="--output-dir", folder=True)
     inputs = {Path(p).resolve() for p in corpus}
     for name in OUTPUT_FILES:
         if out / name in inputs:

@@ -68,27 +68,32 @@ def check_output_not_input(output: str | os.PathLike[str], inputs: Iterable[str]
 
 
 def check_output_outside_sealed(
-    output: str | os.PathLike[str], sealed: Iterable[str | os.PathLike[str]] = ()
+    output: str | os.PathLike[str],
+    sealed: Iterable[str | os.PathLike[str]] = (),
+    flag: str = "--output",
+    folder: bool = False,
 ) -> None:
     """Refuse an ``output`` inside a model bundle or artifact (a folder with a manifest),
-    inside one of the ``sealed`` folders (e.g. the ``--model`` bundle), or inside a work
-    dir's artifact folders: writing there would break what was sealed."""
+    inside one of the ``sealed`` folders (e.g. the ``--bundle`` bundle), or inside a work
+    dir's artifact folders: writing there would break what was sealed. ``flag`` names the
+    option in the message; ``folder``: ``output`` is a folder to write into, so it must not
+    be a sealed one itself either."""
     out = Path(output)
     out_real = _real(out)
     for folder in sealed:
         if out_real.is_relative_to(_real(Path(folder))):
             raise InputError(
-                f"{out}: --output is inside the model bundle {folder}: pick a path outside it"
+                f"{out}: {flag} is inside the model bundle {folder}: pick a path outside it"
             )
-    for parent in out_real.parents:
+    for parent in (out_real, *out_real.parents) if folder else out_real.parents:
         if (parent / MANIFEST).is_file():
             raise InputError(
-                f"{out}: --output is inside the sealed folder {parent} (a model bundle or "
+                f"{out}: {flag} is inside the sealed folder {parent} (a model bundle or "
                 "artifact): pick a path outside it"
             )
         if parent.name in WORKDIR_FOLDERS and is_workdir(parent.parent):
             raise InputError(
-                f"{out}: --output is inside the work dir's {parent.name}/ folder "
+                f"{out}: {flag} is inside the work dir's {parent.name}/ folder "
                 f"({parent.parent}): pick a path outside it"
             )
 

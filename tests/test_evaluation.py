@@ -122,6 +122,29 @@ def test_evaluate_bundle_refuses_labels_spelt_otherwise_before_writing(
     assert not (tmp_path / "eval").exists()
 
 
+@pytest.mark.parametrize("where", ["other_bundle", "inside_other_bundle", "workdir_metrics"])
+def test_evaluate_never_writes_into_another_sealed_folder(
+    bundle: Path, tmp_path: Path, where: str
+) -> None:
+    from zhflow.flows.evaluation import evaluate_bundle
+    from zhflow.tasks import catalog
+
+    other = tmp_path / "other"  # another model bundle: a folder with a manifest
+    other.mkdir()
+    (other / "_manifest.json").write_text("{}", encoding="utf-8")
+    workdir = tmp_path / "wd"  # a work dir (it has a cache folder) and one metrics artifact
+    (workdir / catalog.CACHE_DIR).mkdir(parents=True)
+    (workdir / "metrics" / "k").mkdir(parents=True)
+    target = {"other_bundle": other, "inside_other_bundle": other / "eval",
+              "workdir_metrics": workdir / "metrics" / "k"}[where]  # fmt: skip
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    corpus = _labelled(tmp_path / "new.csv", [("很好", "pos"), ("很差", "neg")])
+    with pytest.raises(InputError, match=r"--output-dir is inside the (sealed folder|work dir)"):
+        evaluate_bundle(str(bundle), [str(corpus)], target, text_col="review", label_col="y")
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p != corpus}
+    assert after == before
+
+
 def test_check_min_accuracy_message() -> None:
     from zhflow.flows.evaluation import check_min_accuracy
 
