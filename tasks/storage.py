@@ -154,6 +154,9 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         try:
             os.chmod(tmp_path, 0o666 & ~_UMASK)
             yield tmp_path
+            # Again: a writer may have replaced the file (safetensors' save_file creates its
+            # own, mode 0600), and a bundle must stay readable by whoever may read the folder.
+            os.chmod(tmp_path, 0o666 & ~_UMASK)
             os.replace(tmp_path, target)
         finally:
             if tmp_path.exists():

@@ -213,6 +213,17 @@ def test_finished_files_and_folders_get_normal_permissions(tmp_path: Path) -> No
     assert stat.S_IMODE((tmp_path / "stage" / ("k" * 64)).stat().st_mode) == 0o777 & ~umask
 
 
+def test_weights_written_by_safetensors_get_normal_permissions(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with atomic_path(tmp_path / "weights.safetensors") as tmp:
+        save_file({"w": torch.zeros(2)}, str(tmp))  # creates its own file, mode 0600
+    assert stat.S_IMODE((tmp_path / "weights.safetensors").stat().st_mode) == 0o666 & ~umask
+
+
 def test_failed_atomic_write_leaves_target_and_no_temp(tmp_path: Path) -> None:
     target = tmp_path / "out.json"
     target.write_text("old")
