@@ -76,7 +76,7 @@ def check_output_dir(output_dir: Path, bundle: Path, corpus: list[str]) -> None:
     root = bundle.resolve()
     if out == root or root in out.parents:
         raise InputError(f"--output-dir {output_dir}: inside the model bundle {bundle}")
-    check_output_outside_sealed(output_dir, flag="--output-dir", folder=True)
+    check_output_outside_sealed(output_dir, flag="--output-dir", is_folder=True)
     inputs = {Path(p).resolve() for p in corpus}
     for name in OUTPUT_FILES:
         if out / name in inputs:

@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import polars as pl
@@ -341,6 +341,18 @@ def _csv_failure(path: Path, src: Path, sep: str, fmt: str, err: Exception) -> I
     return InputError(f"{path}: {where}")
 
 
+#: In a file of two or more columns a blank line (the common one: an extra newline at the
+#: end) parses as a row with every field null; it is no row, as for Python's csv module and
+#: pandas. (A line of empty fields, ``,,``, parses the same and carries nothing either.) In a
+#: one-column file a blank line is an empty text, a row: writers write an empty value so.
+_NOT_BLANK = ~pl.all_horizontal(pl.all().is_null())
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
+
+
+def _drop_blank_lines(frame: FrameT, columns: int) -> FrameT:
+    return frame.filter(_NOT_BLANK) if columns > 1 else frame
+
+
 def _csv_kwargs(sep: str, quoted: bool, header: bool, names: list[str] | None) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "separator": sep,
@@ -423,7 +435,7 @@ def _read_delimited(
             raise _csv_failure(path, src, sep, fmt, e) from None
     if header:
         df.columns = [c.removeprefix(_BOM) for c in df.columns]
-    return df
+    return _drop_blank_lines(df, df.width)
 
 
 def _frame(
@@ -1280,6 +1292,7 @@ def _csv_batches(
             lf = pl.scan_csv(src, **_csv_kwargs(sep, quoted, header, new))
             if header:
                 lf = lf.rename({c: c.removeprefix(_BOM) for c in lf.collect_schema().names()})
+            lf = _drop_blank_lines(lf, len(lf.collect_schema()))
             # All columns are parsed: projecting some away would hide rows with extra fields.
             yield from _id_text_batches(lf.collect_batches(chunk_size=chunk_rows), path, text,
                                         ident)  # fmt: skip

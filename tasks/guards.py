@@ -71,12 +71,12 @@ def check_output_outside_sealed(
     output: str | os.PathLike[str],
     sealed: Iterable[str | os.PathLike[str]] = (),
     flag: str = "--output",
-    folder: bool = False,
+    is_folder: bool = False,
 ) -> None:
     """Refuse an ``output`` inside a model bundle or artifact (a folder with a manifest),
     inside one of the ``sealed`` folders (e.g. the ``--bundle`` bundle), or inside a work
     dir's artifact folders: writing there would break what was sealed. ``flag`` names the
-    option in the message; ``folder``: ``output`` is a folder to write into, so it must not
+    option in the message; ``is_folder``: ``output`` is a folder to write into, so it must not
     be a sealed one itself either."""
     out = Path(output)
     out_real = _real(out)
@@ -85,7 +85,7 @@ def check_output_outside_sealed(
             raise InputError(
                 f"{out}: {flag} is inside the model bundle {folder}: pick a path outside it"
             )
-    for parent in (out_real, *out_real.parents) if folder else out_real.parents:
+    for parent in (out_real, *out_real.parents) if is_folder else out_real.parents:
         if (parent / MANIFEST).is_file():
             raise InputError(
                 f"{out}: {flag} is inside the sealed folder {parent} (a model bundle or "

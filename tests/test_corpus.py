@@ -529,3 +529,28 @@ def test_check_corpus_header_refuses_from_headers_and_leaves_the_rest_to_the_rea
     with pytest.raises(InputError, match="not valid utf-8 at line 1"):
         read_corpus(gbk)
     check_corpus_header(gbk, encoding="gb18030", text_col="评论")  # transcoded: not peeked at
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_blank_lines_are_no_rows_in_training_and_scoring(tmp_path: Path, fmt: str) -> None:
+    sep = "," if fmt == "csv" else "\t"
+    path = tmp_path / f"c.{fmt}"
+    lines = [sep.join(r) for r in (("id", "text", "label"), ("a", "好吃", "pos"),
+                                   ("b", "难吃", "neg"))]  # fmt: skip
+    # A blank line in the middle, one of empty fields, and the usual extra one at the end.
+    path.write_text(f"{lines[0]}\n{lines[1]}\n\n{sep * 2}\n{lines[2]}\n\n", encoding="utf-8")
+    df = read_corpus(str(path), id_col="id")
+    assert df.select("id", "text", "label").rows() == [("a", "好吃", "pos"), ("b", "难吃", "neg")]
+    for chunk_rows in (1, 50_000):
+        chunks = list(read_texts_in_chunks(str(path), id_col="id", chunk_rows=chunk_rows))
+        assert pl.concat(chunks).rows() == [("a", "好吃"), ("b", "难吃")]
+    by_index = pl.concat(list(read_texts_in_chunks(str(path))))  # ids: the row index
+    assert by_index.rows() == [("0", "好吃"), ("1", "难吃")]
+
+
+def test_a_blank_line_in_a_one_column_file_is_an_empty_text(tmp_path: Path) -> None:
+    path = tmp_path / "texts.csv"
+    pl.DataFrame({"text": ["好吃", None, "难吃"]}).write_csv(path)  # a null: a blank line
+    assert path.read_text(encoding="utf-8") == "text\n好吃\n\n难吃\n"
+    rows = pl.concat(list(read_texts_in_chunks(str(path))))
+    assert rows["text"].to_list() == ["好吃", None, "难吃"]  # one row per input row, as written
