@@ -138,11 +138,11 @@ def evaluate_command(corpus: tuple[str, ...], as_json: bool, **options: Any) -> 
 
 
 def _load(bundle: str) -> Any:
-    from zhflow.tasks.bundle import load_bundle
+    from zhflow.tasks.bundle import load_bundle, resolve_bundle
     from zhflow.tasks.errors import ZhflowError
 
     try:
-        return load_bundle(bundle)
+        return load_bundle(resolve_bundle(bundle))  # a work dir: its last run's bundle
     except ZhflowError as exc:
         _fail(exc)
 
@@ -164,12 +164,13 @@ def predict_command(
 ) -> None:
     """Label each TEXT (or each line of stdin when no TEXT is given) with its confidence.
 
-    No Prefect server: the bundle is loaded and run in this process."""
+    No Prefect server: the bundle is loaded and run here (in the warm worker when `zhflow
+    server start` runs one). --bundle may be a work dir: its last run's bundle."""
     import torch
 
     from zhflow.flows.server import allow_quick_exit
     from zhflow.tasks.errors import ZhflowError
-    from zhflow.tasks.predict import explain_texts, predict_stream, predict_texts
+    from zhflow.tasks.predict import predict_stream, predict_texts, require_utf8
 
     allow_quick_exit()  # nothing here needs exit handlers; torch's teardown costs ~0.5 s
 
@@ -178,10 +179,20 @@ def predict_command(
     if explain and loaded.featurizer is None:
         _fail(ZhflowError(f"{bundle}: --explain needs a bundle with the wide n-gram branch "
                           "(this one was trained with --no-wide)"))  # fmt: skip
-    if text:
-        results: Any = predict_texts(loaded, list(text), batch_size)
-    else:
-        results = predict_stream(loaded, iter(sys.stdin), batch_size)
+    try:
+        if text:
+            texts = [require_utf8(t, f"TEXT {i}") for i, t in enumerate(text, start=1)]
+            results: Any = predict_texts(loaded, texts, batch_size)
+        else:
+            results = predict_stream(loaded, iter(sys.stdin), batch_size)
+        _print_predictions(loaded, results, explain, as_json)
+    except ZhflowError as exc:
+        _fail(exc)
+
+
+def _print_predictions(loaded: Any, results: Any, explain: bool, as_json: bool) -> None:
+    from zhflow.tasks.predict import explain_texts
+
     for item in results:
         if explain:
             item["explain"] = explain_texts(loaded, [item["text"]], [item["label"]])[0]
@@ -207,15 +218,31 @@ def _installed(package: str) -> str | None:
         return None
 
 
+def _read_json_or_none(path: Path) -> Any:
+    """A JSON file's value; None when it is missing or not JSON (an altered bundle)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else {}: a field of the wrong type reads as absent."""
+    return value if isinstance(value, dict) else {}
+
+
 def bundle_info(path: str | Path) -> dict[str, Any]:
-    """What a bundle holds, from its JSON files and manifest: nothing is loaded or unpickled.
+    """What a bundle (or a work dir's last bundle) holds, from its JSON files and manifest:
+    nothing is loaded or unpickled.
 
     ``intact`` says whether every file still matches the manifest. Bundles written before
-    the training record existed have ``training: null``."""
+    the training record existed have ``training: null``. An altered bundle is still
+    described, as far as its files can be read."""
+    from zhflow.tasks.bundle import resolve_bundle
     from zhflow.tasks.errors import BundleError
     from zhflow.tasks.storage import verify_artifact
 
-    folder = Path(path)
+    folder = Path(resolve_bundle(str(path)))
     config_path = folder / catalog.CONFIG_JSON
     if not config_path.is_file():
         why = "no config.json" if folder.is_dir() else "no such directory"
@@ -223,37 +250,39 @@ def bundle_info(path: str | Path) -> dict[str, Any]:
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
         labels = json.loads((folder / catalog.LABELS_JSON).read_text(encoding="utf-8"))["labels"]
+        if not isinstance(config, dict) or not isinstance(labels, list):
+            raise TypeError("config.json must hold an object and labels.json a list of labels")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{folder}: refused model bundle: unreadable config or labels "
                           f"({exc})") from None  # fmt: skip
-    metrics_path = folder / catalog.METRICS_JSON
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    metrics = _mapping(_read_json_or_none(folder / catalog.METRICS_JSON))
     digest = verify_artifact(folder, deep=True)
-    tokenizer = config.get("tokenizer", {})
+    tokenizer = _mapping(config.get("tokenizer"))
     return {
         "bundle": str(folder.resolve()),
         "format": config.get("format"),
         "intact": digest is not None,
         "digest": digest,
-        "tokenizer": tokenizer.get("identity"),
-        "tokenizer_spec": tokenizer.get("spec"),
-        "model": config.get("model"),
+        "tokenizer": _mapping(tokenizer.get("identity")) or None,
+        "tokenizer_spec": _mapping(tokenizer.get("spec")) or None,
+        "model": _mapping(config.get("model")) or None,
         "max_len": config.get("max_len"),
         "vocab_size": config.get("vocab_size"),
         "labels": labels,
         "test_metrics": (
             {k: metrics.get(k) for k in ("accuracy", "macro_f1", "n")}
-            if "accuracy" in metrics
+            if isinstance(metrics.get("accuracy"), int | float)
+            and isinstance(metrics.get("macro_f1", 0.0), int | float)
             else None
         ),
-        "training": config.get("training"),
+        "training": _mapping(config.get("training")) or None,
         "versions": {
             "bundle": {
                 "zhflow": config.get("zhflow_version"),
                 "torch": config.get("torch_version"),
                 # TokenizerSpec.identity() names it engine_version (None for `char`).
-                (tokenizer.get("identity") or {}).get("engine", "tokenizer"): (
-                    tokenizer.get("identity") or {}
+                str(_mapping(tokenizer.get("identity")).get("engine", "tokenizer")): _mapping(
+                    tokenizer.get("identity")
                 ).get("engine_version"),
             },
             "installed": {name: _installed(name) for name in ("zhflow", "torch", "jieba")},
@@ -296,7 +325,8 @@ def _info_lines(info: dict[str, Any]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info_command(bundle: str, as_json: bool) -> None:
     """What BUNDLE holds: tokenizer, model config, vocabulary, labels, test metrics, training
-    corpus digest and date, versions. Reads only its JSON files: no Prefect, no torch."""
+    corpus digest and date, versions. BUNDLE may be a work dir (its last run's bundle). Reads
+    its JSON files and checks every file against the manifest: no Prefect, no torch."""
     from zhflow.tasks.errors import ZhflowError
 
     try:

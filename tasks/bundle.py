@@ -217,6 +217,21 @@ Model = RNNClassifier | MeanEnsemble
 PRELOADED: dict[tuple[str, str, str], Model] = {}
 
 
+def resolve_bundle(bundle: str) -> str:
+    """A bundle folder as is; a work dir (no ``config.json``, has ``runs/latest.json``) means
+    the bundle of its last training run, so a scheduled scoring deployment follows retraining."""
+    path = Path(bundle).expanduser()
+    latest = path / catalog.LATEST_RUN
+    if not (path / catalog.CONFIG_JSON).exists() and latest.is_file():
+        try:
+            model = json.loads(latest.read_text(encoding="utf-8")).get("model")
+        except (OSError, ValueError, AttributeError):
+            return bundle  # unreadable: the bundle check names the folder
+        if model:
+            return str(path / model)  # relative to the work dir (absolute in old records)
+    return bundle
+
+
 def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     """Verify and load a bundle. Raises BundleError, naming the problem, on any mismatch."""
     path = Path(path)

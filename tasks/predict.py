@@ -13,12 +13,27 @@ from typing import Any
 import polars as pl
 
 from zhflow.tasks.bundle import Bundle
+from zhflow.tasks.errors import InputError
 from zhflow.tasks.features import WORD
 from zhflow.tasks.score import EMPTY_REASON, PROB_PREFIX, predict_rows
 from zhflow.tasks.segment import segment_texts
 
 #: Texts per call of the scorer: bounds memory on a long stdin.
 PREDICT_CHUNK = 4096
+
+
+def require_utf8(text: str, where: str) -> str:
+    """``text`` as given, or one line naming ``where`` when it holds bytes that are not UTF-8
+    (Python hands an argument or stdin line with bad bytes over as lone surrogates, which
+    nothing downstream can encode)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raw = text[exc.start : exc.end].encode("utf-8", "surrogateescape")
+        raise InputError(
+            f"{where}: not valid UTF-8 (byte 0x{raw[:1].hex()} at character {exc.start + 1})"
+        ) from None
+    return text
 
 
 def predict_frame(
@@ -63,11 +78,14 @@ def predict_stream(
 ) -> Iterator[dict[str, Any]]:
     """:func:`predict_texts` over a stream of lines (trailing newline removed), chunk by chunk."""
     pending: list[str] = []
-    for line in lines:
-        pending.append(line.rstrip("\r\n"))
-        if len(pending) >= chunk:
-            yield from predict_texts(bundle, pending, batch_size)
-            pending = []
+    try:
+        for number, line in enumerate(lines, start=1):
+            pending.append(require_utf8(line.rstrip("\r\n"), f"stdin line {number}"))
+            if len(pending) >= chunk:
+                yield from predict_texts(bundle, pending, batch_size)
+                pending = []
+    except UnicodeDecodeError as exc:  # a stream that decodes strictly
+        raise InputError(f"stdin: not valid UTF-8 ({exc.reason})") from None
     if pending:
         yield from predict_texts(bundle, pending, batch_size)
 

@@ -9,15 +9,13 @@ as the training flow does with ``tasks.stages.EPOCH_HOOKS``.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 
-from zhflow.tasks import catalog
-from zhflow.tasks.bundle import load_bundle
+from zhflow.tasks.bundle import load_bundle, resolve_bundle
 from zhflow.tasks.cluster import ClusterSpec, score_on_cluster
 from zhflow.tasks.defaults import SCORE
 from zhflow.tasks.score import score_file
@@ -29,21 +27,6 @@ from zhflow.tasks.train import pick_device
 #: ends when scoring does. Process-local, never a task parameter.
 ScoreWatcher = Callable[[str | list[str], str | None], contextlib.AbstractContextManager]
 SCORE_WATCHERS: list[ScoreWatcher] = []
-
-
-def resolve_bundle(bundle: str) -> str:
-    """A bundle folder as is; a work dir (no ``config.json``, has ``runs/latest.json``) means
-    the bundle of its last training run, so a scheduled scoring deployment follows retraining."""
-    path = Path(bundle).expanduser()
-    latest = path / catalog.LATEST_RUN
-    if not (path / catalog.CONFIG_JSON).exists() and latest.is_file():
-        try:
-            model = json.loads(latest.read_text(encoding="utf-8")).get("model")
-        except (OSError, ValueError, AttributeError):
-            return bundle  # unreadable: the bundle check names the folder
-        if model:
-            return str(path / model)  # relative to the work dir (absolute in old records)
-    return bundle
 
 
 def score_task_run_name() -> str:

@@ -203,3 +203,61 @@ def test_bundle_info_reads_json_only(bundle: Path) -> None:
     info = bundle_info(bundle)
     assert info["intact"] is True and info["labels"] == ["neg", "pos"]
     assert info["model"]["cell"] == "lstm" and info["training"] == TRAINING
+
+
+def test_predict_text_that_is_not_utf8_is_one_line(bundle: Path) -> None:
+    from zhflow.tasks.errors import InputError
+    from zhflow.tasks.predict import require_utf8
+
+    assert require_utf8("好吃", "TEXT 1") == "好吃"
+    bad = b"\xe5\xa5\xbd\xff".decode("utf-8", "surrogateescape")  # as Python hands argv over
+    with pytest.raises(InputError, match=r"^TEXT 2: not valid UTF-8 \(byte 0xff at character 2\)$"):
+        require_utf8(bad, "TEXT 2")
+    result = CliRunner().invoke(main, ["predict", "--bundle", str(bundle), "好吃", bad])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines() == [
+        "zhflow: error: TEXT 2: not valid UTF-8 (byte 0xff at character 2)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        ("metrics.json", "{bad"),
+        ("metrics.json", "7"),
+        ("metrics.json", '{"accuracy": "x"}'),
+        ("config.json", "[1, 2]"),
+        ("labels.json", '{"labels": 5}'),
+    ],
+)
+def test_info_on_a_bundle_with_a_damaged_json_file_never_crashes(
+    bundle: Path, tmp_path: Path, damage: tuple[str, str]
+) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    name, content = damage
+    (copy / name).write_text(content, encoding="utf-8")
+    result = CliRunner().invoke(main, ["info", str(copy)])
+    assert "Traceback" not in result.output
+    if name == "metrics.json":  # described, flagged as altered, without test figures
+        assert result.exit_code == 0 and "ALTERED" in result.stdout
+        assert "no metrics recorded" in result.stdout
+    else:
+        assert result.exit_code == 3
+        assert result.stderr.startswith(f"zhflow: error: {copy}: refused model bundle: unreadable")
+
+
+def test_predict_and_info_take_a_work_dir_as_score_does(bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    workdir = tmp_path / "wd"
+    shutil.copytree(bundle, workdir / "bundle" / "k")
+    (workdir / "runs").mkdir()
+    (workdir / "runs" / "latest.json").write_text('{"model": "bundle/k"}', encoding="utf-8")
+    direct = CliRunner().invoke(main, ["predict", "--bundle", str(bundle), "好吃"])
+    via_workdir = CliRunner().invoke(main, ["predict", "--bundle", str(workdir), "好吃"])
+    assert via_workdir.exit_code == 0 and via_workdir.stdout == direct.stdout
+    info = json.loads(CliRunner().invoke(main, ["info", str(workdir), "--json"]).stdout)
+    assert info["bundle"] == str((workdir / "bundle" / "k").resolve()) and info["intact"]
