@@ -15,6 +15,7 @@ when it runs, so ``zhflow --help`` stays fast.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -65,6 +66,28 @@ def parse_params(pairs: tuple[str, ...], allowed: set[str], flag: str) -> dict[s
         except ValueError:
             out[key] = raw
     return out
+
+
+def check_deployment_parameters(deployments: list[Any], flows: list[Any]) -> None:
+    """Each deployment's parameters as its flow will check them (types included), before
+    anything is registered: a bad ``--train-param epochs=abc`` is one line here, not a
+    server's 422 at registration."""
+    from prefect.exceptions import ParameterTypeError
+
+    by_name = {flow.name: flow for flow in flows}
+    quiet = logging.getLogger("prefect.flows")  # it logs the failure too: the line below says it
+    for deployment in deployments:
+        was, quiet.disabled = quiet.disabled, True
+        try:
+            by_name[deployment.flow_name].validate_parameters(deployment.parameters)
+        except ParameterTypeError as exc:
+            problems = [line.strip(" -") for line in str(exc).splitlines()[1:] if line.strip()]
+            flag = {"zhflow-train": "--train-param", "zhflow-score": "--score-param"}.get(
+                deployment.flow_name, "--eval-param"
+            )
+            raise ServeError(f"{flag}: {'; '.join(problems) or exc}") from None
+        finally:
+            quiet.disabled = was
 
 
 def make_schedule(
@@ -311,13 +334,6 @@ def serve_command(
                 CronSchedule(cron=cron, timezone=options["timezone"])
             except ValueError:
                 raise ServeError(f"--{flag}-cron {cron!r}: not a valid cron expression") from None
-    from zhflow.flows.server import connect
-
-    # The zhflow server, unless PREFECT_API_URL says otherwise; a normal exit, so the
-    # runner's shutdown (pausing the schedules) runs in full.
-    connect(announce=False, quick_exit=False)
-    url = check_server()
-
     from prefect import serve
 
     from zhflow.flows.evaluation import evaluate_pipeline
@@ -330,6 +346,19 @@ def serve_command(
         score_params=parse_params(score_param, _param_names(score_pipeline), "--score-param"),
         eval_params=parse_params(eval_param, _param_names(evaluate_pipeline), "--eval-param"),
     )
+    for flag, paths in (("--corpus", options["corpus"]), ("--score-input", options["score_input"]),
+                        ("--eval-input", options["eval_input"])):  # fmt: skip
+        for missing in (p for p in paths if not Path(p).expanduser().exists()):
+            # A nightly export may not exist yet when serving starts: said, not refused.
+            click.echo(f"zhflow serve: warning: {flag} {missing} does not exist (yet): its "
+                       "runs fail until it does", err=True)  # fmt: skip
+    check_deployment_parameters(deployments, [train_pipeline, score_pipeline, evaluate_pipeline])
+    from zhflow.flows.server import connect
+
+    # The zhflow server, unless PREFECT_API_URL says otherwise; a normal exit, so the
+    # runner's shutdown (pausing the schedules) runs in full.
+    connect(announce=False, quick_exit=False)
+    url = check_server()
     names = [f"{d.flow_name}/{d.name}" for d in deployments]
     if not options["score_input"] and not options["eval_input"]:
         click.echo("zhflow serve: no --score-input or --eval-input, serving training only",

@@ -165,9 +165,14 @@ def _lines_files(paths: list[Path]) -> list[Path]:
 
 def _codec_name(encoding: str) -> str:
     try:
-        return codecs.lookup(encoding).name
+        codec = codecs.lookup(encoding)
     except LookupError:
         raise InputError(f"unknown encoding {encoding!r} (try utf-8 or gb18030)") from None
+    # Python's codec registry also holds bytes-to-bytes and text-to-text transforms (base64,
+    # zlib, hex, rot13): they do not decode a file to text.
+    if not getattr(codec, "_is_text_encoding", True):
+        raise InputError(f"{encoding!r} is not a text encoding (try utf-8 or gb18030)")
+    return codec.name
 
 
 def _decode_file(path: Path, encoding: str, out: Any = None) -> None:
@@ -193,6 +198,10 @@ def _decode_file(path: Path, encoding: str, out: Any = None) -> None:
                 raise InputError(
                     f"{path}: not valid {encoding} at line {line}, byte offset {bad}; "
                     "pass --encoding (e.g. gb18030)"
+                ) from None
+            except UnicodeError as e:  # not a byte's fault: "UTF-16 stream does not start with BOM"
+                raise InputError(
+                    f"{path}: not valid {encoding} ({e}); try another --encoding"
                 ) from None
             if out is not None and text:
                 out.write(text)
@@ -277,6 +286,15 @@ def _pick_columns(
     assert text is not None
     label = _pick_column(columns, label_col, LABEL_COLUMNS, "label", path, label_required)
     ident = _pick_column(columns, id_col, (), "id", path, required=False)
+    for role, name in (("text", text), ("label", label), ("id", ident)):
+        # polars renames a repeated csv header field "review_duplicated_0"; parquet keeps both
+        if name is not None and (columns.count(name) > 1 or f"{name}_duplicated_0" in columns):
+            raise InputError(
+                f"{path}: the {role} column {name!r} appears more than once in the header: "
+                "rename one"
+            )
+    if label is not None and label == text:
+        raise InputError(f"{path}: column {text!r} cannot be both the text and the label")
     return text, label, ident
 
 

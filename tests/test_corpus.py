@@ -554,3 +554,35 @@ def test_a_blank_line_in_a_one_column_file_is_an_empty_text(tmp_path: Path) -> N
     assert path.read_text(encoding="utf-8") == "text\n好吃\n\n难吃\n"
     rows = pl.concat(list(read_texts_in_chunks(str(path))))
     assert rows["text"].to_list() == ["好吃", None, "难吃"]  # one row per input row, as written
+
+
+def test_an_encoding_that_fails_without_a_bad_byte_or_is_no_text_codec(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_bytes("text,label\n好吃,pos\n难吃,neg\n".encode("utf-16-le"))  # no BOM
+    with pytest.raises(InputError, match=r"c\.csv: not valid utf-16 \(UTF-16 stream does not "):
+        read_corpus(str(path), encoding="utf-16")
+    assert read_corpus(str(path), encoding="utf-16-le")["text"].to_list() == ["好吃", "难吃"]
+    for codec in ("rot13", "base64", "zlib", "hex"):
+        with pytest.raises(InputError, match=f"^'{codec}' is not a text encoding"):
+            read_corpus(str(path), encoding=codec)
+        with pytest.raises(InputError, match=f"^'{codec}' is not a text encoding"):
+            list(read_texts_in_chunks(str(path), encoding=codec))
+
+
+def test_a_repeated_or_doubled_column_is_refused(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    csv_path = tmp_path / "d.csv"
+    csv_path.write_text("review,review,label\n好吃,难吃,pos\n", encoding="utf-8")
+    parquet_path = tmp_path / "d.parquet"
+    pq.write_table(pa.table([["好吃"], ["难吃"], ["pos"]], names=["review", "review", "label"]),
+                   parquet_path)  # fmt: skip
+    for path in (csv_path, parquet_path):
+        message = f"{path}: the text column 'review' appears more than once in the header"
+        with pytest.raises(InputError, match=message):
+            read_corpus(str(path))
+        with pytest.raises(InputError, match=message):
+            list(read_texts_in_chunks(str(path)))
+    with pytest.raises(InputError, match="'label' cannot be both the text and the label"):
+        read_corpus(str(csv_path), text_col="label", label_col="label")

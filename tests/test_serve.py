@@ -51,3 +51,25 @@ def test_build_deployments_serves_the_evaluation_on_its_own_schedule(tmp_path) -
     assert evaluate.parameters["output_root"] == str((tmp_path / "w" / "evaluations").resolve())
     assert evaluate.parameters["min_accuracy"] == 0.9
     assert evaluate.schedules[0].schedule.cron == "30 7 * * *"
+
+
+def test_a_parameter_of_the_wrong_type_is_one_line_before_any_server(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from zhflow.flows import server
+    from zhflow.flows.cli import main
+
+    def no_server(*args: object, **kwargs: object) -> None:
+        raise AssertionError("reached the server")
+
+    monkeypatch.setattr(server, "connect", no_server)
+    result = CliRunner().invoke(main, ["serve", "--corpus", str(tmp_path / "nope.csv"),
+                                       "--train-param", "epochs=abc"])  # fmt: skip
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == (f"zhflow serve: warning: --corpus {tmp_path / 'nope.csv'} does not exist "
+                        "(yet): its runs fail until it does")  # fmt: skip
+    assert lines[-1].startswith("zhflow: error: --train-param: epochs: Input should be a valid")
+    assert len(lines) == 2
