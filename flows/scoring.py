@@ -13,6 +13,7 @@ from zhflow.flows import artifacts, score_report
 from zhflow.flows import progress as terminal
 from zhflow.tasks.cluster import ClusterSpec
 from zhflow.tasks.defaults import SCORE
+from zhflow.tasks.errors import InputError
 from zhflow.tasks.scoring import SCORE_WATCHERS, resolve_bundle, score_corpus
 
 
@@ -25,6 +26,12 @@ def check_score_paths(bundle: str, input: str | list[str], output: str) -> None:
     inputs = [input] if isinstance(input, str) else list(input)
     check_output_not_input(output, inputs)
     check_output_outside_sealed(output, [bundle, resolve_bundle(bundle)])
+    target = Path(output)
+    # A folder or a device is refused by the writer, which says so; a file of another name
+    # would silently hold Parquet under a misleading suffix (``pred.csv``).
+    if target.suffix.lower() != ".parquet" and (target.is_file() or not target.exists()):
+        raise InputError(f"{output}: --output must be a .parquet file (zhflow score writes "
+                         "Parquet)")  # fmt: skip
     check_sealed(resolve_bundle(bundle))
 
 

@@ -157,3 +157,14 @@ def test_ordinary_scoring_still_works_and_input_stays(bundle_dir, victims, tmp_p
 
     score_file(load_bundle(bundle_dir), str(src), out)
     assert pl.read_parquet(out).height == 2 and _digest(src) == before
+
+
+def test_score_output_must_be_a_parquet_file(tmp_path: Path) -> None:
+    from zhflow.flows.scoring import check_score_paths
+    from zhflow.tasks.errors import InputError
+
+    src = tmp_path / "in.csv"
+    src.write_text("text\n好\n", encoding="utf-8")
+    for name in ("pred.csv", "pred", "-"):
+        with pytest.raises(InputError, match=r"--output must be a \.parquet file"):
+            check_score_paths(str(tmp_path / "no-bundle"), str(src), str(tmp_path / name))
