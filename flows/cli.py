@@ -212,16 +212,27 @@ def _check_run_paths(
 
     from zhflow.tasks.errors import InputError
     from zhflow.tasks.guards import check_readable, check_workdir
+    from zhflow.tasks.segment import TokenizerSpec
 
     check_workdir(workdir)
     for path in [*(corpus or []), *(unlabeled or [])]:
         check_readable(path)
+    # The flow builds the same spec: a missing --user-dict or --stopwords is named here.
+    TokenizerSpec(
+        engine=_.get("tokenizer", RUN.tokenizer),
+        mode=_.get("mode", RUN.mode),
+        hmm=_.get("hmm", RUN.hmm),
+        user_dict=_.get("user_dict"),
+        stopwords=_.get("stopwords"),
+        normalize=_.get("normalize", RUN.normalize),
+    )
     if corpus:  # read and split here, then cached in the flow: seconds, beside training
         from zhflow.tasks.corpus import prepare_corpus
 
         prepare_corpus(corpus, _.get("fmt"), _.get("text_col"), _.get("label_col"),
                        _.get("id_col"), _.get("encoding", "utf-8"), _.get("seed", RUN.seed),
-                       RUN.valid_frac, RUN.test_frac, _.get("dedupe", RUN.dedupe))  # fmt: skip
+                       _.get("valid_frac", RUN.valid_frac), _.get("test_frac", RUN.test_frac),
+                       _.get("dedupe", RUN.dedupe))  # fmt: skip
     if (unlabeled or _.get("pretrain")) and importlib.util.find_spec("gensim") is None:
         raise InputError("--pretrain/--unlabeled need gensim: pip install 'zhflow[pretrain]'")
 

@@ -252,6 +252,8 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
         raise
     except _UNREADABLE as exc:
         raise _fail(path, f"unreadable config, vocab or labels ({exc})") from None
+    if not {"id", "token"} <= set(vocab.columns):  # what encoding reads (tables.vocab_to_index)
+        raise _fail(path, f"vocab has columns {vocab.columns}, needs 'id' and 'token'")
     if vocab.height != model_config.vocab_size:
         raise _fail(
             path, f"vocab has {vocab.height} rows, the model expects {model_config.vocab_size}"

@@ -302,6 +302,8 @@ def _to_utf8(series: pl.Series, path: Path, column: str) -> pl.Series:
     if series.dtype == pl.Utf8:
         return series
     try:
+        if series.dtype.is_nested():  # a struct casts to '{"好吃"}': refused like a list
+            raise TypeError(series.dtype)
         return series.cast(pl.Utf8)
     except Exception:
         raise InputError(

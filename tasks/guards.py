@@ -173,6 +173,9 @@ def check_workdir(workdir: str | os.PathLike[str]) -> None:
     """The work dir is a folder this process can write, or can be created as one."""
     from zhflow.tasks.storage import WRITE_ERRNOS
 
+    if not os.fspath(workdir).strip():  # "" would silently be the current directory
+        raise InputError("--workdir is empty: name a folder (default data/work)")
+
     path = Path(os.path.abspath(os.path.expanduser(workdir)))
     try:
         os.stat(path)

@@ -77,6 +77,14 @@ def test_vocab_size_mismatch_is_refused(bundle_dir, tmp_path) -> None:
         load_bundle(copy)
 
 
+def test_vocab_without_its_token_column_is_refused(bundle_dir, tmp_path) -> None:
+    copy = _copy(bundle_dir, tmp_path)
+    pl.read_parquet(copy / "vocab.parquet").drop("token").write_parquet(copy / "vocab.parquet")
+    seal_bundle(copy)  # re-sealed by hand: the manifest cannot tell
+    with pytest.raises(BundleError, match=r"vocab has columns .* needs 'id' and 'token'"):
+        load_bundle(copy)
+
+
 def test_missing_bundle_and_files(tmp_path, bundle_dir) -> None:
     with pytest.raises(BundleError, match="no such directory"):
         load_bundle(tmp_path / "nope")

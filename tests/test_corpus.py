@@ -586,3 +586,13 @@ def test_a_repeated_or_doubled_column_is_refused(tmp_path: Path) -> None:
             list(read_texts_in_chunks(str(path)))
     with pytest.raises(InputError, match="'label' cannot be both the text and the label"):
         read_corpus(str(csv_path), text_col="label", label_col="label")
+
+
+def test_a_struct_text_column_is_refused_like_a_list(tmp_path: Path) -> None:
+    for name, column in (("struct", [{"t": "好吃"}]), ("list", [["好吃"]])):
+        path = tmp_path / f"{name}.parquet"
+        pl.DataFrame({"text": column, "label": ["pos"]}).write_parquet(path)
+        with pytest.raises(InputError, match=r"column 'text' has type .*expected text or numbers"):
+            read_corpus(str(path))
+        with pytest.raises(InputError, match=r"column 'text' has type .*expected text or numbers"):
+            list(read_texts_in_chunks(str(path)))

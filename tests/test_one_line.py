@@ -238,6 +238,11 @@ def test_a_missing_corpus_or_column_is_refused_before_any_flow_runs(
         (_cli("evaluate", "--model", bundle_dir, corpus, "--label-col", "y"),
          ("tiny.csv: no column 'y'",)),
         (_cli("evaluate", "--model", tmp_path / "no-bundle", corpus), ("no-bundle",)),
+        (_cli("run", corpus, "--user-dict", tmp_path / "nope.txt", "--workdir", workdir, *RUN,
+              "--tokenizer", "jieba"), ("user dictionary file not found:", "nope.txt")),
+        (_cli("run", corpus, "--stopwords", tmp_path / "nope.txt", "--workdir", workdir, *RUN),
+         ("stopword file not found:", "nope.txt")),
+        (_cli("run", corpus, "--workdir", "", *RUN), ("--workdir is empty",)),
     ]:  # fmt: skip
         _one_error_line(result, 3 if "no-bundle" in fragments else 2, *fragments)
         assert "Flow run" not in result.stderr and "temporary" not in result.stderr, result.stderr
