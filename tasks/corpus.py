@@ -294,6 +294,8 @@ def _pick_columns(
                 "rename one"
             )
     if label is not None and label == text:
+        if label_col is None and not label_required:  # found, not asked for: no labels then
+            return text, None, ident
         raise InputError(f"{path}: column {text!r} cannot be both the text and the label")
     return text, label, ident
 
