@@ -264,6 +264,15 @@ def building_artifact(root: str | os.PathLike[str], stage: str, key: str) -> Ite
         yield tmp
 
 
+def _give_umask_modes(folder: Path) -> None:
+    """Every file and folder of a finished artifact gets the umask's mode: some writers make
+    their own files 0600 (safetensors' ``save_file``, ``mkstemp``), and a bundle must stay
+    readable by whoever may read the work dir."""
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_UMASK)
+
+
 @contextlib.contextmanager
 def _building(final: Path, key: str) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -271,6 +280,7 @@ def _building(final: Path, key: str) -> Iterator[Path]:
     try:
         os.chmod(tmp, 0o777 & ~_UMASK)
         yield tmp
+        _give_umask_modes(tmp)
         write_manifest(tmp)
         if final.exists():
             # A stale or corrupt copy (a valid one would have been reused): replace it.

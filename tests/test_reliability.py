@@ -222,6 +222,15 @@ def test_weights_written_by_safetensors_get_normal_permissions(tmp_path: Path) -
     with atomic_path(tmp_path / "weights.safetensors") as tmp:
         save_file({"w": torch.zeros(2)}, str(tmp))  # creates its own file, mode 0600
     assert stat.S_IMODE((tmp_path / "weights.safetensors").stat().st_mode) == 0o666 & ~umask
+    with building_artifact(tmp_path, "bundle", "b" * 64) as folder:  # written in place
+        save_file({"w": torch.zeros(2)}, str(folder / "weights.safetensors"))
+        (folder / "sub").mkdir(mode=0o700)
+        (folder / "sub" / "x.txt").write_text("x")
+        os.chmod(folder / "sub" / "x.txt", 0o600)
+    built = tmp_path / "bundle" / ("b" * 64)
+    for path in (built / "weights.safetensors", built / "sub" / "x.txt"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    assert stat.S_IMODE((built / "sub").stat().st_mode) == 0o777 & ~umask
 
 
 def test_failed_atomic_write_leaves_target_and_no_temp(tmp_path: Path) -> None:
