@@ -258,12 +258,13 @@ def bundle_info(path: str | Path) -> dict[str, Any]:
     metrics = _mapping(_read_json_or_none(folder / catalog.METRICS_JSON))
     digest = verify_artifact(folder, deep=True)
     tokenizer = _mapping(config.get("tokenizer"))
+    identity = _mapping(tokenizer.get("identity"))
     return {
         "bundle": str(folder.resolve()),
         "format": config.get("format"),
         "intact": digest is not None,
         "digest": digest,
-        "tokenizer": _mapping(tokenizer.get("identity")) or None,
+        "tokenizer": identity or None,
         "tokenizer_spec": _mapping(tokenizer.get("spec")) or None,
         "model": _mapping(config.get("model")) or None,
         "max_len": config.get("max_len"),
@@ -281,9 +282,7 @@ def bundle_info(path: str | Path) -> dict[str, Any]:
                 "zhflow": config.get("zhflow_version"),
                 "torch": config.get("torch_version"),
                 # TokenizerSpec.identity() names it engine_version (None for `char`).
-                str(_mapping(tokenizer.get("identity")).get("engine", "tokenizer")): _mapping(
-                    tokenizer.get("identity")
-                ).get("engine_version"),
+                str(identity.get("engine", "tokenizer")): identity.get("engine_version"),
             },
             "installed": {name: _installed(name) for name in ("zhflow", "torch", "jieba")},
         },

@@ -72,11 +72,8 @@ def check_output_dir(output_dir: Path, bundle: Path, corpus: list[str]) -> None:
     written may be a corpus file."""
     from zhflow.tasks.guards import check_output_outside_sealed
 
+    check_output_outside_sealed(output_dir, [bundle], flag="--output-dir", is_folder=True)
     out = output_dir.resolve()
-    root = bundle.resolve()
-    if out == root or root in out.parents:
-        raise InputError(f"--output-dir {output_dir}: inside the model bundle {bundle}")
-    check_output_outside_sealed(output_dir, flag="--output-dir", is_folder=True)
     inputs = {Path(p).resolve() for p in corpus}
     for name in OUTPUT_FILES:
         if out / name in inputs:

@@ -70,16 +70,17 @@ def _accuracy(
     both = pl.DataFrame({"truth": truth, "predicted": predicted}).filter(
         pl.col("truth").is_not_null() & (pl.col("truth") != "") & pl.col("predicted").is_not_null()
     )
-    known = both.filter(pl.col("truth").is_in(list(labels)))
-    if known.height == 0:
+    is_known = both["truth"].is_in(list(labels))
+    n_known = int(is_known.sum())
+    if n_known == 0:
         return None
     correct = int((both["truth"] == both["predicted"]).sum())
     result: dict[str, Any] = {"column": column, "rows": both.height, "correct": correct,
                               "accuracy": correct / both.height}  # fmt: skip
-    if known.height < both.height:
-        unknown = both.filter(~pl.col("truth").is_in(list(labels)))["truth"].value_counts()
+    if n_known < both.height:
+        unknown = both["truth"].filter(~is_known).value_counts()
         result["unknown_labels"] = dict(sorted(unknown.iter_rows()))
-        result["accuracy_known"] = correct / known.height
+        result["accuracy_known"] = correct / n_known
     return result
 
 

@@ -24,15 +24,16 @@ def check_score_paths(bundle: str, input: str | list[str], output: str) -> None:
     from zhflow.tasks.guards import check_output_not_input, check_output_outside_sealed
 
     inputs = [input] if isinstance(input, str) else list(input)
+    resolved = resolve_bundle(bundle)  # a work dir: its last run's bundle
     check_output_not_input(output, inputs)
-    check_output_outside_sealed(output, [bundle, resolve_bundle(bundle)])
+    check_output_outside_sealed(output, [bundle, resolved])
     target = Path(output)
     # A folder or a device is refused by the writer, which says so; a file of another name
     # would silently hold Parquet under a misleading suffix (``pred.csv``).
     if target.suffix.lower() != ".parquet" and (target.is_file() or not target.exists()):
         raise InputError(f"{output}: --output must be a .parquet file (zhflow score writes "
                          "Parquet)")  # fmt: skip
-    check_sealed(resolve_bundle(bundle))
+    check_sealed(resolved)
 
 
 @contextlib.contextmanager

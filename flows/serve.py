@@ -82,7 +82,7 @@ def check_deployment_parameters(deployments: list[Any], flows: list[Any]) -> Non
             by_name[deployment.flow_name].validate_parameters(deployment.parameters)
         except ParameterTypeError as exc:
             problems = [line.strip(" -") for line in str(exc).splitlines()[1:] if line.strip()]
-            flag = {"zhflow-train": "--train-param", "zhflow-score": "--score-param"}.get(
+            flag = {TRAIN_FLOW: "--train-param", SCORE_FLOW: "--score-param"}.get(
                 deployment.flow_name, "--eval-param"
             )
             raise ServeError(f"{flag}: {'; '.join(problems) or exc}") from None

@@ -1312,9 +1312,10 @@ def _csv_batches(
 
         def stream(quoted: bool) -> Iterator[tuple[pl.Series | None, pl.Series]]:
             lf = pl.scan_csv(src, **_csv_kwargs(sep, quoted, header, new))
+            names = lf.collect_schema().names()  # reads the header: once
             if header:
-                lf = lf.rename({c: c.removeprefix(_BOM) for c in lf.collect_schema().names()})
-            lf = _drop_blank_lines(lf, len(lf.collect_schema()))
+                lf = lf.rename({c: c.removeprefix(_BOM) for c in names})
+            lf = _drop_blank_lines(lf, len(names))
             # All columns are parsed: projecting some away would hide rows with extra fields.
             yield from _id_text_batches(lf.collect_batches(chunk_size=chunk_rows), path, text,
                                         ident)  # fmt: skip

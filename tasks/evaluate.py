@@ -9,6 +9,7 @@ it as 0 halved the figure of a corpus with one single-row class). Any 0/0 ratio 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -200,9 +201,7 @@ def check_labels_overlap(
     """Refuse a labelled corpus none of whose labels the model knows (``1``/``0`` where it
     learnt ``pos``/``neg``): every row would count as wrong, and an accuracy of 0 would
     read as a model failure when the labels are just spelt differently."""
-    counts: dict[str, int] = {}
-    for label in y_true:
-        counts[label] = counts.get(label, 0) + 1
+    counts = Counter(y_true)
     if not counts or any(label in counts for label in known):
         return
     common = sorted(counts.items(), key=lambda item: (-item[1], item[0]))

@@ -152,10 +152,10 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         os.close(fd)
         tmp_path = Path(tmp)
         try:
-            os.chmod(tmp_path, 0o666 & ~_UMASK)
             yield tmp_path
-            # Again: a writer may have replaced the file (safetensors' save_file creates its
-            # own, mode 0600), and a bundle must stay readable by whoever may read the folder.
+            # After the write: a writer may have replaced the file (safetensors' save_file
+            # creates its own, mode 0600), and a bundle must stay readable by whoever may
+            # read the folder.
             os.chmod(tmp_path, 0o666 & ~_UMASK)
             os.replace(tmp_path, target)
         finally:
