@@ -329,6 +329,9 @@ def score_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                          ("output", 0), ("bundle", 0), ("device", 0)):  # fmt: skip
         if name in summary:
             rows.append({"item": name, "value": fixed(summary[name], digits)})
+    if summary.get("empty_inputs"):
+        skipped = ", ".join(plain(path) for path in summary["empty_inputs"])
+        rows.append({"item": "inputs skipped: no rows", "value": skipped})
     scored = sum((summary.get("labels") or {}).values())
     for label, count in (summary.get("labels") or {}).items():
         rows.append({"item": f"label {plain(label)}", "value": _count_share(count, scored)})

@@ -103,7 +103,9 @@ def label_accuracy(
         column = label_column(input_columns(_first_file(source), fmt, encoding), text_col)
         if column is None:
             return None
-        chunks = read_texts_in_chunks(source, fmt, text_col=column, encoding=encoding)
+        chunks = read_texts_in_chunks(
+            source, fmt, text_col=column, encoding=encoding, empty_inputs=[]
+        )  # skipped as scoring skipped them
         truth = pl.concat([chunk["text"] for chunk in chunks])
     except (ZhflowError, OSError, ValueError, pl.exceptions.PolarsError):
         return None

@@ -44,7 +44,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import polars as pl
 
-from zhflow.tasks.errors import InputError
+from zhflow.tasks.errors import EmptyInputError, InputError
 from zhflow.tasks.guards import reads_input
 
 TEXT_COLUMNS = ("text", "review", "content", "sentence")
@@ -395,7 +395,7 @@ def _csv_header(path: Path, src: Path, sep: str, fmt: str) -> list[str]:
             lf = pl.scan_csv(src, **_csv_kwargs(sep, quoted, True, None))
             return [c.removeprefix(_BOM) for c in lf.collect_schema().names()]
         except pl.exceptions.NoDataError:
-            raise InputError(f"{path}: empty corpus (no rows)") from None
+            raise EmptyInputError(path) from None
         except pl.exceptions.PolarsError as e:
             last = e
     assert last is not None
@@ -447,7 +447,7 @@ def _read_delimited(
     try:
         df = pl.read_csv(src, **_csv_kwargs(sep, True, header, new))
     except pl.exceptions.NoDataError:
-        raise InputError(f"{path}: empty corpus (no rows)") from None
+        raise EmptyInputError(path) from None
     except pl.exceptions.PolarsError as e:
         if fmt != "tsv":
             raise _csv_failure(path, src, sep, fmt, e) from None
@@ -532,7 +532,7 @@ def _jsonl_columns(path: Path, encoding: str) -> list[str]:
         for k in obj:
             keys.setdefault(k, None)
     if not records:
-        raise InputError(f"{path}: empty corpus (no rows)")
+        raise EmptyInputError(path)
     return list(keys)
 
 
@@ -782,7 +782,7 @@ def _read_lines_file(path: Path, encoding: str) -> pl.DataFrame:
         ids.append(f"{stem}:{number}")
         texts.append(line)
     if not texts:
-        raise InputError(f"{path}: empty corpus (no rows)")
+        raise EmptyInputError(path)
     return pl.DataFrame({"id": ids, "text": texts, "label": [stem] * len(texts)}, schema=_SCHEMA)
 
 
@@ -862,7 +862,7 @@ def read_corpus(
     for path in files:
         frame = reader.read(path, columns, encoding)
         if frame.height == 0:
-            raise InputError(f"{path}: empty corpus (no rows)")
+            raise EmptyInputError(path)
         frames.append(frame)
     df = pl.concat(frames, how="vertical")
     if id_col is None and not reader.reads_folders:  # lines: "<file stem>:<line>"
@@ -1352,6 +1352,7 @@ def read_texts_in_chunks(
     id_col: str | None = None,
     encoding: str = "utf-8",
     chunk_rows: int = 50_000,
+    empty_inputs: list[Path] | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Yield frames (``id``, ``text``) of ``chunk_rows`` rows (the last may be shorter).
 
@@ -1359,6 +1360,10 @@ def read_texts_in_chunks(
     polars' streaming engine, parquet by row batches, jsonl and lines line by line. Every input
     row comes out exactly once, in order; empty and null texts are kept. Without ``id_col``
     the id is the global 0-based row index (``"<stem>:<line>"`` for format lines).
+
+    A file with no rows is refused, unless ``empty_inputs`` is a list and the input has other
+    files: then it is skipped and appended there (a nightly batch whose one export came out
+    empty still scores the rest). Every file empty is refused either way.
     """
     if chunk_rows < 1:
         raise InputError(f"chunk_rows must be positive, got {chunk_rows}")
@@ -1368,21 +1373,32 @@ def read_texts_in_chunks(
     if reader.reads_folders:
         _no_columns_for_lines(text_col=text_col, id_col=id_col)
     columns = Columns(text_col, None, id_col, require_labels=False)
-    chunks = _table_chunks(_files(paths, reader), reader, columns, encoding, chunk_rows)
+    files = _files(paths, reader)
+    chunks = _table_chunks(files, reader, columns, encoding, chunk_rows, empty_inputs)
     yield from _rechunk(chunks, chunk_rows)
 
 
 def _table_chunks(
-    paths: list[Path], reader: CorpusReader, columns: Columns, encoding: str, chunk_rows: int
-) -> Iterator[pl.DataFrame]:
+    paths: list[Path], reader: CorpusReader, columns: Columns, encoding: str, chunk_rows: int,
+    empty_inputs: list[Path] | None = None,
+) -> Iterator[pl.DataFrame]:  # fmt: skip
     start = 0
+    skipping = empty_inputs is not None and len(paths) > 1
     for path in paths:
         before = start
-        for ids, texts in reader.iter_chunks(path, columns, encoding, chunk_rows):
-            yield _id_text_frame(ids, texts, start)
-            start += texts.len()
-        if start == before:
-            raise InputError(f"{path}: empty corpus (no rows)")
+        try:
+            for ids, texts in reader.iter_chunks(path, columns, encoding, chunk_rows):
+                yield _id_text_frame(ids, texts, start)
+                start += texts.len()
+            if start == before:
+                raise EmptyInputError(path)
+        except EmptyInputError as exc:
+            if empty_inputs is None or not skipping or start != before or exc.path != path:
+                raise
+            empty_inputs.append(path)
+    if skipping and start == 0:
+        named = ", ".join(map(str, paths[:3])) + (f" and {len(paths) - 3} more" * (len(paths) > 3))
+        raise InputError(f"{named}: every input is empty (no rows)")
 
 
 def _jsonl_batch(

@@ -16,6 +16,15 @@ class InputError(ZhflowError):
     """The corpus, a column, a flag value or a file the user handed us is unusable."""
 
 
+class EmptyInputError(InputError):
+    """An input file with no rows (no bytes, a header alone, no JSON records):
+    ``<path>: empty corpus (no rows)``. Scoring several inputs skips such a file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(f"{path}: empty corpus (no rows)")
+        self.path = Path(path)
+
+
 class WriteError(InputError):
     """A location that cannot take a write (read-only or full disk, no permission, a file
     where a folder should be): ``<path>: cannot write (<why>)``."""

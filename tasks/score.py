@@ -343,7 +343,9 @@ def score_file(
     _check_output(output)
     _fix_mmap_threshold()
     started = time.perf_counter()
-    chunks = read_texts_in_chunks(source, fmt, text_col, id_col, encoding, chunk_rows)
+    empty_inputs: list[Path] = []
+    chunks = read_texts_in_chunks(source, fmt, text_col, id_col, encoding, chunk_rows,
+                                  empty_inputs)  # fmt: skip
     device = next(bundle.model.parameters()).device
     fwd_threads = forward_threads or forward_threads_for(device)
     previous_threads = torch.get_num_threads()
@@ -356,12 +358,14 @@ def score_file(
             counts = write_predictions(frames, output, bundle.labels, progress)
     finally:
         torch.set_num_threads(previous_threads)
-    return _summary(counts, output, bundle, started, device, torch_threads=torch_threads,
-                    forward_threads=fwd_threads, workers=workers)  # fmt: skip
+    return _summary(counts, output, bundle, started, device, empty_inputs,
+                    torch_threads=torch_threads, forward_threads=fwd_threads,
+                    workers=workers)  # fmt: skip
 
 
 def _summary(counts: dict[str, Any], output: Path, bundle: Bundle, started: float,
-             device: torch.device | str, **extra: Any) -> dict[str, Any]:  # fmt: skip
+             device: torch.device | str, empty_inputs: list[Path],
+             **extra: Any) -> dict[str, Any]:  # fmt: skip
     seconds = time.perf_counter() - started
     rows = counts["rows"]
     return {
@@ -371,6 +375,7 @@ def _summary(counts: dict[str, Any], output: Path, bundle: Bundle, started: floa
         "docs_per_s": round(rows / seconds, 1) if seconds > 0 else None,
         "empty_texts": counts["empty_texts"],
         "labels": counts["labels"],
+        "empty_inputs": [str(path) for path in empty_inputs],  # skipped: no rows
         "bundle": str(bundle.path),
         "device": str(device),
         **extra,
@@ -453,7 +458,9 @@ def score_file_sharded(
     output = Path(output)
     _check_output(output)
     started = time.perf_counter()
-    chunks = read_texts_in_chunks(source, fmt, text_col, id_col, encoding, chunk_rows)
+    empty_inputs: list[Path] = []
+    chunks = read_texts_in_chunks(source, fmt, text_col, id_col, encoding, chunk_rows,
+                                  empty_inputs)  # fmt: skip
     with _output_errors(output):
         output.parent.mkdir(parents=True, exist_ok=True)
         shard_dir = output.parent / f".{output.name}.shards-{uuid.uuid4().hex[:12]}"
@@ -480,7 +487,7 @@ def score_file_sharded(
     finally:
         shutil.rmtree(shard_dir, ignore_errors=True)
     device = next(bundle.model.parameters()).device
-    return _summary(counts, output, bundle, started, device, sharded=True)
+    return _summary(counts, output, bundle, started, device, empty_inputs, sharded=True)
 
 
 def _remember(items: Iterator[tuple[str, str]], into: deque) -> Iterator[tuple[str, str]]:

@@ -72,11 +72,15 @@ def score_corpus(
     logger.info(f"scoring {input} with {loaded.path.name} ({len(loaded.labels)} labels)")
     with _watched(input, fmt) as progress:
         if cluster:
-            return score_on_cluster(
+            summary = score_on_cluster(
                 loaded, input, output, ClusterSpec(**cluster), batch_size, chunk_rows,
                 fmt=fmt, text_col=text_col, id_col=id_col, encoding=encoding, progress=progress,
             )  # fmt: skip
-        return score_file(
-            loaded, input, output, fmt, text_col, id_col, encoding, batch_size, chunk_rows,
-            processes or default_workers(), progress=progress,
-        )  # fmt: skip
+        else:
+            summary = score_file(
+                loaded, input, output, fmt, text_col, id_col, encoding, batch_size, chunk_rows,
+                processes or default_workers(), progress=progress,
+            )  # fmt: skip
+    for path in summary["empty_inputs"]:
+        logger.warning(f"{path}: empty (no rows), skipped; the other inputs were scored")
+    return summary

@@ -181,6 +181,7 @@ def test_leaderboard_rows_rank_and_format() -> None:
 def test_score_rows_label_distribution() -> None:
     summary = {"rows": 10_000, "seconds": 0.12345, "docs_per_s": 81_000.0, "empty_texts": 1,
                "output": "/o.parquet", "labels": {"neg": 3_000, "pos": 6_000},
+               "empty_inputs": ["/in/quiet.csv", "/in/none.csv"],
                "confidence": {"mean": 0.9, "p05": 0.51234, "p50": 0.97},
                "label_accuracy": {"column": "label", "rows": 9_000, "correct": 8_100,
                                   "accuracy": 0.9}}  # fmt: skip
@@ -191,6 +192,10 @@ def test_score_rows_label_distribution() -> None:
     assert rows["confidence p05"] == "0.5123" and rows["confidence p50"] == "0.9700"
     assert rows["accuracy vs input column 'label'"] == "0.9000 (8,100 of 9,000)"
     assert "confidence mean" in rows and rows["output"] == "/o.parquet"
+    assert rows["inputs skipped: no rows"] == "/in/quiet.csv, /in/none.csv"
+    assert "inputs skipped: no rows" not in {
+        r["item"] for r in art.score_rows({"rows": 1, "empty_inputs": []})
+    }
 
 
 def test_score_rows_name_the_labels_the_model_does_not_know() -> None:

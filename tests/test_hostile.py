@@ -512,6 +512,15 @@ def test_cli_score_output_locations(prefect_server, bundle_dir: Path, tmp_path: 
     assert result.exit_code == 0, (result.output, result.exception)
     assert pl.read_parquet(out).height == 3
     assert _stray_temp_files(out.parent) == []
+    # An empty export among several (a quiet night for one shop): the rest scored, it named.
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    both = tmp_path / "both.parquet"
+    result = _cli("score", "--model", bundle_dir, empty, src, "--output", both, "--json")
+    assert result.exit_code == 0, (result.output, result.exception)
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["rows"] == pl.read_parquet(both).height == 3
+    assert summary["empty_inputs"] == [str(empty)]
     # A folder in the path that is a file.
     blocker = tmp_path / "some_file"
     blocker.write_text("not a folder")

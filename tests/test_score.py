@@ -55,6 +55,56 @@ def test_output_that_is_a_directory_is_refused(bundle, tmp_path) -> None:
         score_file(bundle, source, tmp_path)
 
 
+def _empty_inputs(folder) -> dict[str, object]:
+    """One file with no rows per format: no bytes, a header alone, no records, no row groups."""
+    folder.mkdir()
+    (folder / "nothing.csv").write_bytes(b"")
+    (folder / "header.csv").write_text("text\n", encoding="utf-8")
+    (folder / "nothing.jsonl").write_bytes(b"")
+    pl.DataFrame({"text": []}, schema={"text": pl.Utf8}).write_parquet(folder / "none.parquet")
+    (folder / "full.csv").write_text("text\n很好吃\n太难吃了\n", encoding="utf-8")
+    pl.DataFrame({"text": ["很好吃", "太难吃了"]}).write_ndjson(folder / "full.jsonl")
+    pl.DataFrame({"text": ["很好吃", "太难吃了"]}).write_parquet(folder / "full.parquet")
+    return {"csv": ["nothing.csv", "header.csv"], "jsonl": ["nothing.jsonl"],
+            "parquet": ["none.parquet"]}  # fmt: skip
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_an_empty_input_among_several_is_skipped_and_named(bundle, tmp_path, sharded) -> None:
+    from zhflow.tasks.score import predict_rows, score_file_sharded, score_parquet_shard
+
+    empties = _empty_inputs(tmp_path / "in")
+    for fmt, names in empties.items():
+        full = tmp_path / "in" / f"full.{fmt}"
+        sources = [str(tmp_path / "in" / n) for n in names]
+        source = [sources[0], str(full), *sources[1:]]  # an empty file first and after
+        out = tmp_path / f"{fmt}-{sharded}.parquet"
+        if sharded:
+
+            def run(pairs):
+                return (score_parquet_shard(str(bundle.path), i, o) for i, o in pairs)
+
+            summary = score_file_sharded(bundle, source, out, run, fmt=fmt)
+        else:
+            summary = score_file(bundle, source, out, fmt=fmt, workers=1)
+        assert summary["rows"] == pl.read_parquet(out).height == 2, fmt
+        assert pl.read_parquet(out)["id"].to_list() == ["0", "1"]  # the row index goes on
+        assert summary["empty_inputs"] == sources, fmt
+        expected = predict_rows(bundle, pl.DataFrame({"id": ["0", "1"],
+                                                      "text": ["很好吃", "太难吃了"]}))  # fmt: skip
+        assert pl.read_parquet(out)["label"].to_list() == expected["label"].to_list()
+
+
+def test_every_input_empty_or_one_empty_input_is_refused(bundle, tmp_path) -> None:
+    empties = _empty_inputs(tmp_path / "in")
+    every = [str(tmp_path / "in" / n) for n in empties["csv"]]
+    with pytest.raises(InputError, match=r"header\.csv: every input is empty \(no rows\)"):
+        score_file(bundle, every, tmp_path / "o.parquet", workers=1)
+    with pytest.raises(InputError, match=r"nothing\.jsonl: empty corpus \(no rows\)"):
+        score_file(bundle, str(tmp_path / "in" / "nothing.jsonl"), tmp_path / "o.parquet")
+    assert not (tmp_path / "o.parquet").exists()
+
+
 # ----------------------------------------------------------------------------- pipelined path
 
 
