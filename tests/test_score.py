@@ -55,7 +55,7 @@ def test_output_that_is_a_directory_is_refused(bundle, tmp_path) -> None:
         score_file(bundle, source, tmp_path)
 
 
-def _empty_inputs(folder) -> dict[str, object]:
+def _empty_inputs(folder) -> dict[str, list[str]]:
     """One file with no rows per format: no bytes, a header alone, no records, no row groups."""
     folder.mkdir()
     (folder / "nothing.csv").write_bytes(b"")
