@@ -14,7 +14,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import re
 import sys
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from zhflow.flows.commands import (
     info_command,
     predict_command,
 )
+from zhflow.flows.flag_types import SEED, FiniteFloatRange, OffOrAtLeast
 from zhflow.flows.progress import terminal_bars
 from zhflow.flows.serve import serve_command
 from zhflow.flows.settings import apply_defaults
@@ -191,16 +191,6 @@ class _OneLineErrors(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-class _FiniteFloatRange(click.FloatRange):
-    """A FloatRange that also refuses nan and inf (click's range checks let both through)."""
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        rv = super().convert(value, param, ctx)
-        if not math.isfinite(rv):
-            self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return rv
-
-
 def _check_run_paths(
     workdir: str, corpus: list[str] | None, unlabeled: list[str] | None = None, **_: Any
 ) -> None:
@@ -210,11 +200,20 @@ def _check_run_paths(
     bad corpus, one line, no server started); pretraining has its library."""
     import importlib.util
 
+    from zhflow.tasks.corpus import check_split_fractions
     from zhflow.tasks.errors import InputError
     from zhflow.tasks.guards import check_readable, check_workdir
     from zhflow.tasks.segment import TokenizerSpec
 
     check_workdir(workdir)
+    check_split_fractions(_.get("valid_frac", RUN.valid_frac), _.get("test_frac", RUN.test_frac))
+    if _.get("wide", RUN.wide):  # the flow builds the same n-gram spec
+        from zhflow.flows.pipeline import build_wide_spec
+
+        build_wide_spec(_.get("tokenizer", RUN.tokenizer),
+                        _.get("wide_word_ngrams", RUN.wide_word_ngrams),
+                        _.get("wide_char_ngrams", RUN.wide_char_ngrams),
+                        _.get("wide_min_df", RUN.wide_min_df))  # fmt: skip
     for path in [*(corpus or []), *(unlabeled or [])]:
         check_readable(path)
     # The flow builds the same spec: a missing --user-dict or --stopwords is named here.
@@ -363,7 +362,7 @@ def _until(value: str) -> str:
 @click.option("--bidirectional/--no-bidirectional", default=RUN.bidirectional, show_default=True)
 @click.option(
     "--dropout",
-    type=_FiniteFloatRange(0, 1, max_open=True),
+    type=FiniteFloatRange(0, 1, max_open=True),
     default=RUN.dropout,
     show_default=True,
     help="Between stacked layers.",
@@ -379,7 +378,7 @@ def _until(value: str) -> str:
 )
 @click.option(
     "--ngram-features",
-    type=click.IntRange(min=0),
+    type=OffOrAtLeast(2),
     default=RUN.ngram_features,
     show_default=True,
     help="N >= 2: add hashed 2..N-gram embeddings (fastText style); 0 = off.",
@@ -435,7 +434,7 @@ def _until(value: str) -> str:
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=RUN.batch_size, show_default=True)
 @click.option(
-    "--lr", type=_FiniteFloatRange(min=0, min_open=True), default=RUN.lr, show_default=True
+    "--lr", type=FiniteFloatRange(min=0, min_open=True), default=RUN.lr, show_default=True
 )
 @click.option(
     "--amp/--no-amp",
@@ -468,7 +467,7 @@ def _until(value: str) -> str:
     show_default=True,
     help="Drop rows whose text repeats an earlier row (they leak between splits).",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=RUN.seed, show_default=True)
+@click.option("--seed", type=SEED, default=RUN.seed, show_default=True)
 @click.option(
     "--seeds",
     "ensemble_size",

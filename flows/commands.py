@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from zhflow.flows.flag_types import FiniteFloatRange
 from zhflow.tasks import catalog
 from zhflow.tasks.defaults import SCORE
 
@@ -111,7 +112,7 @@ def _check_evaluate_inputs(
 )
 @click.option(
     "--min-accuracy",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     help=f"Fail (exit {BELOW_MINIMUM_EXIT}, a failed flow run) when accuracy is below this.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary as the last line.")
@@ -238,14 +239,14 @@ def bundle_info(path: str | Path) -> dict[str, Any]:
     ``intact`` says whether every file still matches the manifest. Bundles written before
     the training record existed have ``training: null``. An altered bundle is still
     described, as far as its files can be read."""
-    from zhflow.tasks.bundle import resolve_bundle
+    from zhflow.tasks.bundle import resolve_bundle, why_no_bundle
     from zhflow.tasks.errors import BundleError
     from zhflow.tasks.storage import verify_artifact
 
     folder = Path(resolve_bundle(str(path)))
     config_path = folder / catalog.CONFIG_JSON
     if not config_path.is_file():
-        why = "no config.json" if folder.is_dir() else "no such directory"
+        why = why_no_bundle(folder, [catalog.CONFIG_JSON])
         raise BundleError(f"{folder}: refused model bundle: {why}")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))

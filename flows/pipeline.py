@@ -173,26 +173,28 @@ def train_pipeline(
                      cluster=cluster.to_dict() if cluster else None)  # fmt: skip
     summary["artifacts"] = {"corpus": corpus_ref.path, "tokens": tokens.path}
     if until == catalog.TOKENS.name:
-        return _finish(root, summary)
+        return summary
     wide_spec = (
-        _wide_spec(tokenizer, wide_word_ngrams, wide_char_ngrams, wide_min_df) if wide else None
+        build_wide_spec(tokenizer, wide_word_ngrams, wide_char_ngrams, wide_min_df)
+        if wide
+        else None
     )
     ngrams = run(stages.build_ngram_table, tokens=tokens, n_max=ngram, wide=wide_spec)
     artifacts.publish_ngrams(ngrams)
     summary["artifacts"]["ngrams"] = ngrams.path
     if until == catalog.NGRAMS.name:
-        return _finish(root, summary)
+        return summary
     vocab = run(stages.build_vocab_table, tokens=tokens, min_freq=min_freq, max_vocab=max_vocab)
     summary["artifacts"]["vocab"] = vocab.path
     summary["vocab"] = stages.read_json(vocab, catalog.SUMMARY_JSON)
     artifacts.publish_vocab(vocab)
     if until == catalog.VOCAB.name:
-        return _finish(root, summary)
+        return summary
     encoded = run(stages.encode_corpus, tokens=tokens, vocab=vocab, max_len=max_len,
                   ngrams=ngrams if wide else None)  # fmt: skip
     summary["artifacts"]["encoded"] = encoded.path
     if until == catalog.ENCODED.name:
-        return _finish(root, summary)
+        return summary
 
     model_config, train_config = training_configs(
         model=model, embedding_dim=embedding_dim, hidden=hidden, layers=layers,
@@ -264,7 +266,7 @@ def training_configs(
     return model_config, train_config
 
 
-def _wide_spec(tokenizer: str, word_n: int, char_n: int, min_df: int) -> dict[str, Any]:
+def build_wide_spec(tokenizer: str, word_n: int, char_n: int, min_df: int) -> dict[str, Any]:
     """The wide branch's n-grams; with characters as tokens, word n-grams are char n-grams."""
     try:
         spec = NgramSpec(word_n=0 if tokenizer == "char" else word_n, char_n=char_n, min_df=min_df)
@@ -274,8 +276,9 @@ def _wide_spec(tokenizer: str, word_n: int, char_n: int, min_df: int) -> dict[st
 
 
 def _finish(root: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    # The record on disk names paths inside the work dir relative to it, so the work dir
-    # can be moved or copied (zhflow score --model WORKDIR reads "model" from it).
+    # The record of the last full run: a run stopped by --until (tune's data runs too) leaves
+    # it, so `--bundle WORKDIR` keeps meaning the last bundle trained there. It names paths
+    # inside the work dir relative to it, so the work dir can be moved or copied.
     write_json_atomic(root / catalog.LATEST_RUN, relative_paths(summary, root))
     return summary
 

@@ -21,19 +21,30 @@ def check_score_paths(bundle: str, input: str | list[str], output: str) -> None:
     """Refuse, before anything is read, an output that would replace an input or land in
     the model bundle or a work dir's artifact folders, and a bundle that is not sealed."""
     from zhflow.tasks.bundle import check_sealed
-    from zhflow.tasks.guards import check_output_not_input, check_output_outside_sealed
+
+    check_score_output(bundle, input, output)
+    check_sealed(resolve_bundle(bundle))
+
+
+def check_score_output(bundle: str, input: str | list[str], output: str) -> None:
+    """:func:`check_score_paths` less the bundle's own check (``zhflow serve`` checks this at
+    start, when the work dir's bundle may be trained only later)."""
+    from zhflow.tasks.guards import check_output_not_input, check_output_outside_sealed, is_workdir
 
     inputs = [input] if isinstance(input, str) else list(input)
-    resolved = resolve_bundle(bundle)  # a work dir: its last run's bundle
+    resolved = Path(resolve_bundle(bundle))  # a work dir: its last run's bundle
     check_output_not_input(output, inputs)
-    check_output_outside_sealed(output, [bundle, resolved])
+    # The bundle itself, never a work dir given as --bundle (one with no bundle yet, or not
+    # made yet): its top level and serve's default WORKDIR/scores/ take outputs, and the
+    # guard refuses its artifact folders.
+    sealed = [resolved] if resolved.exists() and not is_workdir(resolved) else []
+    check_output_outside_sealed(output, sealed)
     target = Path(output)
     # A folder or a device is refused by the writer, which says so; a file of another name
     # would silently hold Parquet under a misleading suffix (``pred.csv``).
     if target.suffix.lower() != ".parquet" and (target.is_file() or not target.exists()):
         raise InputError(f"{output}: --output must be a .parquet file (zhflow score writes "
                          "Parquet)")  # fmt: skip
-    check_sealed(resolved)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from typing import Any
 
 import click
 
+from zhflow.flows.flag_types import INTERVAL
 from zhflow.tasks import catalog
 from zhflow.tasks.defaults import RUN
 
@@ -47,6 +48,53 @@ class ServeError(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         click.echo(f"zhflow: error: {self.message}", err=True)
+
+
+#: What Prefect refuses in a deployment's name (prefect.flows' banned characters).
+BANNED_NAME_CHARACTERS = "/%&><"
+
+
+def check_deployment_name(name: str, param: Any) -> str:
+    """A deployment name Prefect takes: not blank, none of ``/ % & > <``."""
+    flag = f"--{param.name.replace('_', '-')}" if param is not None else "name"
+    if not name.strip():
+        raise ServeError(f"{flag} is empty: name the deployment (default {DEFAULT_NAME!r})")
+    banned = sorted({c for c in name if c in BANNED_NAME_CHARACTERS})
+    if banned:
+        raise ServeError(f"{flag} {name!r}: a deployment name cannot hold {' '.join(banned)}")
+    return name
+
+
+def check_cron(cron: str, timezone: str, flag: str) -> None:
+    """Five fields (minute hour day month weekday), as cron has: a sixth, seconds, which
+    croniter would take, would start a run every second."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    fields = cron.split()
+    if len(fields) != 5:
+        raise ServeError(f"{flag} {cron!r}: a cron expression has 5 fields (minute hour day "
+                         f"month weekday), this has {len(fields)}")  # fmt: skip
+    try:
+        CronSchedule(cron=cron, timezone=timezone)
+    except ValueError:
+        raise ServeError(f"{flag} {cron!r}: not a valid cron expression") from None
+
+
+def check_params_as_flags(params: dict[str, Any], command: click.Command, flag: str) -> None:
+    """Each parameter through the type of ``command``'s option of that name, so its ranges
+    and choices hold here as on the command line (``--train-param epochs=0`` is refused as
+    ``zhflow run --epochs 0`` is; ``lr=NaN`` as ``--lr nan``)."""
+    options = {p.name: p for p in command.params if isinstance(p, click.Option)}
+    ctx = click.Context(command)
+    for key, value in params.items():
+        option = options.get(key)
+        if option is None or value is None or option.multiple or option.is_flag:
+            continue
+        try:
+            option.type.convert(value, option, ctx)
+        except click.BadParameter as exc:
+            raise ServeError(f"{flag} {key}={json.dumps(value, ensure_ascii=False)}: "
+                             f"{exc.message}") from None  # fmt: skip
 
 
 def parse_params(pairs: tuple[str, ...], allowed: set[str], flag: str) -> dict[str, Any]:
@@ -206,6 +254,31 @@ def check_server() -> str:
     return url
 
 
+def check_as_the_commands_do(options: dict[str, Any], params: dict[str, dict[str, Any]]) -> None:
+    """Before anything is registered, what ``zhflow run``, ``score`` and ``evaluate`` check
+    before their flows, for the parameters the scheduled runs will get: each value's range
+    and choices, the work dir, split fractions, user dict and stopwords, the corpus where it
+    exists already (read and split), the scoring output. A nightly run should not be the
+    first to find a bad flag."""
+    from zhflow.flows.cli import _check_run_paths, run, score
+    from zhflow.flows.commands import evaluate_command
+    from zhflow.flows.scoring import check_score_output
+    from zhflow.tasks.errors import ZhflowError
+
+    for flag, command in (("train", run), ("score", score), ("eval", evaluate_command)):
+        check_params_as_flags(params[flag], command, f"--{flag}-param")
+    workdir = params["train"].get("workdir", options["workdir"])
+    present = [p for p in options["corpus"] if Path(p).expanduser().exists()]
+    try:
+        _check_run_paths(**{**params["train"], "workdir": workdir, "corpus": present or None})
+        if options["score_input"]:
+            output = options["score_output"] or str(Path(workdir) / catalog.SCORES)
+            check_score_output(options["bundle"] or workdir, list(options["score_input"]),
+                               params["score"].get("output", output))  # fmt: skip
+    except ZhflowError as exc:
+        raise ServeError(str(exc)) from None
+
+
 def _param_names(fn: Any) -> set[str]:
     import inspect
 
@@ -242,13 +315,9 @@ def _param_names(fn: Any) -> set[str]:
     help="Predictions Parquet file (default: WORKDIR/scores/predictions.parquet).",
 )
 @click.option("--train-cron", help=f"Cron schedule of training (default: {DEFAULT_TRAIN_CRON!r}).")
-@click.option(
-    "--train-interval", type=click.FloatRange(min=1), help="Train every N seconds instead of cron."
-)
+@click.option("--train-interval", type=INTERVAL, help="Train every N seconds instead of cron.")
 @click.option("--score-cron", help=f"Cron schedule of scoring (default: {DEFAULT_SCORE_CRON!r}).")
-@click.option(
-    "--score-interval", type=click.FloatRange(min=1), help="Score every N seconds instead of cron."
-)
+@click.option("--score-interval", type=INTERVAL, help="Score every N seconds instead of cron.")
 @click.option(
     "--timezone",
     default=DEFAULT_TIMEZONE,
@@ -259,12 +328,14 @@ def _param_names(fn: Any) -> set[str]:
     "--train-name",
     default=DEFAULT_NAME,
     show_default=True,
+    callback=lambda ctx, param, value: check_deployment_name(value, param),
     help="Deployment name: zhflow-train/NAME.",
 )
 @click.option(
     "--score-name",
     default=DEFAULT_NAME,
     show_default=True,
+    callback=lambda ctx, param, value: check_deployment_name(value, param),
     help="Deployment name: zhflow-score/NAME.",
 )
 @click.option(
@@ -288,13 +359,12 @@ def _param_names(fn: Any) -> set[str]:
     help="Evaluation: a labelled corpus file or folder (repeatable); serves zhflow-evaluate/NAME.",
 )
 @click.option("--eval-cron", help=f"Cron schedule of evaluation (default: {DEFAULT_EVAL_CRON!r}).")
-@click.option(
-    "--eval-interval", type=click.FloatRange(min=1), help="Evaluate every N seconds instead."
-)
+@click.option("--eval-interval", type=INTERVAL, help="Evaluate every N seconds instead.")
 @click.option(
     "--eval-name",
     default=DEFAULT_NAME,
     show_default=True,
+    callback=lambda ctx, param, value: check_deployment_name(value, param),
     help="Deployment name: zhflow-evaluate/NAME.",
 )
 @click.option(
@@ -327,24 +397,24 @@ def serve_command(
         if options[f"{flag}_cron"] and options[f"{flag}_interval"]:
             raise ServeError(f"--{flag}-cron and --{flag}-interval: give one of them")
         cron = options[f"{flag}_cron"]
-        if cron:
-            from prefect.client.schemas.schedules import CronSchedule
-
-            try:
-                CronSchedule(cron=cron, timezone=options["timezone"])
-            except ValueError:
-                raise ServeError(f"--{flag}-cron {cron!r}: not a valid cron expression") from None
+        if cron is not None:  # "" too: not silently the default
+            check_cron(cron, options["timezone"], f"--{flag}-cron")
     from prefect import serve
 
     from zhflow.flows.evaluation import evaluate_pipeline
     from zhflow.flows.pipeline import train_pipeline
     from zhflow.flows.scoring import score_pipeline
 
+    params = {
+        "train": parse_params(train_param, _param_names(train_pipeline), "--train-param"),
+        "score": parse_params(score_param, _param_names(score_pipeline), "--score-param"),
+        "eval": parse_params(eval_param, _param_names(evaluate_pipeline), "--eval-param"),
+    }
     deployments = build_deployments(
         **options,
-        train_params=parse_params(train_param, _param_names(train_pipeline), "--train-param"),
-        score_params=parse_params(score_param, _param_names(score_pipeline), "--score-param"),
-        eval_params=parse_params(eval_param, _param_names(evaluate_pipeline), "--eval-param"),
+        train_params=params["train"],
+        score_params=params["score"],
+        eval_params=params["eval"],
     )
     for flag, paths in (("--corpus", options["corpus"]), ("--score-input", options["score_input"]),
                         ("--eval-input", options["eval_input"])):  # fmt: skip
@@ -352,6 +422,7 @@ def serve_command(
             # A nightly export may not exist yet when serving starts: said, not refused.
             click.echo(f"zhflow serve: warning: {flag} {missing} does not exist (yet): its "
                        "runs fail until it does", err=True)  # fmt: skip
+    check_as_the_commands_do(options, params)
     check_deployment_parameters(deployments, [train_pipeline, score_pipeline, evaluate_pipeline])
     from zhflow.flows.server import connect
 

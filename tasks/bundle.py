@@ -144,12 +144,22 @@ def check_sealed(path: str | Path) -> dict[str, Any]:
     entry is a plain file inside it. Cheap (nothing hashed, no listed file opened): the CLI
     runs it before a Prefect server starts; :func:`load_bundle` runs it first."""
     path = Path(path)
-    if not path.is_dir():
-        raise _fail(path, "not a directory" if path.exists() else "no such directory")
     missing = [name for name in REQUIRED if not (path / name).is_file()]
     if missing:
-        raise _fail(path, f"missing {', '.join(missing)}")
+        raise _fail(path, why_no_bundle(path, missing))
     return _read_manifest(path)
+
+
+def why_no_bundle(path: Path, missing: list[str]) -> str:
+    """Why ``path``, lacking the bundle files ``missing``, is no bundle, said for what it is."""
+    if not path.is_dir():
+        return "a file, not a bundle folder" if path.exists() else "no such directory"
+    if (path / catalog.LATEST_RUN).is_file():  # resolve_bundle found no bundle named there
+        return (f"a work dir whose {catalog.LATEST_RUN} names no bundle (unreadable, or from an "
+                "older version: a full `zhflow run` there rewrites it)")  # fmt: skip
+    if (path / catalog.CACHE_DIR).is_dir():
+        return "a work dir with no trained bundle yet (its runs so far stopped with --until)"
+    return f"missing {', '.join(missing)}"
 
 
 def _check_files(path: Path) -> tuple[str, set[str]]:
@@ -227,7 +237,7 @@ def resolve_bundle(bundle: str) -> str:
             model = json.loads(latest.read_text(encoding="utf-8")).get("model")
         except (OSError, ValueError, AttributeError):
             return bundle  # unreadable: the bundle check names the folder
-        if model:
+        if model and isinstance(model, str):
             return str(path / model)  # relative to the work dir (absolute in old records)
     return bundle
 

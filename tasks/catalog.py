@@ -171,7 +171,7 @@ _OUTSIDE_STAGES = (
     (f"{CHECKPOINTS_DIR}/<key>/", f"{CHECKPOINT_PT}: the model stage's last finished epoch, "
      "until it is done"),
     (f"{SHARDS_DIR}/", "a sharded stage's scratch files on a Dask cluster, removed after it"),
-    (LATEST_RUN, "paths of the last run's artifacts"),
+    (LATEST_RUN, "paths of the last full run's artifacts (an --until run leaves it)"),
     (LEADERBOARD, "one entry per bundle trained here, best macro-F1 first"),
 )  # fmt: skip
 

@@ -1056,6 +1056,15 @@ def _share(n: int, frac: float) -> int:
     return max(1, math.floor(n * frac + 0.5))
 
 
+def check_split_fractions(valid_frac: float, test_frac: float) -> None:
+    """Each fraction in [0, 1) and their sum below 1 (train keeps the rest)."""
+    if not (0 <= valid_frac < 1 and 0 <= test_frac < 1 and valid_frac + test_frac < 1):
+        raise InputError(
+            f"bad split fractions (valid {valid_frac}, test {test_frac}): each must be in [0, 1) "
+            "and their sum below 1"
+        )
+
+
 def split_corpus(
     df: pl.DataFrame, seed: int, valid_frac: float = 0.1, test_frac: float = 0.1
 ) -> pl.DataFrame:
@@ -1075,11 +1084,7 @@ def split_corpus(
     Deterministic for a seed and a row order; one label's split does not depend on the others;
     without repeated texts it is the plain stratified row split.
     """
-    if not (0 <= valid_frac < 1 and 0 <= test_frac < 1 and valid_frac + test_frac < 1):
-        raise InputError(
-            f"bad split fractions (valid {valid_frac}, test {test_frac}): each must be in [0, 1) "
-            "and their sum below 1"
-        )
+    check_split_fractions(valid_frac, test_frac)
     labels = df.get_column("label").to_list()
     if any(lab is None for lab in labels):
         raise InputError("cannot split a corpus with unlabelled rows; clean it first")

@@ -75,6 +75,14 @@ def test_copied_then_moved_work_dir_stays_valid(prefect_server, corpus: Path, tm
     from zhflow.flows.scoring import resolve_bundle
 
     assert Path(resolve_bundle(str(wd2))).resolve() == Path(moved["model"])
+    # A run stopped by --until (as tune's data runs are) keeps the work dir's bundle.
+    _cli("run", corpus, "--workdir", wd2, "--until", "vocab", *TRAIN)
+    assert json.loads((wd2 / "runs" / "latest.json").read_text()) == latest
+    # Scoring with --bundle WORKDIR writes beside it: its top level, or serve's scores/.
+    for out in (wd2 / "top.parquet", wd2 / "scores" / "predictions.parquet"):
+        scored = _cli("score", "--bundle", wd2, corpus, "--output", out, "--processes", "1",
+                      "--json")  # fmt: skip
+        assert scored["rows"] == pl.read_parquet(out).height > 0
 
 
 @pytest.mark.prefect

@@ -243,6 +243,14 @@ def test_a_missing_corpus_or_column_is_refused_before_any_flow_runs(
         (_cli("run", corpus, "--stopwords", tmp_path / "nope.txt", "--workdir", workdir, *RUN),
          ("stopword file not found:", "nope.txt")),
         (_cli("run", corpus, "--workdir", "", *RUN), ("--workdir is empty",)),
+        (_cli("run", corpus, "--workdir", workdir, *RUN, "--seed", 2**63),
+         ("--seed", "0<=x<=4294967295")),
+        (_cli("run", corpus, "--workdir", workdir, *RUN, "--ngram-features", "1"),
+         ("--ngram-features", "1 is neither 0 (off) nor >= 2")),
+        (_cli("run", corpus, "--workdir", workdir, *RUN, "--wide-word-ngrams", "0",
+              "--wide-char-ngrams", "0"), ("--wide: ",)),
+        (_cli("evaluate", "--model", bundle_dir, corpus, "--min-accuracy", "nan"),
+         ("--min-accuracy", "not a finite number")),
     ]:  # fmt: skip
         _one_error_line(result, 3 if "no-bundle" in fragments else 2, *fragments)
         assert "Flow run" not in result.stderr and "temporary" not in result.stderr, result.stderr

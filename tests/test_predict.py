@@ -144,8 +144,21 @@ def test_info_on_a_folder_that_is_no_bundle(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["info", str(tmp_path)])
     assert result.exit_code == 3
     assert (
-        result.stderr.strip() == f"zhflow: error: {tmp_path}: refused model bundle: no config.json"
+        result.stderr.strip()
+        == f"zhflow: error: {tmp_path}: refused model bundle: missing config.json"
     )
+    afile = tmp_path / "reviews.csv"
+    afile.write_text("text\n好\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["info", str(afile)])
+    assert result.exit_code == 3 and "a file, not a bundle folder" in result.stderr
+    # A work dir whose record is damaged, or names a model of the wrong type.
+    (tmp_path / "runs").mkdir()
+    for record in ("not json", '{"model": 5}'):
+        (tmp_path / "runs" / "latest.json").write_text(record, encoding="utf-8")
+        result = CliRunner().invoke(main, ["info", str(tmp_path)])
+        assert result.exit_code == 3, result.output
+        assert "a work dir whose runs/latest.json names no bundle" in result.stderr
+        assert "Traceback" not in result.output
 
 
 def test_predict_on_a_bundle_with_the_wide_branch_matches_score(tmp_path: Path) -> None:
