@@ -234,6 +234,10 @@ def _check_run_paths(
                        _.get("dedupe", RUN.dedupe))  # fmt: skip
     if (unlabeled or _.get("pretrain")) and importlib.util.find_spec("gensim") is None:
         raise InputError("--pretrain/--unlabeled need gensim: pip install 'zhflow[pretrain]'")
+    for path in unlabeled or []:  # its start, as pretraining will read it: a wrong file is
+        from zhflow.tasks.corpus import read_texts_in_chunks  # named now, not after the stages
+
+        next(read_texts_in_chunks(path, encoding=_.get("encoding", "utf-8"), chunk_rows=1000))
 
 
 def _check_score_inputs(

@@ -191,6 +191,15 @@ def predict_command(
         _fail(exc)
 
 
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+
+
+def tsv_field(text: str) -> str:
+    """``text`` as one tab-separated field: backslash, tab, newline, CR and NUL escaped as
+    PostgreSQL's text format does (``\\t``...), so a prediction is one line of three fields."""
+    return text.translate(_TSV_ESCAPES)
+
+
 def _print_predictions(loaded: Any, results: Any, explain: bool, as_json: bool) -> None:
     from zhflow.tasks.predict import explain_texts
 
@@ -200,9 +209,9 @@ def _print_predictions(loaded: Any, results: Any, explain: bool, as_json: bool) 
         if as_json:
             _echo_json(item)
         elif item["label"] is None:
-            click.echo(f"-\t-\t{item['text']}\t({item.get('reason')})")
+            click.echo(f"-\t-\t{tsv_field(item['text'])}\t({item.get('reason')})")
         else:
-            click.echo(f"{item['label']}\t{item['confidence']:.4f}\t{item['text']}")
+            click.echo(f"{item['label']}\t{item['confidence']:.4f}\t{tsv_field(item['text'])}")
             for part in item.get("explain", []):
                 click.echo(f"\t{part['weight']:+.3f}\t{part['kind']}\t{part['ngram']}")
 
@@ -268,6 +277,8 @@ def bundle_info(path: str | Path) -> dict[str, Any]:
         "tokenizer": identity or None,
         "tokenizer_spec": _mapping(tokenizer.get("spec")) or None,
         "model": _mapping(config.get("model")) or None,
+        # Members averaged by `--seeds K` (1: a single model); bundles before ensembles: 1.
+        "ensemble": config.get("ensemble", 1),
         "max_len": config.get("max_len"),
         "vocab_size": config.get("vocab_size"),
         "labels": labels,
@@ -301,6 +312,8 @@ def _info_lines(info: dict[str, Any]) -> list[str]:
         f"format:     {info['format']}  ({state})",
         "tokenizer:  " + ", ".join(f"{k}={v}" for k, v in tok.items() if v not in (None, "")),
         "model:      " + ", ".join(f"{k}={v}" for k, v in model.items()),
+        f"ensemble:   {info['ensemble']} member{'s' if info['ensemble'] != 1 else ''}"
+        + (" (--seeds), probabilities averaged" if info["ensemble"] != 1 else ""),
         f"vocab:      {info['vocab_size']} tokens, max_len {info['max_len']}",
         f"labels:     {', '.join(map(str, info['labels']))}",
     ]

@@ -230,6 +230,8 @@ PRELOADED: dict[tuple[str, str, str], Model] = {}
 def resolve_bundle(bundle: str) -> str:
     """A bundle folder as is; a work dir (no ``config.json``, has ``runs/latest.json``) means
     the bundle of its last training run, so a scheduled scoring deployment follows retraining."""
+    if not str(bundle).strip():  # Path("") would silently be the current directory
+        raise BundleError("the bundle path is empty: name a bundle folder or a work dir")
     path = Path(bundle).expanduser()
     latest = path / catalog.LATEST_RUN
     if not (path / catalog.CONFIG_JSON).exists() and latest.is_file():

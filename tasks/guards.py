@@ -186,6 +186,8 @@ def check_workdir(workdir: str | os.PathLike[str]) -> None:
     existing = next(p for p in (path, *path.parents) if os.path.lexists(p))
     if not existing.is_dir():
         raise InputError(f"--workdir {workdir}: {existing} is a file, not a folder")
+    # Inside a bundle, the cached corpus and tokens would ship with it (and break its seal).
+    check_output_outside_sealed(path, flag="--workdir", is_folder=True)
     if existing != path:
         return  # created on first write; a failure there is one line (write_guard)
     try:

@@ -97,3 +97,20 @@ def test_uncalibrated_also_undoes_the_fitted_mix() -> None:
     assert (float(model.mix), float(model.temperature)) == pytest.approx((0.85, 1.3))
     with pytest.raises(ValueError, match="share one config"):
         MeanEnsemble([RNNClassifier(cfg), RNNClassifier(RNNConfig(vocab_size=9, num_classes=2))])
+
+
+def test_info_names_the_members_of_an_ensemble(ensemble_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from zhflow.flows.cli import main
+
+    single = train_tiny_bundle(tmp_path / "single", epochs=1)
+    for bundle, members, said in (
+        (ensemble_dir, 2, "2 members (--seeds)"),
+        (single, 1, "1 member"),
+    ):
+        info = json.loads(CliRunner().invoke(main, ["info", str(bundle), "--json"]).stdout)
+        assert info["ensemble"] == members
+        assert f"ensemble:   {said}" in CliRunner().invoke(main, ["info", str(bundle)]).stdout

@@ -251,8 +251,15 @@ def test_a_missing_corpus_or_column_is_refused_before_any_flow_runs(
               "--wide-char-ngrams", "0"), ("--wide: ",)),
         (_cli("evaluate", "--model", bundle_dir, corpus, "--min-accuracy", "nan"),
          ("--min-accuracy", "not a finite number")),
+        (_cli("run", corpus, "--workdir", workdir, *RUN, "--unlabeled", tmp_path / "nope.txt"),
+         ("nope.txt: no such file or directory",)),
+        (_cli("run", corpus, "--workdir", bundle_dir / "wd", *RUN),
+         ("--workdir is inside the sealed folder", str(bundle_dir))),
+        (_cli("info", ""), ("the bundle path is empty",)),
+        (_cli("predict", "--model", "", "好吃"), ("the bundle path is empty",)),
     ]:  # fmt: skip
-        _one_error_line(result, 3 if "no-bundle" in fragments else 2, *fragments)
+        refused_bundle = "no-bundle" in fragments or "the bundle path is empty" in fragments
+        _one_error_line(result, 3 if refused_bundle else 2, *fragments)
         assert "Flow run" not in result.stderr and "temporary" not in result.stderr, result.stderr
     assert not workdir.exists() and not (tmp_path / "p.parquet").exists()
 

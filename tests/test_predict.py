@@ -67,6 +67,17 @@ def test_predict_reads_stdin_lines_and_marks_empty_ones(bundle: Path) -> None:
     assert lines[2].endswith("\t" + TEXTS[1])
 
 
+def test_predict_escapes_a_tab_or_newline_in_the_text_so_each_line_has_three_fields(
+    bundle: Path,
+) -> None:
+    result = CliRunner().invoke(main, ["predict", "--model", str(bundle), "好吃\t不贵\n再来",
+                                       "C:\\路径"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = [line.split("\t") for line in result.stdout.strip("\n").split("\n")]
+    assert [len(row) for row in rows] == [3, 3]
+    assert rows[0][2] == "好吃\\t不贵\\n再来" and rows[1][2] == "C:\\\\路径"
+
+
 def test_predict_refused_bundle_is_one_line_exit_3(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["predict", "--model", str(tmp_path / "nope"), "x"])
     assert result.exit_code == 3
