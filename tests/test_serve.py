@@ -71,7 +71,9 @@ def test_a_parameter_of_the_wrong_type_is_one_line_before_any_server(
     lines = result.stderr.strip().splitlines()
     assert lines[0] == (f"zhflow serve: warning: --corpus {tmp_path / 'nope.csv'} does not exist "
                         "(yet): its runs fail until it does")  # fmt: skip
-    assert lines[-1] == "zhflow: error: --train-param epochs=\"abc\": 'abc' is not a valid integer range."
+    assert lines[-1] == (
+        "zhflow: error: --train-param epochs=\"abc\": 'abc' is not a valid integer range."
+    )  # click's IntRange words it so
     assert len(lines) == 2
 
 
