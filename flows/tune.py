@@ -25,12 +25,13 @@ import inspect
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import click
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -38,19 +39,21 @@ from prefect.runtime import flow_run
 from zhflow.flows import artifacts
 from zhflow.flows.pipeline import (
     _Runner,
+    build_wide_spec,
     resolve_corpus,
     train_pipeline,
     training_configs,
 )
+from zhflow.models.rnn import RNNConfig
 from zhflow.tasks import catalog, stages
 from zhflow.tasks import tune as tune_fns
 from zhflow.tasks.cache import as_ref
 from zhflow.tasks.cluster import ClusterSpec
 from zhflow.tasks.defaults import RUN, TUNE
 from zhflow.tasks.errors import InputError, ZhflowError
-from zhflow.tasks.segment import default_workers
+from zhflow.tasks.segment import TokenizerSpec, default_workers
 from zhflow.tasks.storage import ArtifactRef, artifact_ref
-from zhflow.tasks.train import default_train_threads
+from zhflow.tasks.train import TrainConfig, default_train_threads
 
 TUNE_DIR = "tune"
 STUDY_DB = "studies.db"
@@ -64,6 +67,76 @@ def pipeline_defaults() -> dict[str, Any]:
     against, and every setting a trial does not vary."""
     params = inspect.signature(train_pipeline.fn).parameters.values()
     return {p.name: p.default for p in params}
+
+
+#: The settings of a trial's model config and of its train config (``training_configs``).
+MODEL_SETTINGS = ("model", "embedding_dim", "hidden", "layers", "bidirectional", "dropout",
+                  "input", "ngram_features")  # fmt: skip
+TRAIN_SETTINGS = ("epochs", "batch_size", "lr", "seed", "amp")
+#: The vocabulary a space's model configs are checked with: the smallest a trial can have
+#: (``<pad>``, ``<unk>``, one token; ``--max-vocab``'s minimum). The real one comes from the data.
+CHECK_VOCAB_SIZE = 3
+
+
+def trial_configs(settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model and train configs (as the training stage takes them) of a trial's settings."""
+    return training_configs(**{k: settings[k] for k in MODEL_SETTINGS + TRAIN_SETTINGS})
+
+
+def _check_tokenizer(s: Mapping[str, Any]) -> None:
+    TokenizerSpec(engine=s["tokenizer"], mode=s["mode"], hmm=s["hmm"], user_dict=s["user_dict"],
+                  stopwords=s["stopwords"], normalize=s["normalize"])  # fmt: skip
+
+
+def _check_wide(s: Mapping[str, Any]) -> None:
+    if s["wide"]:
+        build_wide_spec(s["tokenizer"], s["wide_word_ngrams"], s["wide_char_ngrams"],
+                        s["wide_min_df"])  # fmt: skip
+
+
+def _check_model(s: Mapping[str, Any]) -> None:
+    RNNConfig(vocab_size=CHECK_VOCAB_SIZE, num_classes=2, **trial_configs(s)[0])
+
+
+def _check_train(s: Mapping[str, Any]) -> None:
+    TrainConfig.from_dict(trial_configs(s)[1])
+
+
+def _flag_bound(param: click.Parameter) -> tune_fns.Bound:
+    """A value's check by a ``zhflow run`` option's own type (so the two cannot disagree),
+    worded as a range's bounds where it is outside them (``0 is below 1``)."""
+    kind = param.type
+
+    def bound(value: Any) -> str | None:
+        try:
+            kind.convert(value, param, None)
+        except click.BadParameter as exc:
+            if isinstance(kind, click.IntRange | click.FloatRange):
+                why = tune_fns.out_of_range(value, kind.min, kind.max, kind.min_open,
+                                            kind.max_open)  # fmt: skip
+                if why is not None:
+                    return why
+            return exc.message.rstrip(".")  # "1 is neither 0 (off) nor >= 2", a choice...
+        return None
+
+    return bound
+
+
+def space_rules() -> tune_fns.Rules:
+    """What a space's values must pass, from what ``zhflow run`` takes: each value its flag's
+    range or choices (the same option objects: the bounds cannot drift apart), then the
+    configs a trial builds (tokenizer, wide n-grams, model, training) for every combination."""
+    from zhflow.flows.cli import run
+
+    bounds = {p.name: _flag_bound(p) for p in run.params if p.name in tune_fns.TUNABLE}
+    checks: list[tune_fns.Check] = [
+        (("tokenizer", "mode", "hmm"), _check_tokenizer),
+        (("wide", "tokenizer", "wide_word_ngrams", "wide_char_ngrams", "wide_min_df"),
+         _check_wide),
+        (MODEL_SETTINGS, _check_model),
+        (TRAIN_SETTINGS, _check_train),
+    ]  # fmt: skip
+    return tune_fns.Rules(bounds=bounds, checks=checks)
 
 
 def default_parallel() -> int:
@@ -318,11 +391,7 @@ class _Search:
         self.started += 1
         try:
             encoded = self.encoded(sampled)
-            s = self.settings(sampled)
-            model_config, train_config = training_configs(**{
-                k: s[k] for k in ("model", "embedding_dim", "hidden", "layers", "bidirectional",
-                                  "dropout", "input", "ngram_features", "epochs", "batch_size",
-                                  "lr", "seed", "amp")})  # fmt: skip
+            model_config, train_config = trial_configs(self.settings(sampled))
         except Exception as exc:  # this trial's data settings do not work: the search goes on
             self.fail(trial, exc)
             return
@@ -377,13 +446,12 @@ def _log(message: str, warning: bool = False) -> None:
     (logger.warning if warning else logger.info)(message)
 
 
-def choose_winner(trials: list[Any]) -> Any:
-    """The completed trial with the best validation score (ties: the earlier one)."""
+def choose_winner(trials: list[Any], timed_out: float | None = None) -> Any:
+    """The completed trial with the best validation score (ties: the earlier one).
+    ``timed_out``: the ``--timeout`` that stopped the search starting trials, if one did."""
     ranked = tune_fns.ranked(trials)
     if not ranked or tune_fns.state_name(ranked[0]) != "complete":
-        errors = [t.user_attrs["error"] for t in trials if t.user_attrs.get("error")]
-        hint = f"; first error: {errors[0]}" if errors else ""
-        raise ZhflowError(f"no trial completed ({len(trials)} tried){hint}")
+        raise ZhflowError(tune_fns.no_winner(trials, timed_out))
     return ranked[0]
 
 
@@ -427,9 +495,9 @@ def tune_pipeline(
     parallel = parallel or dask_workers or default_parallel()
     defaults = pipeline_defaults()
     if isinstance(space, str):
-        dims = tune_fns.load_space(space, defaults)
+        dims = tune_fns.load_space(space, defaults, space_rules())
     else:
-        dims = tune_fns.parse_space(space or tune_fns.DEFAULT_SPACE, defaults)
+        dims = tune_fns.parse_space(space or tune_fns.DEFAULT_SPACE, defaults, rules=space_rules())
     root = Path(workdir).expanduser().resolve()
     flags = dict(
         fmt=fmt,
@@ -477,9 +545,9 @@ def tune_pipeline(
             n_startup_trials=min(10, max(3, trials // 3)))  # fmt: skip
         search = _Search(study, dims, {k: v for k, v in fixed.items()}, defaults, metric,
                          pruner, root)  # fmt: skip
-        _search(search, trials, parallel, cluster, timeout)
+        timed_out = _search(search, trials, parallel, cluster, timeout)
         all_trials = study.get_trials(deepcopy=False)
-        winner = choose_winner(all_trials)
+        winner = choose_winner(all_trials, timeout if timed_out else None)
         best = dict(winner.user_attrs.get("settings") or winner.params)
         final = train_pipeline(**fixed, **best)  # the test split, once: the winner's
         report = _publish_report(search, all_trials, root, name)
@@ -504,7 +572,9 @@ def tune_pipeline(
 def _search(
     search: _Search, trials: int, parallel: int, cluster: ClusterSpec | None,
     timeout: float | None,
-) -> None:  # fmt: skip
+) -> bool:  # fmt: skip
+    """Start trials until ``trials`` have finished (or, after ``timeout`` seconds, no more),
+    and wait for those running. True when the timeout left trials unstarted."""
     deadline = time.monotonic() + timeout if timeout else None
     progress = artifacts.Progress(KEY_TUNE_PROGRESS, "tune", log_every=None, min_seconds=0.0)
     with _trial_runner(parallel, cluster) as runner:
@@ -522,6 +592,7 @@ def _search(
             _publish_leaderboard(search)
     done = tune_fns.tally(search.study.get_trials(deepcopy=False))
     _publish_progress(progress, done, trials, 0)
+    return expired and room > 0
 
 
 # ------------------------------------------------------------------------------------------

@@ -34,11 +34,13 @@ def _check_tune_paths(
     if importlib.util.find_spec("optuna") is None:
         raise InputError("zhflow tune needs Optuna: pip install 'zhflow[tune]'")
     if space is not None:
-        from zhflow.flows.tune import pipeline_defaults
+        from zhflow.flows.tune import pipeline_defaults, space_rules
         from zhflow.tasks.tune import load_space
 
         check_readable(space)
-        load_space(space, pipeline_defaults())  # a bad space: one line, before any work
+        # A bad space (a value out of its `zhflow run` flag's range, settings that make no
+        # model): one line naming the file and the setting, before any work.
+        load_space(space, pipeline_defaults(), space_rules())
 
 
 def _own_options(command: Any) -> Any:

@@ -15,15 +15,21 @@ A space names ``zhflow run`` settings by their ``train_pipeline`` parameter name
 - any of these as a mapping with ``when``: ``dropout: {low: 0.0, high: 0.5, when: {layers: 2}}``
   is sampled only when an earlier entry took one of the listed values (otherwise the setting
   keeps ``zhflow run``'s default and the trial does not vary it).
+
+A space is checked when it is read, before any work: every value a trial can draw (each
+constant and choice, both ends of a range) within ``zhflow run``'s flag ranges, and the configs
+a trial builds from its settings built for every combination of those values (:class:`Rules`,
+given by ``flows/tune.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,9 +199,12 @@ def _setting_name(raw: Any) -> str:
     return SPACE_ALIASES.get(name, name)
 
 
-def parse_space(data: Any, defaults: Mapping[str, Any], source: str = "") -> list[Dimension]:
+def parse_space(
+    data: Any, defaults: Mapping[str, Any], source: str = "", rules: Rules | None = None
+) -> list[Dimension]:
     """A space (mapping of setting to entry, in sampling order) checked against ``defaults``
-    (``train_pipeline``'s defaults: they give each setting's type)."""
+    (``train_pipeline``'s defaults: they give each setting's type, and the settings a trial
+    does not vary) and, when given, ``rules`` (:func:`check_space`)."""
     if not isinstance(data, Mapping) or not data:
         raise InputError(f"{source or 'space'}: must be a non-empty mapping of settings")
     dims: list[Dimension] = []
@@ -209,10 +218,14 @@ def parse_space(data: Any, defaults: Mapping[str, Any], source: str = "") -> lis
         if name in (d.name for d in dims):
             raise InputError(f"{_where(source, name)}: listed twice")
         dims.append(_dimension(name, entry, defaults[name], [d.name for d in dims], source))
+    if rules is not None:
+        check_space(dims, defaults, rules, source)
     return dims
 
 
-def load_space(path: str | Path, defaults: Mapping[str, Any]) -> list[Dimension]:
+def load_space(
+    path: str | Path, defaults: Mapping[str, Any], rules: Rules | None = None
+) -> list[Dimension]:
     """A space from a YAML or JSON file (by suffix; YAML otherwise, a superset of JSON)."""
     file = Path(path)
     try:
@@ -231,7 +244,123 @@ def load_space(path: str | Path, defaults: Mapping[str, Any]) -> list[Dimension]
         raise InputError(
             f"{path}: not valid {file.suffix.lstrip('.') or 'YAML'} ({first})"
         ) from None
-    return parse_space(data, defaults, source=str(path))
+    return parse_space(data, defaults, source=str(path), rules=rules)
+
+
+# ------------------------------------------------------------------------------------------
+# what a trial can draw, checked before any trial runs
+
+#: Why a value is refused (one phrase: ``0 is below 1``), or None when it is fine.
+Bound = Callable[[Any], str | None]
+#: Builds a config from a trial's settings (all of ``train_pipeline``'s, defaults filled in),
+#: raising ValueError or InputError with the reason when they do not make one.
+Build = Callable[[Mapping[str, Any]], object]
+#: The settings a config reads, and how it is built.
+Check = tuple[tuple[str, ...], Build]
+#: A check with more combinations of extreme values than this tries each value on its own
+#: (with the other settings at their defaults): long choice lists multiply.
+MAX_COMBINATIONS = 10_000
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What a trial's settings must pass: each value its setting's bound (``zhflow run``'s flag
+    range or choices), then each check on every combination a trial can draw."""
+
+    bounds: Mapping[str, Bound] = field(default_factory=dict)
+    checks: Sequence[Check] = ()
+
+
+def out_of_range(
+    value: float, low: float | None = None, high: float | None = None,
+    low_open: bool = False, high_open: bool = False,
+) -> str | None:  # fmt: skip
+    """Why ``value`` is outside ``low``..``high`` (``None``: no bound; open: the end excluded,
+    as click's ``IntRange``/``FloatRange``), or None."""
+    if low is not None and (value < low or (low_open and value == low)):
+        return f"{value!r} is {'not above' if low_open else 'below'} {low!r}"
+    if high is not None and (value > high or (high_open and value == high)):
+        return f"{value!r} is {'not below' if high_open else 'above'} {high!r}"
+    return None
+
+
+def extremes(dim: Dimension) -> tuple[Any, ...]:
+    """The values of ``dim`` a space is checked with: every choice, or both ends of a range."""
+    if dim.choices is not None:
+        return dim.choices
+    return (dim.low,) if dim.low == dim.high else (dim.low, dim.high)
+
+
+def combinations(dims: Sequence[Dimension], names: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Every combination of extreme values a trial can draw for the settings ``names`` (and
+    those their ``when`` reads): a setting whose ``when`` fails is left out, as in
+    :func:`suggest`; settings the space does not name are not in a combination."""
+    wanted = set(names)
+    for dim in reversed(dims):  # a ``when`` reads earlier entries only
+        if dim.name in wanted:
+            wanted.update(name for name, _ in dim.when)
+    chosen = [dim for dim in dims if dim.name in wanted]
+
+    def walk(i: int, settings: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        if i == len(chosen):
+            yield settings
+        elif not chosen[i].applies(settings):
+            yield from walk(i + 1, settings)
+        else:
+            for value in extremes(chosen[i]):
+                yield from walk(i + 1, {**settings, chosen[i].name: value})
+
+    return walk(0, {})
+
+
+def _refusal(check: Build, settings: Mapping[str, Any]) -> str | None:
+    try:
+        check(settings)
+    except (ValueError, InputError) as exc:
+        return " ".join(str(exc).split()) or type(exc).__name__
+    return None
+
+
+def _blame(
+    check: Build, defaults: Mapping[str, Any], combo: Mapping[str, Any], reason: str
+) -> tuple[str, str]:
+    """What to name for a refused combination: a setting refused on its own (with the other
+    settings at their defaults), else the values that differ from the defaults, together."""
+    varied = {name: value for name, value in combo.items() if value != defaults.get(name)}
+    for name, value in varied.items():
+        alone = _refusal(check, {**defaults, name: value})
+        if alone is not None:
+            return name, alone
+    together = " with ".join(f"{name}: {value!r}" for name, value in varied.items())
+    return together or ", ".join(combo) or "defaults", reason
+
+
+def check_space(
+    dims: Sequence[Dimension], defaults: Mapping[str, Any], rules: Rules, source: str = ""
+) -> None:
+    """Refuse a space a trial could draw unusable settings from, in one line naming the file,
+    the setting (or the settings together) and why: each value a trial can draw against its
+    bound, then each check on every combination of them (``defaults`` for the rest)."""
+    for dim in dims:
+        bound = rules.bounds.get(dim.name)
+        if bound is None:
+            continue
+        for value in extremes(dim):
+            reason = bound(value)
+            if reason is not None:
+                raise InputError(f"{_where(source, dim.name)}: {reason}")
+    named = {dim.name for dim in dims}
+    for names, check in rules.checks:
+        if named.isdisjoint(names):
+            continue  # the defaults alone: zhflow run's own
+        combos = list(itertools.islice(combinations(dims, names), MAX_COMBINATIONS + 1))
+        if len(combos) > MAX_COMBINATIONS:
+            combos = [{d.name: v} for d in dims if d.name in names for v in extremes(d)]
+        for combo in combos:
+            reason = _refusal(check, {**defaults, **combo})
+            if reason is not None:
+                what, reason = _blame(check, defaults, combo, reason)
+                raise InputError(f"{_where(source, what)}: {reason}")
 
 
 def space_dicts(dims: Iterable[Dimension]) -> list[dict[str, Any]]:
@@ -345,6 +474,20 @@ def tally(trials: Iterable[Any]) -> dict[str, int]:
 
 def finished(counts: Mapping[str, int]) -> int:
     return counts["completed"] + counts["pruned"] + counts["failed"]
+
+
+def no_winner(trials: Iterable[Any], timed_out: float | None = None) -> str:
+    """Why a study has no completed trial to choose: how many finished and how, the first
+    error; or that ``--timeout`` (``timed_out``: it stopped the search) passed first."""
+    trials = list(trials)
+    counts = tally(trials)
+    if timed_out is not None and not finished(counts):
+        return f"no trial completed: --timeout {timed_out:g} s passed before any trial started"
+    errors = [t.user_attrs["error"] for t in trials if t.user_attrs.get("error")]
+    late = f"; --timeout {timed_out:g} s stopped the rest" if timed_out is not None else ""
+    hint = f"; first error: {errors[0]}" if errors else ""
+    return (f"no trial completed ({finished(counts)} finished: {counts['pruned']} pruned, "
+            f"{counts['failed']} failed{late}){hint}")  # fmt: skip
 
 
 def ranked(trials: Iterable[Any]) -> list[Any]:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -88,6 +89,135 @@ def test_a_space_takes_runs_flag_spellings_for_the_settings_they_set() -> None:
 def test_a_bad_space_is_one_line_naming_the_entry(space: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         tune_fns.parse_space(space, _defaults(), source="space.yaml")
+
+
+def _rules() -> tune_fns.Rules:
+    from zhflow.flows.tune import space_rules
+
+    return space_rules()
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"max_len": 0, "epochs": 1, "hidden": 8}, "max_len: 0 is below 1"),
+        ({"epochs": 0}, "epochs: 0 is below 1"),
+        ({"hidden": [8, -5]}, "hidden: -5 is below 1"),  # every choice, not the first
+        ({"layers": 2, "dropout": 1.5}, "dropout: 1.5 is not below 1"),
+        # both ends of a range, under a ``when`` too
+        ({"layers": [1, 2], "dropout": {"low": 0.1, "high": 1.0, "when": {"layers": 2}}},
+         "dropout: 1.0 is not below 1"),
+        ({"lr": {"low": 0, "high": 0.01}}, "lr: 0 is not above 0"),
+        ({"max_vocab": {"low": 2, "high": 100}}, "max_vocab: 2 is below 3"),
+        ({"wide_char_ngrams": [2, 6]}, "wide_char_ngrams: 6 is above 5"),
+        ({"tokenizer": ["klingon"]}, "tokenizer: 'klingon' is not one of 'jieba', 'char'"),
+        ({"cell": ["gru", "transformer"]}, "model: 'transformer' is not one of"),
+        ({"ngram_features": [0, 1]}, r"ngram_features: 1 is neither 0 \(off\) nor >= 2$"),
+        # the configs a trial builds, for each combination it can draw
+        ({"wide_word_ngrams": 0, "wide_char_ngrams": 0},
+         "wide_word_ngrams: 0 with wide_char_ngrams: 0: .*NgramSpec needs word_n or char_n"),
+        ({"tokenizer": ["jieba", "char"], "wide_char_ngrams": {"low": 0, "high": 3}},
+         "tokenizer: 'char' with wide_char_ngrams: 0: .*NgramSpec needs"),
+        ({"input": ["embedding", "onehot"], "ngram_features": [0, 2]},
+         "input: 'onehot' with ngram_features: 2: RNNConfig.ngram_features needs input"),
+        ({"tokenizer": "char", "mode": ["precise", "search"]},
+         "tokenizer: 'char' with mode: 'search': mode 'search' needs the jieba engine"),
+    ],
+)  # fmt: skip
+def test_a_value_no_trial_could_use_is_refused_naming_the_file_and_setting(
+    space: dict, message: str
+) -> None:
+    """Caught when the space is read, not in a trial after segmentation and encoding."""
+    with pytest.raises(InputError, match=f"^m\\.yaml: {message}") as caught:
+        tune_fns.parse_space(space, _defaults(), source="m.yaml", rules=_rules())
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        tune_fns.DEFAULT_SPACE,
+        {"max_len": 1, "epochs": 1, "hidden": 1, "dropout": 0.0, "max_vocab": 3, "lr": 1e-9},
+        {"wide": False, "wide_word_ngrams": 0, "wide_char_ngrams": 0},  # no wide branch built
+        # 0/0 only where no wide branch is built: not a combination a trial can draw
+        {"wide": [True, False],
+         "wide_word_ngrams": {"low": 0, "high": 2, "when": {"wide": False}},
+         "wide_char_ngrams": {"low": 0, "high": 2, "when": {"wide": False}}},
+        {"tokenizer": ["jieba", "char"],
+         "wide_char_ngrams": {"low": 0, "high": 2, "when": {"tokenizer": "jieba"}}},
+        {"ngram_features": [0, 2], "input": {"choices": ["onehot"], "when": {"ngram_features": 0}}},
+    ],
+)  # fmt: skip
+def test_spaces_whose_every_trial_is_usable_pass(space: dict) -> None:
+    assert tune_fns.parse_space(space, _defaults(), source="m.yaml", rules=_rules())
+
+
+def test_the_bounds_are_zhflow_runs_flags_own() -> None:
+    """Each bounded setting refuses exactly the values its ``zhflow run`` flag refuses."""
+    import click
+
+    from zhflow.flows.cli import run
+
+    rules = _rules()
+    params = {p.name: p for p in run.params if p.name in tune_fns.TUNABLE}
+    assert {"max_len", "epochs", "hidden", "dropout", "lr", "tokenizer", "max_vocab",
+            "wide_word_ngrams", "ngram_features"} <= set(rules.bounds)  # fmt: skip
+    probes: dict[type, list[Any]] = {
+        bool: [True, False],
+        int: [-5, 0, 1, 2, 3, 5, 6, 10**6],
+        float: [-0.5, 0.0, 1e-9, 0.5, 0.999, 1.0, 1.5, 100.0],
+        str: ["jieba", "char", "gru", "onehot", "search", "klingon"],
+    }
+    for name, bound in rules.bounds.items():
+        param = params[name]
+        for value in probes[type(_defaults()[name])]:
+            try:
+                param.type.convert(value, param, None)
+                accepted = True
+            except click.BadParameter:
+                accepted = False
+            assert (bound(value) is None) == accepted, (name, value, bound(value))
+
+
+def test_out_of_range_reads_open_and_closed_ends() -> None:
+    assert tune_fns.out_of_range(1, low=1) is None
+    assert tune_fns.out_of_range(0, low=1) == "0 is below 1"
+    assert tune_fns.out_of_range(0.0, low=0, low_open=True) == "0.0 is not above 0"
+    assert tune_fns.out_of_range(1.0, low=0, high=1, high_open=True) == "1.0 is not below 1"
+    assert tune_fns.out_of_range(6, low=0, high=5) == "6 is above 5"
+    assert tune_fns.out_of_range(10**9) is None
+
+
+def test_combinations_are_the_extremes_a_trial_can_draw() -> None:
+    dims = tune_fns.parse_space(
+        {"layers": [1, 2], "dropout": {"low": 0.1, "high": 0.4, "when": {"layers": 2}},
+         "hidden": {"low": 8, "high": 64}, "epochs": 3}, _defaults())  # fmt: skip
+    assert list(tune_fns.combinations(dims, ["dropout"])) == [
+        {"layers": 1}, {"layers": 2, "dropout": 0.1}, {"layers": 2, "dropout": 0.4}]  # fmt: skip
+    assert list(tune_fns.combinations(dims, ["hidden", "epochs"])) == [
+        {"hidden": 8, "epochs": 3}, {"hidden": 64, "epochs": 3}]  # fmt: skip
+    assert list(tune_fns.combinations(dims, ["lr"])) == [{}]  # not in the space
+
+
+def test_a_space_with_too_many_combinations_is_still_checked_value_by_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tune_fns, "MAX_COMBINATIONS", 3)  # 2 x 2 choices: 4 combinations
+    space = {"hidden": [8, 16], "embedding_dim": [8, 16]}
+    calls: list[tuple[int, int]] = []
+
+    def check(settings: Mapping[str, Any]) -> None:
+        calls.append((settings["hidden"], settings["embedding_dim"]))
+        if settings["hidden"] == 16:
+            raise ValueError("too wide")
+
+    rules = tune_fns.Rules(checks=[(("hidden", "embedding_dim"), check)])
+    with pytest.raises(InputError, match=r"^m\.yaml: hidden: too wide$"):
+        tune_fns.parse_space(space, _defaults(), source="m.yaml", rules=rules)
+    assert calls[:2] == [(8, 128), (16, 128)]  # each value with the others at the defaults
+    calls.clear()
+    tune_fns.parse_space({**space, "hidden": [8]}, _defaults(), rules=rules)
+    assert calls == [(8, 8), (8, 16)]  # within the limit: every combination
 
 
 def test_space_files_are_yaml_or_json(tmp_path: Path) -> None:
@@ -178,6 +308,30 @@ def test_tally_ranks_and_counts_interrupted_trials_apart() -> None:
     assert rows[-2]["note"] == "boom"
 
 
+def test_no_winner_says_why_a_study_has_none() -> None:
+    waiting = [_trial(0, "WAITING")]  # the baseline, enqueued: never started
+    assert tune_fns.no_winner(waiting, timed_out=0.001) == (
+        "no trial completed: --timeout 0.001 s passed before any trial started")  # fmt: skip
+    assert tune_fns.no_winner(waiting) == "no trial completed (0 finished: 0 pruned, 0 failed)"
+    ran = [_trial(0, "FAIL", error="boom"), _trial(1, "PRUNED"), _trial(2, "FAIL", error="bang"),
+           _trial(3, "FAIL")]  # fmt: skip
+    assert tune_fns.no_winner(ran) == (
+        "no trial completed (3 finished: 1 pruned, 2 failed); first error: boom")  # fmt: skip
+    assert tune_fns.no_winner(ran, timed_out=30) == (
+        "no trial completed (3 finished: 1 pruned, 2 failed; --timeout 30 s stopped the rest); "
+        "first error: boom")  # fmt: skip
+
+
+def test_choose_winner_names_the_timeout_when_no_trial_ran() -> None:
+    from zhflow.flows.tune import choose_winner
+    from zhflow.tasks.errors import ZhflowError
+
+    with pytest.raises(ZhflowError, match=r"--timeout 0\.5 s passed before any trial started"):
+        choose_winner([_trial(0, "WAITING")], timed_out=0.5)
+    best = _trial(2, "COMPLETE", 0.9)
+    assert choose_winner([_trial(1, "COMPLETE", 0.5), best], timed_out=0.5) is best
+
+
 def test_epoch_score_prefers_the_whole_models_score() -> None:
     record = {"valid_macro_f1": 0.5, "valid_accuracy": 0.6, "valid_full_macro_f1": 0.9}
     assert tune_fns.epoch_score(record, "macro_f1") == 0.9
@@ -265,15 +419,24 @@ def test_an_epoch_listener_sees_the_whole_models_score_and_changes_nothing() -> 
 # the CLI's early errors (no server, no work)
 
 
-def test_tune_with_a_bad_space_file_is_one_line(tmp_path: Path, tiny_csv: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("hidden: [8, 'big']\n", "hidden: 'big' is not a int"),
+        ("max_len: 0\nepochs: 1\nhidden: 8\n", "max_len: 0 is below 1"),
+    ],
+)
+def test_tune_with_a_bad_space_file_is_one_line(
+    tmp_path: Path, tiny_csv: Path, text: str, message: str
+) -> None:
     from zhflow.flows.cli import main
 
     space = tmp_path / "space.yaml"
-    space.write_text("hidden: [8, 'big']\n")
+    space.write_text(text)
     result = CliRunner().invoke(main, ["tune", str(tiny_csv), "--workdir", str(tmp_path / "w"),
                                        "--space", str(space)])  # fmt: skip
     assert result.exit_code == 2
-    assert result.stderr.strip() == f"zhflow: error: {space}: hidden: 'big' is not a int"
+    assert result.stderr.strip() == f"zhflow: error: {space}: {message}"
     assert not (tmp_path / "w" / "tune").exists()
 
 
@@ -357,9 +520,9 @@ def test_the_test_split_is_read_once_and_only_after_the_winner_is_chosen(
         events.append(split)
         return load(encoded, split)
 
-    def recording_choose(trials: list) -> Any:
+    def recording_choose(trials: list, timed_out: float | None = None) -> Any:
         events.append("winner chosen")
-        return choose(trials)
+        return choose(trials, timed_out)
 
     monkeypatch.setattr(stages, "load_encoded_split", recording_load)
     monkeypatch.setattr(tune_flow, "choose_winner", recording_choose)
@@ -369,6 +532,17 @@ def test_the_test_split_is_read_once_and_only_after_the_winner_is_chosen(
     assert "test" not in events[:chosen]
     assert events[:chosen].count("valid") >= 3  # each trial trained and scored on valid
     assert events[chosen:].count("test") == 1
+
+
+@pytest.mark.prefect
+def test_a_timeout_that_passes_before_any_trial_is_named(
+    prefect_server, tiny_csv: Path, tmp_path: Path
+) -> None:
+    from zhflow.tasks.errors import ZhflowError
+
+    with pytest.raises(ZhflowError, match=r"^no trial completed: --timeout 1e-09 s passed "
+                                          r"before any trial started$"):  # fmt: skip
+        _tune(tiny_csv, tmp_path / "w", trials=3, timeout=1e-9)
 
 
 # ------------------------------------------------------------------------------------------

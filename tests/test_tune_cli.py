@@ -45,3 +45,19 @@ def test_checks_before_a_server_starts(tmp_path: Path, tiny_csv: Path) -> None:
     bad.write_text("[]\n", encoding="utf-8")
     with pytest.raises(InputError, match="non-empty mapping"):
         _check_tune_paths(workdir, [str(tiny_csv)], space=str(bad))
+
+
+def test_a_space_no_trial_could_use_is_refused_before_a_server_starts(
+    tmp_path: Path, tiny_csv: Path
+) -> None:
+    """Out of its `zhflow run` flag's range, or a combination no config takes: named with
+    the file and the setting(s), before a server starts or anything is written."""
+    workdir = str(tmp_path / "w")
+    space = tmp_path / "m.yaml"
+    space.write_text("epochs: 1\nhidden: [8, -5]\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"^.*m\.yaml: hidden: -5 is below 1$"):
+        _check_tune_paths(workdir, [str(tiny_csv)], space=str(space))
+    space.write_text("wide_word_ngrams: 0\nwide_char_ngrams: 0\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"m\.yaml: wide_word_ngrams: 0 with wide_char_ngrams: 0"):
+        _check_tune_paths(workdir, [str(tiny_csv)], space=str(space))
+    assert not (tmp_path / "w").exists()
