@@ -195,9 +195,10 @@ def _decode_file(path: Path, encoding: str, out: Any = None) -> None:
                 bad = base + e.start
                 line = 1 + newlines - e.object[: len(e.object) - len(chunk)].count(b"\n")
                 line += e.object[: e.start].count(b"\n")
+                other = "utf-8" if codecs.lookup(encoding).name == "gb18030" else "gb18030"
                 raise InputError(
                     f"{path}: not valid {encoding} at line {line}, byte offset {bad}; "
-                    "pass --encoding (e.g. gb18030)"
+                    f"pass --encoding (e.g. {other})"
                 ) from None
             except UnicodeError as e:  # not a byte's fault: "UTF-16 stream does not start with BOM"
                 raise InputError(

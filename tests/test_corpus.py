@@ -161,6 +161,10 @@ def test_invalid_utf8_names_line_and_byte_offset(tmp_path: Path) -> None:
     assert str(err.value) == (
         f"{p}: not valid utf-8 at line 3, byte offset {offset}; pass --encoding (e.g. gb18030)"
     )
+    # Read as gb18030 already: the hint is the other common one, not itself.
+    p.write_bytes("text,label\n好,pos\n".encode("gb18030") + b"\x80,neg\n")
+    with pytest.raises(InputError, match=r"not valid GB18030 .*; pass --encoding \(e\.g\. utf-8\)"):
+        read_corpus(p, encoding="GB18030")
 
 
 def test_gb18030_file(tmp_path: Path) -> None:
