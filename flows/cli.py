@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from zhflow.flows import server
 from zhflow.flows.commands import (
@@ -501,6 +502,9 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
     if (cell := options.pop("model_deprecated")) is not None:
         options["model"] = cell
     options["unlabeled"] = list(options["unlabeled"]) or None
+    said = click.get_current_context().get_parameter_source("pretrain")
+    if options["unlabeled"] and not options["pretrain"] and said is not ParameterSource.DEFAULT:
+        raise click.UsageError("--unlabeled pretrains the embeddings: it contradicts --no-pretrain")
     with terminal_bars(epochs=options["epochs"]):
         summary = _run_guarded(
             server.run_flow, precheck=_check_run_paths, flow=train_pipeline, **options

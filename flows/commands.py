@@ -83,14 +83,24 @@ def _check_evaluate_inputs(
     label_col: str | None = None, id_col: str | None = None, encoding: str = "utf-8",
     **_: Any,
 ) -> None:  # fmt: skip
-    """Before a server starts: the bundle is sealed, and each corpus exists and its header has
-    the text and label columns asked for."""
+    """Before a server starts: the bundle is sealed, each corpus exists and its header has
+    the text and label columns asked for, and ``--output-dir`` can take the evaluation."""
+    from zhflow.flows.evaluation import check_output_dir
     from zhflow.flows.scoring import resolve_bundle
     from zhflow.tasks.bundle import check_sealed
     from zhflow.tasks.corpus import check_corpus_header
+    from zhflow.tasks.errors import InputError
 
-    check_sealed(resolve_bundle(bundle))
+    resolved = resolve_bundle(bundle)
+    check_sealed(resolved)
     check_corpus_header(corpus, fmt, text_col, label_col, id_col, encoding)
+    output_dir = _.get("output_dir")
+    if output_dir is not None:
+        if not output_dir.strip():  # "" would silently be the default folder
+            raise InputError("--output-dir is empty: name a folder (or leave it out)")
+        if Path(output_dir).exists() and not Path(output_dir).is_dir():
+            raise InputError(f"--output-dir {output_dir}: is not a folder")
+        check_output_dir(Path(output_dir), Path(resolved), corpus)
 
 
 @click.command("evaluate")

@@ -78,6 +78,20 @@ def check_output_dir(output_dir: Path, bundle: Path, corpus: list[str]) -> None:
     for name in OUTPUT_FILES:
         if out / name in inputs:
             raise InputError(f"--output-dir {output_dir}: would overwrite the corpus {out / name}")
+    present = [name for name in OUTPUT_FILES if (out / name).exists()]
+    if present and not _an_earlier_evaluation(out):
+        raise InputError(f"--output-dir {output_dir}: holds {', '.join(present)} that zhflow "
+                         "evaluate did not write; pick a new or empty folder")  # fmt: skip
+
+
+def _an_earlier_evaluation(folder: Path) -> bool:
+    """``folder`` holds what an evaluation writes (then a rerun may replace it): its metrics
+    name the bundle digest and the corpus, as :func:`evaluate_bundle` writes them."""
+    try:
+        metrics = json.loads((folder / catalog.METRICS_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(metrics, dict) and {"accuracy", "bundle_digest", "corpus"} <= set(metrics)
 
 
 def check_min_accuracy(metrics: dict[str, Any], min_accuracy: float | None) -> str | None:

@@ -16,6 +16,7 @@ reachable.
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +38,21 @@ SHARD_ROWS = 5_000
 CONNECT_TIMEOUT = "15s"
 
 
+#: ``tcp://HOST:PORT`` (HOST a name, an IPv4 address or a bracketed IPv6 one): what a
+#: ``dask scheduler`` listens on without TLS, the only kind zhflow connects to (it has no
+#: flags for TLS certificates).
+_SCHEDULER_ADDRESS = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
+
+
+def check_scheduler_address(address: str) -> None:
+    """Refuse a ``--dask-address`` Dask could not connect to (Dask's own errors on these are
+    tracebacks: ``missing port number``, ``invalid literal for int()``...)."""
+    match = _SCHEDULER_ADDRESS.fullmatch(address)
+    if match is None or not 1 <= int(match.group(2)) <= 65535:
+        raise InputError(f"--dask-address must look like tcp://HOST:PORT (a port 1-65535), "
+                         f"got {address!r}")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     """Where sharded stages run: an existing scheduler, or a local cluster started per stage."""
@@ -46,11 +62,11 @@ class ClusterSpec:
 
     def __post_init__(self) -> None:
         if self.address and self.workers:
-            raise InputError("give --dask-address or --workers, not both")
-        if self.address is not None and "://" not in self.address:
-            raise InputError(f"--dask-address must look like tcp://HOST:PORT, got {self.address!r}")
+            raise InputError("give --dask-address or --dask-workers, not both")
+        if self.address is not None:
+            check_scheduler_address(self.address)
         if self.workers is not None and (isinstance(self.workers, bool) or self.workers < 1):
-            raise InputError(f"--workers must be a positive integer, got {self.workers!r}")
+            raise InputError(f"--dask-workers must be a positive integer, got {self.workers!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +74,8 @@ class ClusterSpec:
     @classmethod
     def from_params(cls, address: str | None, workers: int | None) -> ClusterSpec | None:
         """None when neither is given: the stages run in this machine's process pool."""
+        if address is not None and not address.strip():  # not silently this machine
+            raise InputError("--dask-address is empty: give tcp://HOST:PORT, or leave it out")
         if not address and not workers:
             return None
         return cls(address=address or None, workers=workers or None)

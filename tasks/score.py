@@ -463,7 +463,8 @@ def score_file_sharded(
                                   empty_inputs)  # fmt: skip
     with _output_errors(output):
         output.parent.mkdir(parents=True, exist_ok=True)
-        shard_dir = output.parent / f".{output.name}.shards-{uuid.uuid4().hex[:12]}"
+        # Absolute: the workers get these paths, and a remote worker's cwd is not ours.
+        shard_dir = output.absolute().parent / f".{output.name}.shards-{uuid.uuid4().hex[:12]}"
         shard_dir.mkdir()
 
     def shard_files() -> Iterator[tuple[str, str]]:

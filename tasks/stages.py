@@ -387,14 +387,18 @@ def unlabeled_texts(paths: list[str], held_out: list[str]) -> tuple[list[str], i
     banned = {segment_fns.normalize_text(t) for t in held_out}
     texts, dropped = [], 0
     for path in paths:
+        found = 0
         for chunk in corpus_fns.read_texts_in_chunks(path):
             for text in chunk["text"].to_list():
                 if not text or not text.strip():
                     continue
+                found += 1
                 if segment_fns.normalize_text(text) in banned:
                     dropped += 1
                     continue
                 texts.append(text)
+        if not found:  # blank lines only: as empty as a file of no bytes
+            raise InputError(f"{path}: --unlabeled file has no non-empty text")
     return texts, dropped
 
 

@@ -31,7 +31,7 @@ def test_cluster_flags_are_listed_and_checked_before_any_work() -> None:
     both = CliRunner().invoke(main, ["run", "--dask-address", "tcp://127.0.0.1:8786",
                                      "--workers", "2"])  # fmt: skip
     assert both.exit_code == 2
-    assert both.stderr.strip() == "zhflow: error: give --dask-address or --workers, not both"
+    assert both.stderr.strip() == "zhflow: error: give --dask-address or --dask-workers, not both"
     bad = CliRunner().invoke(main, ["run", "--dask-address", "127.0.0.1:8786"])
     assert bad.exit_code == 2 and "tcp://HOST:PORT" in bad.stderr
 

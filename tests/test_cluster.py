@@ -109,8 +109,15 @@ def test_cluster_spec_is_checked() -> None:
     assert ClusterSpec.from_params(None, 2) == ClusterSpec(workers=2)
     with pytest.raises(InputError, match="not both"):
         ClusterSpec("tcp://127.0.0.1:8786", 2)
-    with pytest.raises(InputError, match="tcp://HOST:PORT"):
-        ClusterSpec("127.0.0.1:8786")
+    for address in ("127.0.0.1:8786", "tcp://127.0.0.1", "tcp://127.0.0.1:abc",
+                    "tcp://127.0.0.1:8786/x", "tcp://[::1", "tls://127.0.0.1:1",
+                    "tcp://127.0.0.1:99999", "tcp://127.0.0.1:0"):  # fmt: skip
+        with pytest.raises(InputError, match="tcp://HOST:PORT"):
+            ClusterSpec(address)
+    for address in ("tcp://[::1]:8786", "tcp://scheduler.local:8786", "tcp://10.0.0.5:1"):
+        assert ClusterSpec(address).address == address
+    with pytest.raises(InputError, match="--dask-address is empty"):
+        ClusterSpec.from_params("", None)
     with pytest.raises(InputError, match="positive"):
         ClusterSpec(workers=0)
 

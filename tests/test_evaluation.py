@@ -145,6 +145,26 @@ def test_evaluate_never_writes_into_another_sealed_folder(
     assert after == before
 
 
+def test_evaluate_never_overwrites_files_it_did_not_write(bundle: Path, tmp_path: Path) -> None:
+    from zhflow.flows.evaluation import evaluate_bundle
+
+    corpus = _labelled(tmp_path / "new.csv", [("很好", "pos"), ("很差", "neg")])
+    mine = tmp_path / "myfiles"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep", encoding="utf-8")
+    (mine / "metrics.json").write_text('{"mine": 1}', encoding="utf-8")
+    with pytest.raises(InputError, match=r"holds metrics\.json that zhflow evaluate did not write"):
+        evaluate_bundle(str(bundle), [str(corpus)], mine, text_col="review", label_col="y")
+    assert (mine / "metrics.json").read_text(encoding="utf-8") == '{"mine": 1}'
+    assert sorted(p.name for p in mine.iterdir()) == ["metrics.json", "notes.txt"]
+    # A folder with other files only takes the evaluation beside them; a rerun replaces it.
+    (mine / "metrics.json").unlink()
+    for _ in range(2):
+        evaluate_bundle(str(bundle), [str(corpus)], mine, text_col="review", label_col="y")
+    assert (mine / "notes.txt").read_text(encoding="utf-8") == "keep"
+    assert json.loads((mine / "metrics.json").read_text(encoding="utf-8"))["n"] == 2
+
+
 def test_check_min_accuracy_message() -> None:
     from zhflow.flows.evaluation import check_min_accuracy
 

@@ -255,6 +255,8 @@ def test_a_missing_corpus_or_column_is_refused_before_any_flow_runs(
          ("nope.txt: no such file or directory",)),
         (_cli("run", corpus, "--workdir", bundle_dir / "wd", *RUN),
          ("--workdir is inside the sealed folder", str(bundle_dir))),
+        (_cli("run", corpus, "--workdir", workdir, *RUN, "--no-pretrain", "--unlabeled", corpus),
+         ("--unlabeled pretrains the embeddings: it contradicts --no-pretrain",)),
         (_cli("info", ""), ("the bundle path is empty",)),
         (_cli("predict", "--model", "", "好吃"), ("the bundle path is empty",)),
     ]:  # fmt: skip

@@ -55,6 +55,16 @@ def test_unlabeled_texts_identical_to_a_held_out_text_are_dropped(tmp_path) -> N
     assert texts == ["送餐很快"] and dropped == 2
 
 
+def test_an_unlabeled_file_of_blank_lines_is_refused_like_an_empty_one(tmp_path) -> None:
+    from zhflow.tasks.errors import InputError
+
+    good, blank = tmp_path / "u.txt", tmp_path / "blank.txt"
+    good.write_text("送餐很快\n", encoding="utf-8")
+    blank.write_text("\n\n   \n\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"blank\.txt: --unlabeled file has no non-empty text"):
+        stages.unlabeled_texts([str(good), str(blank)], held_out=[])
+
+
 def test_pretrain_stage_writes_aligned_embeddings(tmp_path, tiny_csv) -> None:
     workdir = str(tmp_path / "w")
     corpus = stages.ingest_corpus.fn(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -93,6 +95,26 @@ def test_an_empty_input_among_several_is_skipped_and_named(bundle, tmp_path, sha
         expected = predict_rows(bundle, pl.DataFrame({"id": ["0", "1"],
                                                       "text": ["很好吃", "太难吃了"]}))  # fmt: skip
         assert pl.read_parquet(out)["label"].to_list() == expected["label"].to_list()
+
+
+def test_sharded_scoring_hands_workers_absolute_paths(bundle, tmp_path, monkeypatch) -> None:
+    """A worker on another machine has another cwd: a relative --output's shard files must
+    still be found there."""
+    from zhflow.tasks.score import score_file_sharded, score_parquet_shard
+
+    monkeypatch.chdir(tmp_path)
+    pl.DataFrame({"text": ["很好吃", "太难吃了"]}).write_csv(tmp_path / "in.csv")
+    handed: list[str] = []
+
+    def run(pairs):
+        for in_path, out_path in pairs:
+            handed.extend([in_path, out_path])
+            yield score_parquet_shard(str(bundle.path), in_path, out_path)
+
+    summary = score_file_sharded(bundle, "in.csv", "sub/out.parquet", run)
+    assert summary["rows"] == 2 and handed
+    assert all(Path(p).is_absolute() and Path(p).parent.parent == tmp_path / "sub"
+               for p in handed)  # fmt: skip
 
 
 def test_every_input_empty_or_one_empty_input_is_refused(bundle, tmp_path) -> None:
