@@ -146,14 +146,17 @@ def _run_guarded(fn: Any, precheck: Any = None, **kwargs: Any) -> dict[str, Any]
     from prefect import tags
 
     from zhflow.flows.lifecycle import OwnServers, stop_signals_exit
-    from zhflow.tasks.cluster import ClusterSpec
+    from zhflow.tasks.cluster import ClusterSpec, check_scheduler_answers
 
     _quiet_user_errors()
     servers = OwnServers()
     try:
         with stop_signals_exit():
             # Checked here too, so a bad pair of flags fails before a Prefect server starts.
-            ClusterSpec.from_params(kwargs.get("dask_address"), kwargs.get("dask_workers"))
+            cluster = ClusterSpec.from_params(kwargs.get("dask_address"),
+                                              kwargs.get("dask_workers"))  # fmt: skip
+            if cluster is not None and cluster.address:
+                check_scheduler_answers(cluster.address)
             if precheck is not None:
                 precheck(**kwargs)
             with tags(RUN_TAG):  # every flow run the CLI starts, as the deployments' runs

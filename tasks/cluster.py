@@ -53,6 +53,48 @@ def check_scheduler_address(address: str) -> None:
                          f"got {address!r}")  # fmt: skip
 
 
+#: How long :func:`check_scheduler_answers` waits for a scheduler to answer, and then for a
+#: first worker to join it, in seconds.
+PROBE_SECONDS = 20.0
+
+
+def check_scheduler_answers(address: str, seconds: float = PROBE_SECONDS) -> None:
+    """Refuse, in one line and within about ``2 * seconds``, an address where no Dask
+    scheduler answers, or one no worker joins. Dask's own connect waits for ever on a port
+    that accepts a connection but speaks something else (a Prefect server's, a typo), and
+    takes other services' bytes for a frame length (``Unable to allocate 3.07 EiB``)."""
+    import threading
+
+    outcome: list[BaseException | int] = []
+
+    def identify() -> None:
+        from distributed import Client
+
+        try:
+            with Client(address, timeout=f"{seconds}s") as client:
+                client.wait_for_workers(1, timeout=seconds)
+                outcome.append(len(client.scheduler_info()["workers"]))
+        except BaseException as exc:  # reported below, in this thread's caller
+            outcome.append(exc)
+
+    # A daemon thread, so a connect that never returns cannot hold the process at exit.
+    probe = threading.Thread(target=identify, name="zhflow-dask-probe", daemon=True)
+    probe.start()
+    probe.join(2 * seconds + 5)
+    if not outcome:
+        raise InputError(f"--dask-address {address}: no Dask scheduler answered within "
+                         f"{seconds:.0f} s (is it a dask scheduler's port?)")  # fmt: skip
+    found = outcome[0]
+    if isinstance(found, TimeoutError) and "worker" in str(found).lower():
+        raise InputError(
+            f"--dask-address {address}: the scheduler answers but no worker joined it within "
+            f"{seconds:.0f} s (start `dask worker {address}`)"
+        )
+    if isinstance(found, BaseException):
+        raise InputError(f"--dask-address {address}: no Dask scheduler answers there "
+                         f"({type(found).__name__}: {str(found)[:200]})")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     """Where sharded stages run: an existing scheduler, or a local cluster started per stage."""

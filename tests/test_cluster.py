@@ -237,3 +237,50 @@ def test_unreachable_scheduler_is_one_clear_error(monkeypatch: pytest.MonkeyPatc
         cluster_fns.open_task_runner(ClusterSpec(f"tcp://127.0.0.1:{_free_port()}")),
     ):
         pass
+
+
+def test_an_address_where_no_scheduler_answers_is_one_line_not_a_hang() -> None:
+    """A port that accepts and says nothing (a typo's Prefect server), one that answers
+    with another protocol's bytes, and a closed one: each refused, none waits for ever."""
+    import threading
+    import time
+
+    from zhflow.tasks.cluster import check_scheduler_answers
+
+    silent, talker = socket.socket(), socket.socket()
+    held: list[socket.socket] = []
+    for server in (silent, talker):
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+
+    def accept(server: socket.socket, reply: bytes) -> None:
+        while True:
+            conn, _ = server.accept()
+            conn.sendall(reply)
+            held.append(conn)
+
+    threading.Thread(target=accept, args=(silent, b""), daemon=True).start()
+    threading.Thread(target=accept, args=(talker, b"HTTP/1.1 400 Bad Request\r\n\r\n" * 8),
+                     daemon=True).start()  # fmt: skip
+    try:
+        for server, said in ((silent, "no Dask scheduler answered within 1 s"),
+                             (talker, "no Dask scheduler answers there")):  # fmt: skip
+            started = time.monotonic()
+            with pytest.raises(InputError, match=said):
+                check_scheduler_answers(f"tcp://127.0.0.1:{server.getsockname()[1]}", 1.0)
+            assert time.monotonic() - started < 10
+        with pytest.raises(InputError, match="no Dask scheduler answers there"):
+            check_scheduler_answers(f"tcp://127.0.0.1:{_free_port()}", 1.0)
+    finally:
+        for sock in (silent, talker, *held):
+            sock.close()
+
+
+def test_a_scheduler_without_workers_is_said_not_waited_on() -> None:
+    from distributed import LocalCluster
+
+    from zhflow.tasks.cluster import check_scheduler_answers
+
+    refused = pytest.raises(InputError, match="the scheduler answers but no worker joined it")
+    with LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=":0") as cluster, refused:
+        check_scheduler_answers(cluster.scheduler_address, 1.0)
