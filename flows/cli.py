@@ -204,7 +204,7 @@ def _check_run_paths(
     bad corpus, one line, no server started); pretraining has its library."""
     import importlib.util
 
-    from zhflow.tasks.corpus import check_split_fractions
+    from zhflow.tasks.corpus import check_split_fractions, read_texts_in_chunks
     from zhflow.tasks.errors import InputError
     from zhflow.tasks.guards import check_readable, check_workdir
     from zhflow.tasks.segment import TokenizerSpec
@@ -239,8 +239,6 @@ def _check_run_paths(
     if (unlabeled or _.get("pretrain")) and importlib.util.find_spec("gensim") is None:
         raise InputError("--pretrain/--unlabeled need gensim: pip install 'zhflow[pretrain]'")
     for path in unlabeled or []:  # its start, as pretraining will read it: a wrong file is
-        from zhflow.tasks.corpus import read_texts_in_chunks  # named now, not after the stages
-
         next(read_texts_in_chunks(path, encoding=_.get("encoding", "utf-8"), chunk_rows=1000))
 
 

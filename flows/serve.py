@@ -254,9 +254,10 @@ def check_server() -> str:
     return url
 
 
-def check_as_the_commands_do(options: dict[str, Any], params: dict[str, dict[str, Any]]) -> None:
+def check_as_the_commands_do(deployments: list[Any], params: dict[str, dict[str, Any]]) -> None:
     """Before anything is registered, what ``zhflow run``, ``score`` and ``evaluate`` check
-    before their flows, for the parameters the scheduled runs will get: each value's range
+    before their flows, for the parameters the scheduled runs will get (read from the built
+    ``deployments``, defaults and absolute paths included): each ``--*-param`` value's range
     and choices, the work dir, split fractions, user dict and stopwords, the corpus where it
     exists already (read and split), the scoring output. A nightly run should not be the
     first to find a bad flag."""
@@ -267,14 +268,14 @@ def check_as_the_commands_do(options: dict[str, Any], params: dict[str, dict[str
 
     for flag, command in (("train", run), ("score", score), ("eval", evaluate_command)):
         check_params_as_flags(params[flag], command, f"--{flag}-param")
-    workdir = params["train"].get("workdir", options["workdir"])
-    present = [p for p in options["corpus"] if Path(p).expanduser().exists()]
+    by_flow = {d.flow_name: d.parameters for d in deployments}
+    train = by_flow[TRAIN_FLOW]
+    present = [p for p in train["corpus"] or [] if Path(p).exists()]
     try:
-        _check_run_paths(**{**params["train"], "workdir": workdir, "corpus": present or None})
-        if options["score_input"]:
-            output = options["score_output"] or str(Path(workdir) / catalog.SCORES)
-            check_score_output(options["bundle"] or workdir, list(options["score_input"]),
-                               params["score"].get("output", output))  # fmt: skip
+        _check_run_paths(**{**train, "corpus": present or None})
+        if SCORE_FLOW in by_flow:
+            scoring = by_flow[SCORE_FLOW]
+            check_score_output(scoring["bundle"], scoring["input"], scoring["output"])
     except ZhflowError as exc:
         raise ServeError(str(exc)) from None
 
@@ -422,7 +423,7 @@ def serve_command(
             # A nightly export may not exist yet when serving starts: said, not refused.
             click.echo(f"zhflow serve: warning: {flag} {missing} does not exist (yet): its "
                        "runs fail until it does", err=True)  # fmt: skip
-    check_as_the_commands_do(options, params)
+    check_as_the_commands_do(deployments, params)
     check_deployment_parameters(deployments, [train_pipeline, score_pipeline, evaluate_pipeline])
     from zhflow.flows.server import connect
 
