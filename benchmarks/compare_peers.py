@@ -234,7 +234,7 @@ def run_zhflow(
     import polars as pl
     import torch
 
-    from zhflow.flows.pipeline import _wide_spec
+    from zhflow.flows.pipeline import build_wide_spec
     from zhflow.models.ensemble import uncalibrated
     from zhflow.models.rnn import RNNConfig
     from zhflow.tasks import evaluate, train
@@ -254,7 +254,7 @@ def run_zhflow(
     index = vocab_to_index(vocab)
     featurizer = None
     if d["wide"]:
-        spec_dict = _wide_spec(d["tokenizer"], d["wide_word_ngrams"], d["wide_char_ngrams"],
+        spec_dict = build_wide_spec(d["tokenizer"], d["wide_word_ngrams"], d["wide_char_ngrams"],
                                d["wide_min_df"])  # fmt: skip
         from zhflow.tasks.features import NgramSpec
 

@@ -43,7 +43,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     import polars as pl
     import torch
 
-    from zhflow.flows.pipeline import _wide_spec
+    from zhflow.flows.pipeline import build_wide_spec
     from zhflow.models.wide import NgramLinear, RaggedBags, bag_matrix
     from zhflow.tasks import train
     from zhflow.tasks.encode import build_label_map, encode_labels
@@ -56,7 +56,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
               for s in data}  # fmt: skip
     d = compare_peers.pipeline_defaults()
     train_tokens = pl.DataFrame({"tokens": tokens["train"]}, schema={"tokens": pl.List(pl.Utf8)})
-    spec = NgramSpec.from_dict(_wide_spec(d["tokenizer"], d["wide_word_ngrams"],
+    spec = NgramSpec.from_dict(build_wide_spec(d["tokenizer"], d["wide_word_ngrams"],
                                           d["wide_char_ngrams"], d["wide_min_df"]))  # fmt: skip
     featurizer = featurizer_from_table(select_ngram_features(train_tokens, spec), spec)
     label_map = build_label_map(data["train"]["label"])
