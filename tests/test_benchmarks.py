@@ -8,9 +8,12 @@ scripts' wiring and output, not any figure.
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,34 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ("tfidf-word", "tfidf-char", "tfidf-char-word")
 
-pytestmark = pytest.mark.slow
+
+def zhflow_names_used(script: Path) -> list[tuple[str, str, int]]:
+    """(module, name, line) for every ``from zhflow... import name`` in ``script`` and every
+    ``module.name`` read off a zhflow module it imported."""
+    tree = ast.parse(script.read_text(encoding="utf-8"))
+    used, modules = [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("zhflow"):
+            module = importlib.import_module(str(node.module))
+            for alias in node.names:
+                used.append((str(node.module), alias.name, node.lineno))
+                value = getattr(module, alias.name, None)
+                if isinstance(value, types.ModuleType):
+                    modules[alias.asname or alias.name] = value
+    for node in ast.walk(tree):
+        name = node.value if isinstance(node, ast.Attribute) else None
+        if isinstance(node, ast.Attribute) and isinstance(name, ast.Name) and name.id in modules:
+            used.append((modules[name.id].__name__, node.attr, node.lineno))
+    return used
+
+
+def test_every_zhflow_name_a_benchmark_uses_exists() -> None:
+    missing = []
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        for module, name, line in zhflow_names_used(script):
+            if not hasattr(importlib.import_module(module), name):
+                missing.append(f"{script.name}:{line} {module}.{name}")
+    assert not missing
 
 
 def run_script(name: str, *args: str) -> dict:
@@ -30,6 +60,7 @@ def run_script(name: str, *args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_compare_peers_reports_every_method_on_one_leak_free_split(tiny_csv: Path) -> None:
     methods = (*PEERS, "zhflow-default", "zhflow-wide-only")
     out = run_script("compare_peers.py", str(tiny_csv), "--text-col", "text", "--label-col",
@@ -46,6 +77,7 @@ def test_compare_peers_reports_every_method_on_one_leak_free_split(tiny_csv: Pat
     assert out["zhflow_default_minus_best_peer"] == pytest.approx(default["accuracy_mean"] - best)
 
 
+@pytest.mark.slow
 def test_wide_fits_reports_each_fit(tiny_csv: Path) -> None:
     out = run_script("wide_fits.py", str(tiny_csv), "--text-col", "text", "--label-col", "label",
                      "--seeds", "7")  # fmt: skip
