@@ -717,6 +717,9 @@ def _finish(
     if tc.calibrate:
         meta["calibration"] = calibrate(run.model, valid, run.device)
         say(f"calibrated on the valid split: {meta['calibration']}")
+        if meta["calibration"].get("separated"):
+            say("the valid split is separated without an error, so it cannot say how sure the "
+                "model is: temperature kept at 1")  # fmt: skip
     return TrainResult(
         state_dict=_cpu_state(run.model),
         history=progress.history,
@@ -1029,19 +1032,48 @@ def calibrate(
         return model.mix_logits(deep, wide)
 
     raw_loss = float(F.cross_entropy(mixed(UNCALIBRATED_MIX), labels))
+    fit = fit_mix_and_temperature(mixed, labels, MIX_GRID if wide is not None else (1.0,))
+    with torch.no_grad():
+        model.temperature.fill_(fit.temperature)
+        if model.wide is not None:
+            model.mix.fill_(fit.mix)
+    out: dict[str, Any] = {"temperature": round(fit.temperature, 4),
+                           "valid_nll_before": round(raw_loss, 4),
+                           "valid_nll_after": round(fit.loss, 4)}  # fmt: skip
+    if wide is not None:
+        out["mix"] = fit.mix
+    if fit.separated:
+        out["separated"] = True  # the temperature was kept at 1 (fit_mix_and_temperature)
+    return out
+
+
+@dataclass(frozen=True)
+class Calibration:
+    mix: float
+    temperature: float
+    loss: float  # validation log-loss at this mix and temperature
+    separated: bool  # the validation split did not bound the temperature: kept at 1
+
+
+def fit_mix_and_temperature(
+    mixed: Callable[[float], torch.Tensor], labels: torch.Tensor, mixes: tuple[float, ...]
+) -> Calibration:
+    """The mix of ``mixes`` and temperature with the lowest validation log-loss; ``mixed(m)``
+    gives the validation logits (M, C) at mix ``m`` and temperature 1.
+
+    A validation split the model separates (every row right, with room to spare) does not
+    bound the temperature from below: its log-loss keeps falling as the temperature shrinks,
+    down to the grid's floor, where every confidence rounds to 1.0 (seen on small corpora).
+    Nothing in a few dozen right answers says the model is that sure of the next text, so
+    then the temperature stays at 1 (the model as trained) and the mix is chosen at it."""
     best: tuple[float, float, float] | None = None  # (loss, mix, temperature)
-    for mix in MIX_GRID if wide is not None else (1.0,):
+    for mix in mixes:
         temperature, loss = fit_temperature(mixed(mix), labels)
         if best is None or loss < best[0] - 1e-9:
             best = (loss, mix, temperature)
     assert best is not None
-    loss, mix, temperature = best
-    with torch.no_grad():
-        model.temperature.fill_(temperature)
-        if model.wide is not None:
-            model.mix.fill_(mix)
-    out = {"temperature": round(temperature, 4), "valid_nll_before": round(raw_loss, 4),
-           "valid_nll_after": round(loss, 4)}  # fmt: skip
-    if wide is not None:
-        out["mix"] = mix
-    return out
+    if best[2] > TEMPERATURE_GRID[0]:
+        return Calibration(best[1], best[2], best[0], separated=False)
+    at_one = [(float(F.cross_entropy(mixed(mix), labels)), mix) for mix in mixes]
+    loss, mix = min(at_one, key=lambda pair: pair[0])  # the first of equal losses
+    return Calibration(mix, 1.0, loss, separated=True)

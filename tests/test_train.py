@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,11 @@ from zhflow.models.rnn import RNNConfig
 from zhflow.tasks.errors import InputError
 from zhflow.tasks.train import (
     CHECKPOINT_NAME,
+    TEMPERATURE_GRID,
     TrainConfig,
     build_model,
     collate,
+    fit_mix_and_temperature,
     inference_batches,
     make_batches,
     pick_device,
@@ -371,3 +373,37 @@ def test_cuda_amp_checkpoint_keeps_the_loss_scaler(tmp_path: Path) -> None:
     resumed = train_model(MODEL, amp, TRAIN, VALID, checkpoint_dir=tmp_path, log=None)
     assert resumed.resumed_from_epoch == 1
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+
+
+def _mixed(deep: torch.Tensor, wide: torch.Tensor) -> Callable[[float], torch.Tensor]:
+    """The model's own mixing at temperature 1 (``RNNClassifier.mix_logits``)."""
+    return lambda mix: mix * wide.log_softmax(-1) + (1 - mix) * deep.log_softmax(-1)
+
+
+def test_calibration_fits_an_inner_temperature_when_the_valid_split_has_errors() -> None:
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (400,), generator=gen)
+    signal = torch.nn.functional.one_hot(labels, 2).float() * 2 - 1  # (M, 2) +-1
+    deep = 0.5 * signal + torch.randn(400, 2, generator=gen)  # right about 2 in 3
+    wide = 1.5 * signal + torch.randn(400, 2, generator=gen)  # right about 9 in 10
+    fit = fit_mix_and_temperature(_mixed(deep, wide), labels, (0.0, 0.5, 1.0))
+    assert not fit.separated
+    assert TEMPERATURE_GRID[0] < fit.temperature < TEMPERATURE_GRID[-1]
+    assert fit.mix in (0.5, 1.0)  # the better branch gets weight
+    best_at_one = min(float(torch.nn.functional.cross_entropy(_mixed(deep, wide)(m), labels))
+                      for m in (0.0, 0.5, 1.0))  # fmt: skip
+    assert fit.loss <= best_at_one
+
+
+def test_a_separated_valid_split_keeps_the_temperature_at_one() -> None:
+    """Every validation row right by a margin: the log-loss falls as the temperature shrinks,
+    so a plain fit would pick the grid's floor and every confidence would read 1.0."""
+    labels = torch.tensor([0, 1] * 20)
+    signal = torch.nn.functional.one_hot(labels, 2).float() * 2 - 1
+    deep, wide = 0.4 * signal, 1.5 * signal  # both right on every row
+    fit = fit_mix_and_temperature(_mixed(deep, wide), labels, (0.0, 0.5, 1.0))
+    assert fit.separated
+    assert fit.temperature == 1.0
+    assert fit.mix == 1.0  # the surer branch: the lowest log-loss at temperature 1
+    probs = (_mixed(deep, wide)(fit.mix) / fit.temperature).softmax(-1)
+    assert float(probs.max()) < 0.99
