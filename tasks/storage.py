@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,10 +150,11 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(target)
     with write_guard(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
+        remove_dead_temps(target)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
         tmp_path = Path(tmp)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held while writing: how a live writer is told
             yield tmp_path
             # After the write: a writer may have replaced the file (safetensors' save_file
             # creates its own, mode 0600), and a bundle must stay readable by whoever may
@@ -159,8 +162,52 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             os.chmod(tmp_path, 0o666 & ~_UMASK)
             os.replace(tmp_path, target)
         finally:
+            os.close(fd)
             if tmp_path.exists():
                 tmp_path.unlink()
+
+
+#: A temporary file untouched for this long, and not locked, is a dead writer's leftover.
+DEAD_TEMP_SECONDS = 300
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}.zhflow-"
+
+
+def remove_dead_temps(target: Path) -> list[Path]:
+    """Remove what a writer killed outright (SIGKILL, power loss) left beside ``target``:
+    its ``.<name>.zhflow-XXXXXXXX.tmp`` files, no longer locked (:func:`atomic_path` holds an
+    ``flock`` on its file while it writes; the kernel drops it when the process dies) and
+    unmodified for :data:`DEAD_TEMP_SECONDS` (on NFS a lock is emulated and can lapse just
+    before the rename). Before this, a ``zhflow score`` killed each night left one more
+    output-sized file. Names are matched exactly, so no file of the user's is touched."""
+    pattern = re.compile(re.escape(_temp_prefix(target)) + r"[a-z0-9_]{8}\.tmp")
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(target.parent):
+            if pattern.fullmatch(entry.name) and _is_dead_temp(Path(entry.path)):
+                Path(entry.path).unlink(missing_ok=True)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def _is_dead_temp(path: Path) -> bool:
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return False
+        if time.time() - path.stat().st_mtime < DEAD_TEMP_SECONDS:
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # a live writer holds it
+    finally:
+        os.close(fd)
+    return True
 
 
 def write_json_atomic(target: str | os.PathLike[str], obj: Any) -> None:

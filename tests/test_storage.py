@@ -1,13 +1,21 @@
 from __future__ import annotations
 
+import fcntl
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from zhflow.tasks.storage import (
+    DEAD_TEMP_SECONDS,
     artifact_ref,
     atomic_path,
     building_artifact,
+    remove_dead_temps,
     sha256_file,
     verify_artifact,
 )
@@ -55,3 +63,63 @@ def test_sha256_file_chunks(tmp_path) -> None:
     import hashlib
 
     assert sha256_file(path) == hashlib.sha256(b"x" * (3 << 20)).hexdigest()
+
+
+def _aged(path: Path, seconds: float = DEAD_TEMP_SECONDS + 60) -> Path:
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+    return path
+
+
+def test_a_killed_writers_temp_file_goes_at_the_next_write_and_nothing_else(tmp_path) -> None:
+    target = tmp_path / "p.parquet"
+    dead = tmp_path / ".p.parquet.zhflow-abcd_123.tmp"
+    dead.write_bytes(b"half an output")
+    _aged(dead)
+    young = tmp_path / ".p.parquet.zhflow-young123.tmp"  # a writer that just started
+    young.write_bytes(b"")
+    users = [tmp_path / ".p.parquet.backup.tmp", tmp_path / ".p.parquet.zhflow-toolongname.tmp",
+             tmp_path / ".q.parquet.zhflow-abcd1234.tmp"]  # fmt: skip
+    for path in users:
+        path.write_bytes(b"keep")
+        _aged(path)
+    with atomic_path(target) as tmp:
+        assert tmp.name.startswith(".p.parquet.zhflow-")
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert not dead.exists()
+    assert young.exists()
+    assert all(p.read_bytes() == b"keep" for p in users)
+
+
+def test_a_temp_file_a_live_writer_holds_is_kept_however_old(tmp_path) -> None:
+    target = tmp_path / "p.parquet"
+    live = tmp_path / ".p.parquet.zhflow-live1234.tmp"
+    live.write_bytes(b"")
+    _aged(live)
+    with open(live, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # what atomic_path holds while its writer writes
+        assert remove_dead_temps(target) == []
+        assert live.exists()
+    assert remove_dead_temps(target) == [live]  # released, as when its process dies
+
+
+@pytest.mark.slow
+def test_sigkill_mid_write_leaves_a_temp_file_the_next_write_removes(tmp_path) -> None:
+    target = tmp_path / "out.bin"
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from zhflow.tasks.storage import atomic_path\n"
+        f"with atomic_path({str(target)!r}) as tmp:\n"
+        "    tmp.write_bytes(b'x' * 1000); print('writing', flush=True); time.sleep(60)\n"
+    )], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert writer.stdout is not None and writer.stdout.readline() == "writing\n"
+    (left,) = tmp_path.glob(".out.bin.zhflow-*.tmp")
+    _aged(left)
+    assert remove_dead_temps(target) == []  # alive: its lock holds
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert left.exists() and not target.exists()  # killed outright: no cleanup ran
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"whole")
+    assert sorted(os.listdir(tmp_path)) == ["out.bin"]
