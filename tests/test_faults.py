@@ -4,6 +4,7 @@ docs/RELIABILITY.md lists the cases."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -157,6 +158,73 @@ def _big_corpus(path: Path, rows: int = 3000) -> Path:
             )
             f.write("\n")
     return path
+
+
+def _session_processes(sid: int) -> dict[int, str]:
+    """Live (not zombie) processes of session ``sid``: pid -> command line (from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # state ppid pgrp session ...
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found[int(entry.name)] = cmd
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find processes")
+def test_a_seed_ensemble_shares_the_temporary_server_and_stops_with_the_command(
+    tmp_path: Path,
+) -> None:
+    """``--seeds 2`` trains its members in spawned processes. They used to start a temporary
+    Prefect server each (their API was the parent's settings, not its environment), and on
+    SIGTERM the command waited while they went on training (24 s measured here)."""
+    corpus = _big_corpus(tmp_path / "big.jsonl")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # no API URL
+    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               DO_NOT_TRACK="1", PYTHONUNBUFFERED="1",
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90")  # fmt: skip
+    err = tmp_path / "stderr.txt"
+    with open(err, "wb") as sink:
+        proc = subprocess.Popen(
+            [*_zhflow(), "run", str(corpus), "--workdir", str(tmp_path / "wd"), "--tokenizer",
+             "char", "--epochs", "50", "--seeds", "2", "--processes", "1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(re.findall(r"epoch 2/50", err.read_text(errors="replace"))) >= 2:
+                break  # both members are training
+            time.sleep(0.2)
+        assert proc.poll() is None, err.read_text(errors="replace")[-3000:]
+        running = _session_processes(proc.pid)
+        servers = [cmd for cmd in running.values() if "uvicorn" in cmd]
+        members = [cmd for cmd in running.values() if "spawn_main" in cmd]
+        assert len(members) == 2
+        assert len(servers) == 1, servers  # the command's own temporary server, no other
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(
+            "spawn_main" in cmd or "uvicorn" in cmd for cmd in _session_processes(proc.pid).values()
+        ):
+            time.sleep(0.2)
+        assert not any("spawn_main" in cmd or "uvicorn" in cmd
+                       for cmd in _session_processes(proc.pid).values())  # fmt: skip
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for pid in _session_processes(proc.pid):  # never leave one behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
