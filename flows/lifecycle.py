@@ -11,7 +11,6 @@ server that was running before (a test harness, ``zhflow server start``) is left
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import threading
@@ -87,31 +86,3 @@ def stop_signals_exit() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def temporary_api_url() -> str | None:
-    """The API URL of the temporary Prefect server this process runs, if one is up."""
-    for server in _servers().values():
-        if server.running:
-            return str(server.api_url)
-    return None
-
-
-@contextlib.contextmanager
-def children_share_the_api() -> Iterator[None]:
-    """Processes started in the body talk to this process's Prefect API.
-
-    A temporary server's URL lives in Prefect's settings, not in the environment, so a spawned
-    child (a seed ensemble's member) saw no API and started a temporary server of its own: a
-    uvicorn and ~10-20 s per member, and the member's logs went to a server that vanished
-    with it, not to the one the command reports to. A configured API or the zhflow server is
-    in the environment already; nothing changes then."""
-    url = None if os.environ.get("PREFECT_API_URL") else temporary_api_url()
-    if url is None:
-        yield
-        return
-    os.environ["PREFECT_API_URL"] = url  # read by children at their start, not by us
-    try:
-        yield
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)

@@ -18,10 +18,10 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
-from zhflow.flows import artifacts, leaderboard, lifecycle
+from zhflow.flows import artifacts, leaderboard
 from zhflow.tasks import catalog, plots, stages
 from zhflow.tasks.cache import anchor_ref
-from zhflow.tasks.cluster import ClusterSpec, open_task_runner
+from zhflow.tasks.cluster import ClusterSpec, open_task_runner, workers_report_here
 from zhflow.tasks.corpus import demo_corpus_paths
 from zhflow.tasks.defaults import RUN
 from zhflow.tasks.errors import InputError
@@ -81,14 +81,16 @@ def _local_members(runner: Any) -> Iterator[Any]:
     """The members' process pool, with two things Prefect's runner does not do:
 
     - its processes report to this command's Prefect API, the temporary server included
-      (:func:`zhflow.flows.lifecycle.children_share_the_api`);
+      (:func:`zhflow.tasks.cluster.workers_report_here`): each member process started a
+      temporary server of its own (a uvicorn and ~10-20 s each), its logs out of the UI's
+      sight;
     - when the command stops (SIGTERM, Ctrl-C, an error), the members stop with it. The
       pool's exit waits for running tasks, so a stopped ``--seeds 3`` run went on training
       its members (24 s measured, up to a whole training) before it exited. A member
       stopped this way resumes from its last epoch's checkpoint on the next run."""
     import multiprocessing
 
-    with lifecycle.children_share_the_api(), runner as started:
+    with workers_report_here(), runner as started:
         try:
             yield started
         except BaseException:

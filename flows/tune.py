@@ -298,7 +298,7 @@ def _trial_runner(parallel: int, cluster: ClusterSpec | None) -> Iterator[Any]:
         return
     runner: Any = (ThreadPoolTaskRunner(max_workers=1) if parallel == 1
                    else ProcessPoolTaskRunner(max_workers=parallel))  # fmt: skip
-    with cluster_fns._workers_report_here(), runner:
+    with cluster_fns.workers_report_here(), runner:
         yield runner
 
 

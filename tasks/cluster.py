@@ -144,7 +144,7 @@ def _temporary_server_url() -> str | None:
 
 
 @contextlib.contextmanager
-def _workers_report_here() -> Iterator[None]:
+def workers_report_here() -> Iterator[None]:
     url = _temporary_server_url()
     if url is None:
         yield
@@ -176,7 +176,7 @@ def open_task_runner(spec: ClusterSpec) -> Iterator[Any]:
                 "dashboard_address": ":0",  # any free port: 8787 may be taken
             }
         )
-    with _workers_report_here(), runner:
+    with workers_report_here(), runner:
         try:
             runner.client  # noqa: B018  (connects now, so a bad address fails here)
         except (OSError, TimeoutError) as exc:
