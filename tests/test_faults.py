@@ -160,6 +160,24 @@ def _big_corpus(path: Path, rows: int = 3000) -> Path:
     return path
 
 
+def _start_long_run(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, Path]:
+    """``zhflow run`` on a 3,000-row corpus for 50 epochs, in its own session, with no
+    Prefect API configured (so it starts a temporary server); its stderr goes to a file."""
+    corpus = _big_corpus(tmp_path / "big.jsonl")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # no API URL
+    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               DO_NOT_TRACK="1", PYTHONUNBUFFERED="1",
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90")  # fmt: skip
+    err = tmp_path / "stderr.txt"
+    with open(err, "wb") as sink:
+        proc = subprocess.Popen(
+            [*_zhflow(), "run", str(corpus), "--workdir", str(tmp_path / "wd"), "--tokenizer",
+             "char", "--epochs", "50", "--processes", "1", *flags],
+            env=env, stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True,
+        )  # fmt: skip
+    return proc, err
+
+
 def _session_processes(sid: int) -> dict[int, str]:
     """Live (not zombie) processes of session ``sid``: pid -> command line (from /proc)."""
     found = {}
@@ -185,18 +203,7 @@ def test_a_seed_ensemble_shares_the_temporary_server_and_stops_with_the_command(
     """``--seeds 2`` trains its members in spawned processes. They used to start a temporary
     Prefect server each (their API was the parent's settings, not its environment), and on
     SIGTERM the command waited while they went on training (24 s measured here)."""
-    corpus = _big_corpus(tmp_path / "big.jsonl")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # no API URL
-    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               DO_NOT_TRACK="1", PYTHONUNBUFFERED="1",
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90")  # fmt: skip
-    err = tmp_path / "stderr.txt"
-    with open(err, "wb") as sink:
-        proc = subprocess.Popen(
-            [*_zhflow(), "run", str(corpus), "--workdir", str(tmp_path / "wd"), "--tokenizer",
-             "char", "--epochs", "50", "--seeds", "2", "--processes", "1"],
-            env=env, stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True,
-        )  # fmt: skip
+    proc, err = _start_long_run(tmp_path, "--seeds", "2")
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
@@ -231,18 +238,7 @@ def test_a_seed_ensemble_shares_the_temporary_server_and_stops_with_the_command(
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find server processes")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_the_temporary_server(tmp_path: Path, signum: int) -> None:
-    corpus = _big_corpus(tmp_path / "big.jsonl")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # no API URL
-    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               DO_NOT_TRACK="1", PYTHONUNBUFFERED="1",
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90")  # fmt: skip
-    err = tmp_path / "stderr.txt"
-    with open(err, "wb") as sink:
-        proc = subprocess.Popen(
-            [*_zhflow(), "run", str(corpus), "--workdir", str(tmp_path / "wd"), "--tokenizer",
-             "char", "--epochs", "50", "--processes", "1"],
-            env=env, stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True,
-        )  # fmt: skip
+    proc, err = _start_long_run(tmp_path)
     try:
         deadline, port = time.monotonic() + 180, None
         while time.monotonic() < deadline and proc.poll() is None:
