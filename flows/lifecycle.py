@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -86,3 +87,85 @@ def stop_signals_exit() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+# ------------------------------------------------------------------------ after a SIGKILL
+
+#: Runs in a process of its own (``python -c``, standard library only): once the command is
+#: gone, SIGKILL included, it stops the temporary Prefect servers the command started. Its
+#: stdin is a pipe only the command holds, so end-of-file means the command has ended. A
+#: server is a direct child of the command whose environment Prefect marked ephemeral
+#: (``PREFECT__SERVER_EPHEMERAL=1``), held by a pidfd so a reused pid is never signalled;
+#: the persistent server (``zhflow server start``) is never marked so, and never touched.
+_WATCHDOG = r"""
+import os, select, signal, sys
+command = int(sys.argv[1])
+
+def children():
+    try:
+        tasks = os.listdir(f"/proc/{command}/task")
+        found = set()
+        for tid in tasks:
+            with open(f"/proc/{command}/task/{tid}/children") as f:
+                found.update(int(pid) for pid in f.read().split())
+        return found
+    except OSError:
+        return set()
+
+def temporary_server(pidfd, pid):
+    try:  # read after pidfd_open: the pidfd's process, not one that reused the pid
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        if int(stat[stat.rindex(b")") + 2:].split()[1]) != command:
+            return False
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return b"PREFECT__SERVER_EPHEMERAL=1" in f.read().split(b"\0")
+    except (OSError, ValueError):
+        return False
+
+watched, seen = [], set()
+while True:
+    for pid in children() - seen:
+        seen.add(pid)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        if temporary_server(pidfd, pid):
+            watched.append(pidfd)
+        else:
+            os.close(pidfd)
+    if select.select([sys.stdin], [], [], 0.5 if not watched else None)[0]:
+        if not os.read(sys.stdin.fileno(), 4096):
+            break
+for pidfd in watched:
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        if not select.select([pidfd], [], [], 5)[0]:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+"""
+
+_watchdog: subprocess.Popen[bytes] | None = None
+
+
+def watch_for_sigkill() -> None:
+    """Start (once per process) the watchdog that stops this command's temporary Prefect
+    server if the command is killed outright (SIGKILL, the OOM killer), when no code of
+    ours runs: Prefect's server was left listening with parent 1. SIGTERM and Ctrl-C are
+    handled in-process (:func:`stop_signals_exit`); a normal exit stops the server first,
+    so the watchdog then finds it gone. Linux only (``/proc``, pidfds); elsewhere a no-op."""
+    global _watchdog
+    if _watchdog is not None or not sys.platform.startswith("linux"):
+        return
+    import os
+
+    if not hasattr(os, "pidfd_open") or not hasattr(signal, "pidfd_send_signal"):
+        return
+    with contextlib.suppress(OSError):
+        _watchdog = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(os.getpid())],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C at the terminal must not end it first
+        )  # fmt: skip

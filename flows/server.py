@@ -555,6 +555,9 @@ def connect(announce: bool = True, quick_exit: bool = True) -> Connection:
         return Connection("zhflow", state["api_url"], state.get("ui_url"))
     if announce:
         click.echo(FALLBACK_HINT, err=True)
+    from zhflow.flows.lifecycle import watch_for_sigkill
+
+    watch_for_sigkill()  # Prefect starts the temporary server; a SIGKILL must not orphan it
     return Connection("temporary", None, None)
 
 

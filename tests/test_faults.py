@@ -178,6 +178,54 @@ def _start_long_run(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, Path
     return proc, err
 
 
+def _temporary_server_port(proc: subprocess.Popen, err: Path) -> int:
+    """The port of the temporary server ``proc`` started, once its flow run has begun."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        text = err.read_text(errors="replace")
+        started = re.search(r"Starting temporary server on http://127\.0\.0\.1:(\d+)", text)
+        if started and "Beginning flow run" in text:
+            return int(started.group(1))
+        time.sleep(0.2)
+    raise AssertionError(err.read_text(errors="replace")[-3000:])
+
+
+def _wait_for_server_gone(port: int, seconds: float = 15) -> list[int]:
+    """Wait until no process listens on ``port``; returns the server processes still there."""
+    deadline = time.monotonic() + seconds
+    while _server_processes(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return _server_processes(port)
+
+
+def _kill_what_is_left(proc: subprocess.Popen, port: int | None) -> None:
+    """A failed test must not leave the command or its server running."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    for pid in _server_processes(port) if port else []:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find server processes")
+def test_sigkill_of_the_command_does_not_orphan_its_temporary_server(tmp_path: Path) -> None:
+    """No code of ours runs on SIGKILL; the watchdog process the command started when it
+    chose the temporary server (``lifecycle.watch_for_sigkill``) sees the command's end and
+    stops the server. Before, the server went on listening with parent 1."""
+    proc, err = _start_long_run(tmp_path)
+    port = None
+    try:
+        port = _temporary_server_port(proc, err)
+        assert _server_processes(port)
+        proc.kill()  # the command only: its server, in the same session, is not signalled
+        proc.wait()
+        assert _wait_for_server_gone(port) == [], "the server outlived a SIGKILLed command"
+    finally:
+        _kill_what_is_left(proc, port)
+
+
 def _session_processes(sid: int) -> dict[int, str]:
     """Live (not zombie) processes of session ``sid``: pid -> command line (from /proc)."""
     found = {}
@@ -239,29 +287,14 @@ def test_a_seed_ensemble_shares_the_temporary_server_and_stops_with_the_command(
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_the_temporary_server(tmp_path: Path, signum: int) -> None:
     proc, err = _start_long_run(tmp_path)
+    port = None
     try:
-        deadline, port = time.monotonic() + 180, None
-        while time.monotonic() < deadline and proc.poll() is None:
-            text = err.read_text(errors="replace")
-            started = re.search(r"Starting temporary server on http://127\.0\.0\.1:(\d+)", text)
-            if port is None and started:
-                port = int(started.group(1))
-            if port is not None and "Beginning flow run" in text:
-                break
-            time.sleep(0.2)
-        assert port is not None and proc.poll() is None, err.read_text(errors="replace")[-3000:]
+        port = _temporary_server_port(proc, err)
         time.sleep(2)  # inside a stage
         assert _listening(port)
         proc.send_signal(signum)  # the command only, as `kill PID` or Ctrl-C would
         assert proc.wait(timeout=90) == 128 + signum, err.read_text(errors="replace")[-3000:]
-        deadline = time.monotonic() + 15
-        while _server_processes(port) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _server_processes(port) == [], "the temporary server outlived the command"
+        assert _wait_for_server_gone(port) == [], "the temporary server outlived the command"
         assert not _listening(port)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        for pid in _server_processes(port) if port else []:  # never leave one behind
-            os.kill(pid, signal.SIGKILL)
+        _kill_what_is_left(proc, port)
