@@ -36,6 +36,10 @@ EMBEDDINGS_SAFETENSORS = "embeddings.safetensors"
 WEIGHTS_SAFETENSORS = "weights.safetensors"
 MODEL_CONFIG_JSON = "model_config.json"
 HISTORY_JSON = "history.json"
+#: Files that record how an artifact was made (wall-clock timings), not what it is: the
+#: manifest lists and checks them like any file but leaves them out of the digest, so two
+#: identical trainings (the same weights) give downstream stages the same keys.
+UNKEYED_FILES = frozenset({HISTORY_JSON})
 METRICS_JSON = "metrics.json"
 CONFUSION_MD = "confusion.md"
 TRAINING_CURVE_PNG = "training_curve.png"

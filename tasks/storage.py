@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from zhflow.tasks.catalog import MANIFEST as MANIFEST  # re-exported for readers
+from zhflow.tasks.catalog import UNKEYED_FILES
 from zhflow.tasks.errors import InputError, WriteError, ZhflowError
 
 _CHUNK = 1 << 20
@@ -216,11 +217,15 @@ def write_json_atomic(target: str | os.PathLike[str], obj: Any) -> None:
 
 
 def build_manifest(folder: Path) -> dict[str, Any]:
+    """Every file's size and sha256 (all checked on reading), and the ``digest`` that names
+    the content downstream: over every file but the records of how it was made
+    (:data:`~zhflow.tasks.catalog.UNKEYED_FILES`)."""
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
         rel = path.relative_to(folder).as_posix()
         files[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
-    return {"files": files, "digest": sha256_json(files)}
+    keyed = {rel: meta for rel, meta in files.items() if Path(rel).name not in UNKEYED_FILES}
+    return {"files": files, "digest": sha256_json(keyed)}
 
 
 def write_manifest(folder: Path) -> None:

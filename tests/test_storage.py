@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from zhflow.tasks.catalog import HISTORY_JSON
 from zhflow.tasks.storage import (
     DEAD_TEMP_SECONDS,
     artifact_ref,
@@ -48,6 +49,21 @@ def test_corrupt_or_truncated_artifact_is_rejected(tmp_path) -> None:
     assert verify_artifact(path.parent, deep=False) is not None
     path.write_text("hel")
     assert artifact_ref(tmp_path, "stage", "k1") is None
+
+
+def test_a_training_record_is_checked_but_not_part_of_the_digest(tmp_path) -> None:
+    """Two trainings with the same weights differ only in history.json's wall-clock timings;
+    their digests (what downstream keys hash) must agree, while the record stays checked."""
+    refs = []
+    for key, (weights, seconds) in {"k1": ("w", 1.5), "k2": ("w", 9.25), "k3": ("v", 1.5)}.items():
+        with building_artifact(tmp_path, "model", key) as out:
+            (out / "weights.bin").write_text(weights)
+            (out / HISTORY_JSON).write_text(f'{{"seconds": {seconds}}}')
+        refs.append(artifact_ref(tmp_path, "model", key))
+    same, timed_apart, other_weights = (ref.digest for ref in refs if ref is not None)
+    assert same == timed_apart != other_weights
+    (tmp_path / "model" / "k1" / HISTORY_JSON).write_text('{"seconds": 2.5}')  # same size
+    assert verify_artifact(tmp_path / "model" / "k1") is None  # still checked
 
 
 def test_failed_build_leaves_nothing(tmp_path) -> None:
