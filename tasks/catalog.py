@@ -36,10 +36,11 @@ EMBEDDINGS_SAFETENSORS = "embeddings.safetensors"
 WEIGHTS_SAFETENSORS = "weights.safetensors"
 MODEL_CONFIG_JSON = "model_config.json"
 HISTORY_JSON = "history.json"
-#: Files that record how an artifact was made (wall-clock timings), not what it is: the
-#: manifest lists and checks them like any file but leaves them out of the digest, so two
-#: identical trainings (the same weights) give downstream stages the same keys.
-UNKEYED_FILES = frozenset({HISTORY_JSON})
+#: JSON keys that record how long making an artifact took, or whether it was resumed, not
+#: what it is: the manifest checks the whole file, but its digest (what downstream keys
+#: hash) reads the file without them, so two identical trainings (one seed, another
+#: machine, or a resumed run) give the stages after them the same keys.
+UNKEYED_JSON_KEYS = {HISTORY_JSON: frozenset({"seconds", "samples_per_s", "resumed_from_epoch"})}
 METRICS_JSON = "metrics.json"
 CONFUSION_MD = "confusion.md"
 TRAINING_CURVE_PNG = "training_curve.png"

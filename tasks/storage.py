@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from zhflow.tasks.catalog import MANIFEST as MANIFEST  # re-exported for readers
-from zhflow.tasks.catalog import UNKEYED_FILES
+from zhflow.tasks.catalog import UNKEYED_JSON_KEYS
 from zhflow.tasks.errors import InputError, WriteError, ZhflowError
 
 _CHUNK = 1 << 20
@@ -218,14 +218,29 @@ def write_json_atomic(target: str | os.PathLike[str], obj: Any) -> None:
 
 def build_manifest(folder: Path) -> dict[str, Any]:
     """Every file's size and sha256 (all checked on reading), and the ``digest`` that names
-    the content downstream: over every file but the records of how it was made
-    (:data:`~zhflow.tasks.catalog.UNKEYED_FILES`)."""
-    files = {}
+    the content downstream: over the same entries, except that a JSON file of
+    :data:`~zhflow.tasks.catalog.UNKEYED_JSON_KEYS` enters it without its wall-clock keys."""
+    files, keyed = {}, {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
         rel = path.relative_to(folder).as_posix()
         files[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
-    keyed = {rel: meta for rel, meta in files.items() if Path(rel).name not in UNKEYED_FILES}
+        keyed[rel] = files[rel]
+        if path.name in UNKEYED_JSON_KEYS:
+            keyed[rel] = {"json": _json_digest(path, UNKEYED_JSON_KEYS[path.name])}
     return {"files": files, "digest": sha256_json(keyed)}
+
+
+def _json_digest(path: Path, unkeyed: frozenset[str]) -> str:
+    """The digest of a JSON file's content with the keys ``unkeyed`` dropped at every depth."""
+
+    def drop(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: drop(v) for k, v in value.items() if k not in unkeyed}
+        if isinstance(value, list):
+            return [drop(v) for v in value]
+        return value
+
+    return sha256_json(drop(json.loads(path.read_text(encoding="utf-8"))))
 
 
 def write_manifest(folder: Path) -> None:

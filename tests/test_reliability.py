@@ -520,6 +520,8 @@ def test_kill_during_training_then_resume(cli_env, corpus_file, reference, tmp_p
     assert _history(summary)["resumed_from_epoch"] == epoch
     assert f"resuming from {ckpt_path}" in rerun.stderr()
     assert fingerprint(summary) == fingerprint(reference)  # identical weights and metrics
+    # ... and one bundle name: history.json's seconds and resume epoch are not in the digest
+    assert Path(summary["model"]).name == Path(reference["model"]).name
     assert not (workdir / "checkpoints" / ckpt_path.parent.name).exists()
     assert _temp_entries(workdir) == []
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -51,19 +52,30 @@ def test_corrupt_or_truncated_artifact_is_rejected(tmp_path) -> None:
     assert artifact_ref(tmp_path, "stage", "k1") is None
 
 
-def test_a_training_record_is_checked_but_not_part_of_the_digest(tmp_path) -> None:
-    """Two trainings with the same weights differ only in history.json's wall-clock timings;
-    their digests (what downstream keys hash) must agree, while the record stays checked."""
+def test_a_training_records_timings_are_checked_but_not_part_of_the_digest(tmp_path) -> None:
+    """Two trainings with the same weights differ in history.json's wall-clock seconds (and a
+    resumed one in ``resumed_from_epoch``); their digests (what downstream keys hash) must
+    agree. The epochs run, the loss curve the metrics stage plots, still count."""
+    records = {
+        "k1": ("w", {"epochs": [{"epoch": 1, "valid_loss": 0.5, "seconds": 1.5}], "seconds": 2.0}),
+        "k2": ("w", {"epochs": [{"epoch": 1, "valid_loss": 0.5, "seconds": 9.25}],
+                     "seconds": 11.0, "resumed_from_epoch": 1}),
+        "k3": ("v", {"epochs": [{"epoch": 1, "valid_loss": 0.5, "seconds": 1.5}], "seconds": 2.0}),
+        "k4": ("w", {"epochs": [{"epoch": 1, "valid_loss": 0.5, "seconds": 1.5},
+                                {"epoch": 2, "valid_loss": 0.6, "seconds": 1.5}], "seconds": 2.0}),
+    }  # fmt: skip
     refs = []
-    for key, (weights, seconds) in {"k1": ("w", 1.5), "k2": ("w", 9.25), "k3": ("v", 1.5)}.items():
+    for key, (weights, history) in records.items():
         with building_artifact(tmp_path, "model", key) as out:
             (out / "weights.bin").write_text(weights)
-            (out / HISTORY_JSON).write_text(f'{{"seconds": {seconds}}}')
+            (out / HISTORY_JSON).write_text(json.dumps(history))
         refs.append(artifact_ref(tmp_path, "model", key))
-    same, timed_apart, other_weights = (ref.digest for ref in refs if ref is not None)
-    assert same == timed_apart != other_weights
-    (tmp_path / "model" / "k1" / HISTORY_JSON).write_text('{"seconds": 2.5}')  # same size
-    assert verify_artifact(tmp_path / "model" / "k1") is None  # still checked
+    same, timed_apart, other_weights, another_epoch = (r.digest for r in refs if r is not None)
+    assert same == timed_apart
+    assert len({same, other_weights, another_epoch}) == 3
+    path = tmp_path / "model" / "k1" / HISTORY_JSON
+    path.write_text(path.read_text().replace("1.5", "2.5"))  # the same size
+    assert verify_artifact(path.parent) is None  # the record is still checked
 
 
 def test_failed_build_leaves_nothing(tmp_path) -> None:
