@@ -123,6 +123,23 @@ def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
             click.echo(line)
 
 
+#: Below this many training texts zhflow's default trailed TF-IDF characters + LinearSVC on
+#: subsets of the shared corpora (-2.1 points at 800 texts in 10 classes, -0.9 at 1,600, a tie
+#: at 4,000; docs/BENCHMARKS.md, "Small corpora"): ``run`` says so beside its figure.
+SMALL_CORPUS_TEXTS = 4000
+
+
+def small_corpus_note(summary: dict[str, Any]) -> str | None:
+    """The note a trained model's summary gets when its train split is that small."""
+    train = summary.get("profile", {}).get("splits", {}).get("train")
+    if "accuracy" not in summary or not isinstance(train, int) or train >= SMALL_CORPUS_TEXTS:
+        return None
+    return (f"note: {train:,} training texts. Below about {SMALL_CORPUS_TEXTS:,}, TF-IDF + "
+            "LinearSVC was up to 2 points more accurate than this model on the corpora "
+            "measured (README, 'How accurate'); compare them on yours with zhflow's "
+            "benchmarks/compare_peers.py")  # fmt: skip
+
+
 def _with_link(lines: list[str], summary: dict[str, Any]) -> list[str]:
     """The flow run's page in the Prefect UI, when the server has one."""
     if summary.get("flow_run_url"):
@@ -514,6 +531,9 @@ def run(corpus: tuple[str, ...], as_json: bool, **options: Any) -> None:
     if "accuracy" in summary:
         lines.append(f"test accuracy {summary['accuracy']:.4f}  macro-F1 {summary['macro_f1']:.4f}")
         lines.append(f"model bundle: {summary['model']}")
+    if note := small_corpus_note(summary):
+        lines.append(note)
+        summary["notes"] = [note]
     lines.append(f"workdir: {summary['workdir']}")
     _emit(summary, as_json, _with_link(lines, summary))
 

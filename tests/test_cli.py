@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from zhflow.flows.cli import main
+from zhflow.flows.cli import SMALL_CORPUS_TEXTS, main, small_corpus_note
 
 
 def test_help_lists_the_contract_flags() -> None:
@@ -39,6 +39,19 @@ def test_cluster_flags_are_listed_and_checked_before_any_work() -> None:
 def test_bad_flag_value_is_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["run", "--model", "transformer"])
     assert result.exit_code == 2 and "transformer" in result.output
+
+
+def test_a_model_trained_on_few_texts_says_how_the_baseline_compared() -> None:
+    def summary(train: int, **extra: object) -> dict:
+        return {"accuracy": 0.9, "profile": {"splits": {"train": train}}, **extra}
+
+    note = small_corpus_note(summary(800))
+    assert note is not None and note.startswith("note: 800 training texts.")
+    assert "compare_peers.py" in note
+    assert small_corpus_note(summary(SMALL_CORPUS_TEXTS - 1)) is not None
+    assert small_corpus_note(summary(SMALL_CORPUS_TEXTS)) is None
+    assert small_corpus_note({"profile": {"splits": {"train": 800}}}) is None  # --until vocab
+    assert small_corpus_note({"accuracy": 0.9}) is None
 
 
 @pytest.mark.prefect
