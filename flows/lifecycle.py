@@ -11,6 +11,7 @@ server that was running before (a test harness, ``zhflow server start``) is left
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -159,8 +160,6 @@ def watch_for_sigkill() -> None:
     global _watchdog
     if _watchdog is not None or not sys.platform.startswith("linux"):
         return
-    import os
-
     if not hasattr(os, "pidfd_open") or not hasattr(signal, "pidfd_send_signal"):
         return
     with contextlib.suppress(OSError):
