@@ -335,6 +335,7 @@ def run_zhflow(
                     "words_weight": (wide.get("view_blend") or {}).get("words_weight"),
                     "lbfgs_weight": {v: (m.get("blend") or {}).get("lbfgs_weight")
                                      for v, m in (wide.get("views") or {}).items()},
+                    "hinge": {k: v for k, v in (wide.get("hinge") or {}).items() if k != "path"},
                 }  # fmt: skip
     return out
 

@@ -39,7 +39,7 @@ from zhflow.models.wide import (
 from zhflow.tasks import catalog
 from zhflow.tasks.errors import InputError, ZhflowError
 from zhflow.tasks.evaluate import macro_f1
-from zhflow.tasks.linear import fit_logistic_path
+from zhflow.tasks.linear import fit_logistic_path, fit_squared_hinge_path
 from zhflow.tasks.segment import default_workers  # the usable cores
 from zhflow.tasks.storage import atomic_path
 
@@ -84,6 +84,13 @@ class TrainConfig:
     wide_max_iter: int = 100  # L-BFGS iterations per C; warm starts need far fewer
     wide_lr: float = 5e-3  # AdamW: best validation loss at epoch 3-4 on waimai; 4x overfit
     wide_epochs: int = 8  # AdamW's upper bound; early stopping (same patience)
+    # The squared hinge (LinearSVC's objective) on the characters' n-grams, averaged into the
+    # wide branch with this fixed weight (each fit at its own temperature); 0 = off. Fixed,
+    # not fitted: the validation log-loss gives a hinge little weight, since its margins are
+    # not probabilities, and validation accuracy on a few hundred rows is noise. Its C, from
+    # the grid a LinearSVC user searches, is chosen by validation accuracy.
+    wide_hinge: float = 0.5
+    wide_hinge_c: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
     # After training, fit the branches' mix and a softmax temperature on the validation split
     # (minimum log-loss), so `confidence` means what it says. Off = mix 0.5, temperature 1.
     calibrate: bool = True
@@ -109,12 +116,18 @@ class TrainConfig:
         if self.wide_solver not in WIDE_SOLVERS:
             raise ValueError(f"TrainConfig.wide_solver must be one of {', '.join(WIDE_SOLVERS)}, "
                              f"got {self.wide_solver!r}")  # fmt: skip
-        self.wide_c = tuple(self.wide_c)  # JSON gives a list
-        if not self.wide_c or not all(
-            isinstance(c, int | float) and not isinstance(c, bool) and c > 0 and math.isfinite(c)
-            for c in self.wide_c
+        for name in ("wide_c", "wide_hinge_c"):
+            grid = tuple(getattr(self, name))  # JSON gives a list
+            setattr(self, name, grid)
+            if not grid or not all(
+                isinstance(c, int | float) and not isinstance(c, bool) and c > 0
+                and math.isfinite(c) for c in grid
+            ):  # fmt: skip
+                raise ValueError(f"TrainConfig.{name} must be positive numbers, got {grid!r}")
+        if isinstance(self.wide_hinge, bool) or not (
+            isinstance(self.wide_hinge, int | float) and 0 <= self.wide_hinge <= 1
         ):
-            raise ValueError(f"TrainConfig.wide_c must be positive numbers, got {self.wide_c!r}")
+            raise ValueError(f"TrainConfig.wide_hinge must be in [0, 1], got {self.wide_hinge!r}")
         if not isinstance(self.calibrate, bool):
             raise ValueError(f"TrainConfig.calibrate must be true or false, got {self.calibrate!r}")
         for name in ("weight_decay", "clip_norm"):
@@ -825,32 +838,47 @@ def _train_wide(
     points, either way, and the validation split cannot always tell which (picking the lower
     validation loss lost 0.24 points on one online_shopping split), so they are blended
     rather than picked (docs/BENCHMARKS.md). A character-only fit is the full model with its
-    word rows at zero, so the blend is still one (F, C) table. Deterministic without touching
-    torch's global generator, so the RNN trained after it is the same with or without it."""
+    word rows at zero, so the blend is still one (F, C) table.
+
+    Then, unless ``wide_hinge`` is 0, the squared hinge (LinearSVC's objective) on the
+    characters' view is averaged in at that fixed weight, each fit divided by its own best
+    validation temperature (:func:`_average_tempered`). TF-IDF + LinearSVC's edge over a
+    logistic fit is its loss, not its features (the same figures on zhflow's own bags);
+    it is largest on small corpora, where the RNN adds little (docs/BENCHMARKS.md).
+    Deterministic without touching torch's global generator, so the RNN trained after it is
+    the same with or without it."""
     wide = model.wide
     if wide is None:
         return {}
     labels = (train["labels"].to(device, torch.int64), valid["labels"].to(device, torch.int64))
     t0 = time.perf_counter()
-    fits: dict[str, WideFit] = {}
-    for view, (tr_bags, va_bags) in wide_views(train, valid).items():
-        problem = WideProblem(tr_bags, labels[0], va_bags, labels[1], device)
-        fits[view] = _fit_wide_view(wide, tc, problem, _prefixed(say, f"[{view}] "))
+    problems = {view: WideProblem(tr_bags, labels[0], va_bags, labels[1], device)
+                for view, (tr_bags, va_bags) in wide_views(train, valid).items()}  # fmt: skip
+    fits = {view: _fit_wide_view(wide, tc, problem, _prefixed(say, f"[{view}] "))
+            for view, problem in problems.items()}  # fmt: skip
     wide.zero_grad(set_to_none=True)  # AdamW's last batch: an (F, C) tensor nothing reads
-    views = {v: f.meta for v, f in fits.items()}
+    out: dict[str, Any] = {"views": {v: f.meta for v, f in fits.items()}}
     if len(fits) == 1:
-        ((view, fit),) = fits.items()
-        wide.load_state_dict(fit.state)
-        return {"view": view, "views": views, "seconds": time.perf_counter() - t0}
-    full, chars = fits[WIDE_VIEWS[0]], fits[WIDE_VIEWS[1]]
-    weight, loss, blended = _blend_fits(full, chars, labels[1])
-    wide.load_state_dict(blended.state)
-    losses = ", ".join(f"{v} {f.meta['valid_loss']:.4f}" for v, f in fits.items())
-    say(f"wide branch: {weight:g} x words+chars + {1 - weight:g} x chars (valid loss {losses}; "
-        f"blend {loss:.4f})")  # fmt: skip
-    view = {1.0: WIDE_VIEWS[0], 0.0: WIDE_VIEWS[1]}.get(weight, "blend")
-    return {"view": view, "view_blend": {"words_weight": weight, "valid_loss": loss},
-            "views": views, "seconds": time.perf_counter() - t0}  # fmt: skip
+        ((out["view"], logistic),) = fits.items()
+    else:
+        full, chars = fits[WIDE_VIEWS[0]], fits[WIDE_VIEWS[1]]
+        weight, loss, logistic = _blend_fits(full, chars, labels[1])
+        losses = ", ".join(f"{v} {f.meta['valid_loss']:.4f}" for v, f in fits.items())
+        say(f"wide branch: {weight:g} x words+chars + {1 - weight:g} x chars (valid loss "
+            f"{losses}; blend {loss:.4f})")  # fmt: skip
+        out["view"] = {1.0: WIDE_VIEWS[0], 0.0: WIDE_VIEWS[1]}.get(weight, "blend")
+        out["view_blend"] = {"words_weight": weight, "valid_loss": loss}
+    kept = logistic
+    if tc.wide_hinge > 0:
+        view = WIDE_VIEWS[1] if WIDE_VIEWS[1] in problems else WIDE_VIEWS[0]
+        hinge = _fit_wide_hinge(wide, tc, problems[view], _prefixed(say, f"[{view}] "))
+        kept, mixed = _average_tempered(logistic, hinge, labels[1], tc.wide_hinge)
+        out["hinge"] = {**mixed, "view": view, **hinge.meta}
+        say(f"wide branch: {1 - tc.wide_hinge:g} x logistic / {mixed['logistic_temperature']:.3g}"
+            f" + {tc.wide_hinge:g} x squared hinge (C={hinge.meta['c']:g}) / "
+            f"{mixed['hinge_temperature']:.3g}")  # fmt: skip
+    wide.load_state_dict(kept.state)
+    return out | {"seconds": time.perf_counter() - t0}
 
 
 def _prefixed(say: Callable[[str], None], prefix: str) -> Callable[[str], None]:
@@ -955,6 +983,51 @@ def _fit_wide_lbfgs(
         wide.bias.copy_(fit.bias)
     best = min(fit.path, key=lambda p: p["valid_loss"])
     return {"c": fit.c, "path": fit.path, "valid_loss": best["valid_loss"]}
+
+
+def _fit_wide_hinge(
+    wide: NgramLinear, tc: TrainConfig, problem: WideProblem, say: Callable[[str], None]
+) -> WideFit:
+    """The L2 squared hinge (LinearSVC's objective) for each C of ``wide_hinge_c``, the most
+    accurate on the validation split kept (tasks/linear.py)."""
+    num_features, num_classes = wide.bag.weight.shape
+    x = bag_matrix(problem.train_bags, num_features).to(problem.device)
+    fit = fit_squared_hinge_path(
+        x,
+        transpose_csr(x),
+        problem.train_labels,
+        bag_matrix(problem.valid_bags, num_features).to(problem.device),
+        problem.valid_labels,
+        num_classes,
+        tc.wide_hinge_c,
+        tc.wide_max_iter,
+    )
+    for step in fit.path:
+        say(f"wide squared hinge C={step['c']:g}  acc {step['valid_accuracy']:.4f}  "
+            f"({step['evaluations']} evaluations)")  # fmt: skip
+    state = {"bag.weight": fit.weight, "bias": fit.bias}
+    with torch.no_grad():
+        wide.load_state_dict(state)
+    with torch.inference_mode():
+        logits = problem.valid_logits(wide)  # (M, C) margins
+    return WideFit({"c": fit.c, "path": fit.path}, state, logits)
+
+
+def _average_tempered(
+    first: WideFit, second: WideFit, labels: torch.Tensor, weight: float
+) -> tuple[WideFit, dict[str, float]]:
+    """``(1 - weight) · first / T1 + weight · second / T2``, each fit divided by its own
+    best temperature on the validation split (:func:`fit_temperature`), so that two fits of
+    different scales (log-odds, hinge margins) count as ``weight`` says. Linear in the
+    tables, so still one (F, C) table."""
+    t1, _ = fit_temperature(first.valid_logits, labels)
+    t2, _ = fit_temperature(second.valid_logits, labels)
+    a, b = (1 - weight) / t1, weight / t2
+    state = {k: a * first.state[k] + b * second.state[k] for k in first.state}
+    logits = a * first.valid_logits + b * second.valid_logits  # (M, C)
+    _, loss = fit_temperature(logits, labels)
+    return WideFit({}, state, logits), {"weight": weight, "logistic_temperature": t1,
+                                        "hinge_temperature": t2, "valid_loss": loss}  # fmt: skip
 
 
 def _fit_wide_adamw(

@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from zhflow.models.wide import RaggedBags, bag_matrix, transpose_csr
-from zhflow.tasks.linear import fit_logistic, fit_logistic_path
+from zhflow.tasks.linear import (
+    fit_logistic,
+    fit_logistic_path,
+    fit_squared_hinge,
+    fit_squared_hinge_path,
+)
 
 
 def _problem(seed: int = 0, n: int = 120, f: int = 30, classes: int = 3) -> tuple:
@@ -49,6 +54,41 @@ def test_fit_logistic_matches_scikit_learn(c: float) -> None:
     ours = torch.softmax(torch.from_numpy(dense) @ weight + bias, -1).numpy()
     theirs = oracle.predict_proba(dense.astype(np.float64))
     assert np.abs(ours - theirs).max() < 2e-3
+
+
+@pytest.mark.parametrize("c", [0.3, 3.0])
+def test_fit_squared_hinge_matches_scikit_learns_linear_svc(c: float) -> None:
+    svm = pytest.importorskip("sklearn.svm")
+    bags, dense, labels = _problem()
+    x = bag_matrix(bags, dense.shape[1])
+    weight, bias = torch.zeros(dense.shape[1], 3), torch.zeros(3)
+    fit_squared_hinge(x, transpose_csr(x), labels, weight, bias, c, max_iter=500)
+    # liblinear penalises the bias as a feature of value intercept_scaling; a large one makes
+    # that penalty vanish, as in zhflow's objective. The primal solver converges there.
+    oracle = svm.LinearSVC(C=c, intercept_scaling=100, dual=False, tol=1e-12, max_iter=100_000)
+    oracle.fit(dense.astype(np.float64), labels.numpy())
+    ours = (torch.from_numpy(dense) @ weight + bias).numpy()
+    theirs = oracle.decision_function(dense.astype(np.float64))
+    assert np.abs(ours - theirs).max() < 1e-2
+    assert (ours.argmax(1) == theirs.argmax(1)).all()
+
+
+def test_the_squared_hinge_path_keeps_the_most_accurate_c_the_smaller_on_a_tie() -> None:
+    _, dense, labels = _problem(n=200)
+    x_all = torch.from_numpy(dense)
+    x, valid_x = x_all[:150].to_sparse_csr(), x_all[150:].to_sparse_csr()
+    cs = (0.001, 0.01, 0.1, 1.0, 10.0)
+    fit = fit_squared_hinge_path(x, transpose_csr(x), labels[:150], valid_x, labels[150:], 3,
+                                 cs, max_iter=200)  # fmt: skip
+    accuracies = [p["valid_accuracy"] for p in fit.path]
+    assert [p["c"] for p in fit.path] == list(cs)  # every C tried: accuracy has no minimum
+    assert fit.c == cs[accuracies.index(max(accuracies))]  # the first (smallest) of the best
+    kept = float(((valid_x @ fit.weight + fit.bias).argmax(-1) == labels[150:]).float().mean())
+    assert kept == max(accuracies)
+    none = x_all[:0].to_sparse_csr()
+    empty = fit_squared_hinge_path(x, transpose_csr(x), labels[:150], none, labels[:0], 3, cs,
+                                   max_iter=50)  # fmt: skip
+    assert math.isnan(empty.c) and not empty.weight.any()  # no validation rows: the prior
 
 
 def test_the_path_keeps_the_lowest_validation_loss_and_stops_past_it() -> None:
@@ -110,8 +150,8 @@ def test_auto_blends_the_two_fits_by_validation_loss() -> None:
     params, metas = {}, {}
     for solver in ("lbfgs", "adamw", "auto"):
         model = build_model(cfg)
-        metas[solver] = _train_wide(model, TrainConfig(wide_solver=solver, batch_size=16),
-                                    train, valid, torch.device("cpu"), lambda _: None)  # fmt: skip
+        tc = TrainConfig(wide_solver=solver, batch_size=16, wide_hinge=0.0)  # the logistic fits
+        metas[solver] = _train_wide(model, tc, train, valid, torch.device("cpu"), lambda _: None)
         wide = model.wide
         assert wide is not None
         params[solver] = (wide.bag.weight.detach().clone(), wide.bias.detach().clone())
@@ -201,7 +241,7 @@ def test_the_wide_branch_blends_its_two_views_by_validation_loss(signal: str) ->
     )
 
     train, valid = _two_kind_split(1, 240, signal), _two_kind_split(2, 120, signal)
-    tc = TrainConfig(batch_size=16)
+    tc = TrainConfig(batch_size=16, wide_hinge=0.0)  # the logistic views alone
     model = build_model(RNNConfig(vocab_size=4, num_classes=3, wide_features=40))
     meta = _train_wide(model, tc, train, valid, torch.device("cpu"), lambda _: None)
     assert model.wide is not None
@@ -233,3 +273,59 @@ def test_the_wide_branch_blends_its_two_views_by_validation_loss(signal: str) ->
     assert (w >= 0.5) == (signal == "words")
     for k, v in blended(w).items():
         assert torch.allclose(model.wide.state_dict()[k], v)
+
+
+def test_the_wide_branch_averages_in_a_squared_hinge_at_a_fixed_weight() -> None:
+    """The kept table is ``(1 - h) · logistic / T1 + h · hinge / T2``: the logistic views'
+    blend and the squared hinge on the characters' view, each at its own best validation
+    temperature (oracle: the pieces fitted separately)."""
+    from zhflow.models.rnn import RNNConfig
+    from zhflow.models.wide import bag_matrix
+    from zhflow.tasks.train import (
+        TrainConfig,
+        _train_wide,
+        build_model,
+        fit_temperature,
+        split_bags,
+        wide_views,
+    )
+
+    train, valid = _two_kind_split(1, 240, "chars"), _two_kind_split(2, 120, "chars")
+    cfg = RNNConfig(vocab_size=4, num_classes=3, wide_features=40)
+    tables, metas = {}, {}
+    for h in (0.0, 0.5):
+        model = build_model(cfg)
+        tc = TrainConfig(batch_size=16, wide_hinge=h)
+        metas[h] = _train_wide(model, tc, train, valid, torch.device("cpu"), lambda _: None)
+        assert model.wide is not None
+        tables[h] = {k: v.detach().clone() for k, v in model.wide.state_dict().items()}
+    assert "hinge" not in metas[0.0]
+    hinge_meta = metas[0.5]["hinge"]
+    assert hinge_meta["view"] == "chars" and hinge_meta["c"] in TrainConfig().wide_hinge_c
+
+    tr, va = wide_views(train, valid)["chars"]
+    x = bag_matrix(tr, 40)
+    hinge = fit_squared_hinge_path(x, transpose_csr(x), train["labels"], bag_matrix(va, 40),
+                                   valid["labels"], 3, TrainConfig().wide_hinge_c, 100)  # fmt: skip
+    assert not hinge.weight[:20].any()  # the characters' view: no word rows
+    x_valid = bag_matrix(split_bags(valid), 40)  # type: ignore[arg-type]
+    logistic = tables[0.0]
+    t1, _ = fit_temperature(x_valid @ logistic["bag.weight"] + logistic["bias"], valid["labels"])
+    t2, _ = fit_temperature(x_valid @ hinge.weight + hinge.bias, valid["labels"])
+    assert (hinge_meta["logistic_temperature"], hinge_meta["hinge_temperature"]) == (t1, t2)
+    want = {"bag.weight": 0.5 * logistic["bag.weight"] / t1 + 0.5 * hinge.weight / t2,
+            "bias": 0.5 * logistic["bias"] / t1 + 0.5 * hinge.bias / t2}  # fmt: skip
+    for k, v in want.items():
+        assert torch.allclose(tables[0.5][k], v, atol=1e-6)
+
+
+def test_the_hinge_weight_is_checked() -> None:
+    from zhflow.tasks.train import TrainConfig
+
+    for bad in (-0.1, 1.5, True, "half"):
+        with pytest.raises(ValueError, match="wide_hinge must be in"):
+            TrainConfig(wide_hinge=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="wide_hinge_c must be positive"):
+        TrainConfig(wide_hinge_c=())
+    listed = TrainConfig(wide_hinge_c=[1, 2])  # type: ignore[arg-type]  # JSON gives a list
+    assert listed.wide_hinge_c == (1, 2)
