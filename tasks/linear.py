@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from zhflow.models.wide import transpose_csr
 
 
 @dataclass
@@ -44,152 +46,159 @@ class LinearFit:
     weight: torch.Tensor  # (F, C)
     bias: torch.Tensor  # (C,)
     c: float  # the inverse regularisation strength kept
-    path: list[dict[str, float]]  # per C tried: valid loss and accuracy, iterations, seconds
+    path: list[dict[str, float]]  # per C tried: valid figures, iterations, seconds
+
+
+@dataclass(frozen=True)
+class FullBatch:
+    """What a path of full-batch fits reads: the train rows (and their transpose, for the
+    gradient) and the validation rows, as sparse CSR matrices."""
+
+    x: torch.Tensor  # (N, F)
+    x_t: torch.Tensor  # (F, N)
+    labels: torch.Tensor  # (N,) int64
+    valid_x: torch.Tensor  # (M, F)
+    valid_labels: torch.Tensor  # (M,) int64
+    num_classes: int
+
+    @classmethod
+    def of(cls, x: torch.Tensor, labels: torch.Tensor, valid_x: torch.Tensor,
+           valid_labels: torch.Tensor, num_classes: int) -> FullBatch:  # fmt: skip
+        return cls(x, transpose_csr(x), labels, valid_x, valid_labels, num_classes)
+
+
+#: A data term: its value at the current weights, and its gradient with respect to the
+#: scores ``x @ W + b`` (N, C), from which the weights' gradients follow.
+DataTerm = Callable[[], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _minimise(
+    x_t: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, lam: float, max_iter: int,
+    data_term: DataTerm,
+) -> int:  # fmt: skip
+    """L-BFGS on ``data_term + lam / 2 · ||W||^2`` (the bias not penalised), updating
+    ``weight`` and ``bias`` in place; returns the number of objective evaluations."""
+    optimizer = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=10,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-5,
+        tolerance_change=1e-7,
+    )
+    evaluations = 0
+
+    def objective() -> torch.Tensor:
+        nonlocal evaluations
+        evaluations += 1
+        loss, residual = data_term()  # residual: (N, C) d data term / d scores
+        weight.grad = x_t @ residual + lam * weight
+        bias.grad = residual.sum(0)
+        return loss + 0.5 * lam * weight.pow(2).sum()
+
+    optimizer.step(objective)
+    return evaluations
 
 
 def fit_logistic(
-    x: torch.Tensor,  # (N, F) sparse CSR
-    x_t: torch.Tensor,  # (F, N) sparse CSR, x transposed
-    labels: torch.Tensor,  # (N,) int64
-    weight: torch.Tensor,  # (F, C) start point, updated in place
-    bias: torch.Tensor,  # (C,) start point, updated in place
-    c: float,
-    max_iter: int,
+    data: FullBatch, weight: torch.Tensor, bias: torch.Tensor, c: float, max_iter: int
 ) -> int:
-    """Minimise the objective above for one ``c`` from the given start; returns the number of
-    objective evaluations. Deterministic: no sampling anywhere."""
+    """Minimise the logistic objective above on ``data``'s train rows for one ``c``, from
+    ``weight`` (F, C) and ``bias`` (C,), updated in place; returns the number of objective
+    evaluations. Deterministic: no sampling anywhere."""
+    x, labels = data.x, data.labels
     n = labels.shape[0]
-    lam = 1.0 / (c * n)
     onehot = F.one_hot(labels, weight.shape[1]).to(weight.dtype)  # (N, C)
-    optimizer = torch.optim.LBFGS(
-        [weight, bias],
-        lr=1.0,
-        max_iter=max_iter,
-        history_size=10,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-5,
-        tolerance_change=1e-7,
-    )
-    evaluations = 0
 
-    def objective() -> torch.Tensor:
-        nonlocal evaluations
-        evaluations += 1
+    def cross_entropy() -> tuple[torch.Tensor, torch.Tensor]:
         logits = x @ weight + bias  # (N, C)
-        loss = F.cross_entropy(logits, labels) + 0.5 * lam * weight.pow(2).sum()
-        residual = (torch.softmax(logits, -1) - onehot) / n  # (N, C) d mean-CE / d logits
-        weight.grad = x_t @ residual + lam * weight
-        bias.grad = residual.sum(0)
-        return loss
+        return F.cross_entropy(logits, labels), (torch.softmax(logits, -1) - onehot) / n
 
-    optimizer.step(objective)
-    return evaluations
-
-
-def fit_logistic_path(
-    x: torch.Tensor,
-    x_t: torch.Tensor,
-    labels: torch.Tensor,
-    valid_x: torch.Tensor,  # (M, F) sparse CSR
-    valid_labels: torch.Tensor,  # (M,) int64
-    num_classes: int,
-    cs: Sequence[float],
-    max_iter: int,
-) -> LinearFit:
-    """Fit each ``c`` of ``cs`` (ascending) in turn; keep the lowest validation log-loss."""
-    weight = torch.zeros(x.shape[1], num_classes, device=x.device)
-    bias = torch.zeros(num_classes, device=x.device)
-    best: LinearFit | None = None
-    best_loss = math.inf
-    path: list[dict[str, float]] = []
-    for c in sorted(cs):
-        t0 = time.perf_counter()
-        evaluations = fit_logistic(x, x_t, labels, weight, bias, c, max_iter)
-        with torch.no_grad():
-            logits = valid_x @ weight + bias  # (M, C)
-            loss = float(F.cross_entropy(logits, valid_labels))
-            accuracy = float((logits.argmax(-1) == valid_labels).float().mean())
-        path.append({"c": c, "valid_loss": loss, "valid_accuracy": accuracy,
-                     "evaluations": evaluations, "seconds": time.perf_counter() - t0})  # fmt: skip
-        if loss < best_loss:
-            best_loss = loss
-            best = LinearFit(weight.detach().clone(), bias.detach().clone(), c, path)
-        elif best is not None:
-            break  # past the minimum: weaker regularisation only overfits more
-    if best is None:  # every loss NaN: keep the class prior rather than garbage
-        best = LinearFit(torch.zeros_like(weight), torch.zeros_like(bias), math.nan, path)
-    return best
+    return _minimise(data.x_t, weight, bias, 1.0 / (c * n), max_iter, cross_entropy)
 
 
 def fit_squared_hinge(
-    x: torch.Tensor,  # (N, F) sparse CSR
-    x_t: torch.Tensor,  # (F, N) sparse CSR, x transposed
-    labels: torch.Tensor,  # (N,) int64
-    weight: torch.Tensor,  # (F, C) start point, updated in place
-    bias: torch.Tensor,  # (C,) start point, updated in place
-    c: float,
-    max_iter: int,
+    data: FullBatch, weight: torch.Tensor, bias: torch.Tensor, c: float, max_iter: int
 ) -> int:
-    """Minimise the squared-hinge objective above for one ``c`` from the given start (one
-    binary problem per class, solved together); returns the number of objective
-    evaluations. Deterministic."""
+    """Minimise the squared-hinge objective above on ``data``'s train rows for one ``c``, as
+    :func:`fit_logistic` does (one binary problem per class, solved together)."""
+    x, labels = data.x, data.labels
     n = labels.shape[0]
-    lam = 1.0 / (c * n)
     signs = 2 * F.one_hot(labels, weight.shape[1]).to(weight.dtype) - 1  # (N, C) +1 / -1
-    optimizer = torch.optim.LBFGS(
-        [weight, bias],
-        lr=1.0,
-        max_iter=max_iter,
-        history_size=10,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-5,
-        tolerance_change=1e-7,
-    )
-    evaluations = 0
 
-    def objective() -> torch.Tensor:
-        nonlocal evaluations
-        evaluations += 1
-        margins = signs * (x @ weight + bias)  # (N, C)
-        slack = (1 - margins).clamp_min(0)  # (N, C)
-        loss = slack.pow(2).sum() / n + 0.5 * lam * weight.pow(2).sum()
-        residual = -2 * signs * slack / n  # (N, C) d loss / d scores
-        weight.grad = x_t @ residual + lam * weight
-        bias.grad = residual.sum(0)
-        return loss
+    def squared_hinge() -> tuple[torch.Tensor, torch.Tensor]:
+        slack = (1 - signs * (x @ weight + bias)).clamp_min(0)  # (N, C)
+        return slack.pow(2).sum() / n, -2 * signs * slack / n
 
-    optimizer.step(objective)
-    return evaluations
+    return _minimise(data.x_t, weight, bias, 1.0 / (c * n), max_iter, squared_hinge)
 
 
-def fit_squared_hinge_path(
-    x: torch.Tensor,
-    x_t: torch.Tensor,
-    labels: torch.Tensor,
-    valid_x: torch.Tensor,  # (M, F) sparse CSR
-    valid_labels: torch.Tensor,  # (M,) int64
-    num_classes: int,
-    cs: Sequence[float],
-    max_iter: int,
-) -> LinearFit:
-    """Fit each ``c`` of ``cs`` (ascending, warm-started); keep the highest validation
-    accuracy, the smaller ``c`` (the stronger regularisation) on a tie."""
-    weight = torch.zeros(x.shape[1], num_classes, device=x.device)
-    bias = torch.zeros(num_classes, device=x.device)
+#: One fit of a path: (weight, bias, c) -> objective evaluations, updating weight and bias.
+FitOne = Callable[[torch.Tensor, torch.Tensor, float], int]
+
+
+def _walk_path(
+    data: FullBatch, cs: Sequence[float], fit_one: FitOne,
+    judge: Callable[[torch.Tensor, torch.Tensor], dict[str, float]],
+    score: Callable[[dict[str, float]], float],
+    stop_past_best: bool,
+) -> LinearFit:  # fmt: skip
+    """Fit each ``c`` of ``cs`` in ascending order, each warm-started from the previous
+    optimum (fewer iterations). ``judge`` gives the weights' validation figures, ``score``
+    the one to minimise; the first best is kept (on a tie, the smaller ``c``, the stronger
+    regularisation)."""
+    weight = torch.zeros(data.x.shape[1], data.num_classes, device=data.x.device)
+    bias = torch.zeros(data.num_classes, device=data.x.device)
     best: LinearFit | None = None
-    best_accuracy = -math.inf
+    best_score = math.inf
     path: list[dict[str, float]] = []
     for c in sorted(cs):
         t0 = time.perf_counter()
-        evaluations = fit_squared_hinge(x, x_t, labels, weight, bias, c, max_iter)
+        evaluations = fit_one(weight, bias, c)
         with torch.no_grad():
-            scores = valid_x @ weight + bias  # (M, C)
-            accuracy = float((scores.argmax(-1) == valid_labels).float().mean())
-        path.append({"c": c, "valid_accuracy": accuracy, "evaluations": evaluations,
+            figures = judge(weight, bias)
+        path.append({"c": c, **figures, "evaluations": evaluations,
                      "seconds": time.perf_counter() - t0})  # fmt: skip
-        if accuracy > best_accuracy:
-            best_accuracy = accuracy
+        if score(figures) < best_score:
+            best_score = score(figures)
             best = LinearFit(weight.detach().clone(), bias.detach().clone(), c, path)
-    if best is None:  # no validation rows (an accuracy of NaN): keep the class prior
+        elif best is not None and stop_past_best:
+            break  # past the minimum: weaker regularisation only overfits more
+    if best is None:  # every figure NaN (no validation rows): keep the class prior
         best = LinearFit(torch.zeros_like(weight), torch.zeros_like(bias), math.nan, path)
     return best
+
+
+def fit_logistic_path(data: FullBatch, cs: Sequence[float], max_iter: int) -> LinearFit:
+    """Fit each ``c`` of ``cs`` (ascending) in turn; keep the lowest validation log-loss,
+    and stop once it rises."""
+
+    def fit_one(weight: torch.Tensor, bias: torch.Tensor, c: float) -> int:
+        return fit_logistic(data, weight, bias, c, max_iter)
+
+    def judge(weight: torch.Tensor, bias: torch.Tensor) -> dict[str, float]:
+        logits = data.valid_x @ weight + bias  # (M, C)
+        return {"valid_loss": float(F.cross_entropy(logits, data.valid_labels)),
+                "valid_accuracy": _accuracy(logits, data.valid_labels)}  # fmt: skip
+
+    return _walk_path(data, cs, fit_one, judge, lambda f: f["valid_loss"], stop_past_best=True)
+
+
+def fit_squared_hinge_path(data: FullBatch, cs: Sequence[float], max_iter: int) -> LinearFit:
+    """Fit each ``c`` of ``cs`` (ascending, warm-started); keep the highest validation
+    accuracy, the smaller ``c`` (the stronger regularisation) on a tie. Every ``c`` is
+    tried: accuracy, unlike a loss, has no single minimum to stop past."""
+
+    def fit_one(weight: torch.Tensor, bias: torch.Tensor, c: float) -> int:
+        return fit_squared_hinge(data, weight, bias, c, max_iter)
+
+    def judge(weight: torch.Tensor, bias: torch.Tensor) -> dict[str, float]:
+        return {"valid_accuracy": _accuracy(data.valid_x @ weight + bias, data.valid_labels)}
+
+    return _walk_path(data, cs, fit_one, judge, lambda f: -f["valid_accuracy"],
+                      stop_past_best=False)  # fmt: skip
+
+
+def _accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((scores.argmax(-1) == labels).float().mean())

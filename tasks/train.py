@@ -33,13 +33,17 @@ from zhflow.models.wide import (
     RaggedBags,
     bag_matrix,
     gather_bags,
-    transpose_csr,
     without_word_ngrams,
 )
 from zhflow.tasks import catalog
 from zhflow.tasks.errors import InputError, ZhflowError
 from zhflow.tasks.evaluate import macro_f1
-from zhflow.tasks.linear import fit_logistic_path, fit_squared_hinge_path
+from zhflow.tasks.linear import (
+    FullBatch,
+    LinearFit,
+    fit_logistic_path,
+    fit_squared_hinge_path,
+)
 from zhflow.tasks.segment import default_workers  # the usable cores
 from zhflow.tasks.storage import atomic_path
 
@@ -960,21 +964,26 @@ def choose_blend(
     return best[1], best[0]
 
 
+def _fit_full_batch(
+    fit_path: Callable[[FullBatch, tuple[float, ...], int], LinearFit], wide: NgramLinear,
+    problem: WideProblem, cs: tuple[float, ...], max_iter: int,
+) -> LinearFit:  # fmt: skip
+    """One of tasks/linear.py's paths over ``problem``'s rows as sparse CSR matrices."""
+    num_features, num_classes = wide.bag.weight.shape
+    data = FullBatch.of(
+        bag_matrix(problem.train_bags, num_features).to(problem.device),  # (N, F)
+        problem.train_labels,
+        bag_matrix(problem.valid_bags, num_features).to(problem.device),  # (M, F)
+        problem.valid_labels,
+        num_classes,
+    )
+    return fit_path(data, cs, max_iter)
+
+
 def _fit_wide_lbfgs(
     wide: NgramLinear, tc: TrainConfig, problem: WideProblem, say: Callable[[str], None]
 ) -> dict[str, Any]:
-    num_features, num_classes = wide.bag.weight.shape
-    x = bag_matrix(problem.train_bags, num_features).to(problem.device)
-    fit = fit_logistic_path(
-        x,
-        transpose_csr(x),
-        problem.train_labels,
-        bag_matrix(problem.valid_bags, num_features).to(problem.device),
-        problem.valid_labels,
-        num_classes,
-        tc.wide_c,
-        tc.wide_max_iter,
-    )
+    fit = _fit_full_batch(fit_logistic_path, wide, problem, tc.wide_c, tc.wide_max_iter)
     for step in fit.path:
         say(f"wide lbfgs C={step['c']:g}  valid_loss {step['valid_loss']:.4f}  "
             f"acc {step['valid_accuracy']:.4f}  ({step['evaluations']} evaluations)")  # fmt: skip
@@ -990,18 +999,8 @@ def _fit_wide_hinge(
 ) -> WideFit:
     """The L2 squared hinge (LinearSVC's objective) for each C of ``wide_hinge_c``, the most
     accurate on the validation split kept (tasks/linear.py)."""
-    num_features, num_classes = wide.bag.weight.shape
-    x = bag_matrix(problem.train_bags, num_features).to(problem.device)
-    fit = fit_squared_hinge_path(
-        x,
-        transpose_csr(x),
-        problem.train_labels,
-        bag_matrix(problem.valid_bags, num_features).to(problem.device),
-        problem.valid_labels,
-        num_classes,
-        tc.wide_hinge_c,
-        tc.wide_max_iter,
-    )
+    fit = _fit_full_batch(fit_squared_hinge_path, wide, problem, tc.wide_hinge_c,
+                          tc.wide_max_iter)  # fmt: skip
     for step in fit.path:
         say(f"wide squared hinge C={step['c']:g}  acc {step['valid_accuracy']:.4f}  "
             f"({step['evaluations']} evaluations)")  # fmt: skip

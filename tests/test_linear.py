@@ -10,6 +10,7 @@ import torch
 
 from zhflow.models.wide import RaggedBags, bag_matrix, transpose_csr
 from zhflow.tasks.linear import (
+    FullBatch,
     fit_logistic,
     fit_logistic_path,
     fit_squared_hinge,
@@ -42,34 +43,32 @@ def test_bag_matrix_is_the_dense_rows() -> None:
 
 
 @pytest.mark.parametrize("c", [0.3, 3.0])
-def test_fit_logistic_matches_scikit_learn(c: float) -> None:
-    linear_model = pytest.importorskip("sklearn.linear_model")
+@pytest.mark.parametrize("loss", ["logistic", "squared_hinge"])
+def test_the_full_batch_fits_match_scikit_learn(loss: str, c: float) -> None:
+    """The logistic fit against LogisticRegression's probabilities, the squared hinge
+    against LinearSVC's decision values (one-vs-rest)."""
+    pytest.importorskip("sklearn")
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
+
     bags, dense, labels = _problem()
     x = bag_matrix(bags, dense.shape[1])
     weight, bias = torch.zeros(dense.shape[1], 3), torch.zeros(3)
-    fit_logistic(x, transpose_csr(x), labels, weight, bias, c, max_iter=500)
-    oracle = linear_model.LogisticRegression(C=c, tol=1e-10, max_iter=10_000)
-    oracle.fit(dense.astype(np.float64), labels.numpy())
-    # Softmax logits are defined up to a per-row constant; compare centred probabilities.
-    ours = torch.softmax(torch.from_numpy(dense) @ weight + bias, -1).numpy()
-    theirs = oracle.predict_proba(dense.astype(np.float64))
-    assert np.abs(ours - theirs).max() < 2e-3
-
-
-@pytest.mark.parametrize("c", [0.3, 3.0])
-def test_fit_squared_hinge_matches_scikit_learns_linear_svc(c: float) -> None:
-    svm = pytest.importorskip("sklearn.svm")
-    bags, dense, labels = _problem()
-    x = bag_matrix(bags, dense.shape[1])
-    weight, bias = torch.zeros(dense.shape[1], 3), torch.zeros(3)
-    fit_squared_hinge(x, transpose_csr(x), labels, weight, bias, c, max_iter=500)
-    # liblinear penalises the bias as a feature of value intercept_scaling; a large one makes
-    # that penalty vanish, as in zhflow's objective. The primal solver converges there.
-    oracle = svm.LinearSVC(C=c, intercept_scaling=100, dual=False, tol=1e-12, max_iter=100_000)
-    oracle.fit(dense.astype(np.float64), labels.numpy())
-    ours = (torch.from_numpy(dense) @ weight + bias).numpy()
-    theirs = oracle.decision_function(dense.astype(np.float64))
-    assert np.abs(ours - theirs).max() < 1e-2
+    fit = fit_logistic if loss == "logistic" else fit_squared_hinge
+    fit(FullBatch.of(x, labels, x, labels, 3), weight, bias, c, max_iter=500)
+    scores = torch.from_numpy(dense) @ weight + bias  # (N, C)
+    rows = dense.astype(np.float64)
+    if loss == "logistic":
+        oracle = LogisticRegression(C=c, tol=1e-10, max_iter=10_000).fit(rows, labels.numpy())
+        # Softmax logits are defined up to a per-row constant: compare probabilities.
+        ours, theirs = torch.softmax(scores, -1).numpy(), oracle.predict_proba(rows)
+        assert np.abs(ours - theirs).max() < 2e-3
+    else:
+        # liblinear penalises the bias as a feature of value intercept_scaling; a large one
+        # makes that penalty vanish, as in zhflow's objective. The primal solver converges.
+        svc = LinearSVC(C=c, intercept_scaling=100, dual=False, tol=1e-12, max_iter=100_000)
+        ours, theirs = scores.numpy(), svc.fit(rows, labels.numpy()).decision_function(rows)
+        assert np.abs(ours - theirs).max() < 1e-2
     assert (ours.argmax(1) == theirs.argmax(1)).all()
 
 
@@ -78,15 +77,15 @@ def test_the_squared_hinge_path_keeps_the_most_accurate_c_the_smaller_on_a_tie()
     x_all = torch.from_numpy(dense)
     x, valid_x = x_all[:150].to_sparse_csr(), x_all[150:].to_sparse_csr()
     cs = (0.001, 0.01, 0.1, 1.0, 10.0)
-    fit = fit_squared_hinge_path(x, transpose_csr(x), labels[:150], valid_x, labels[150:], 3,
-                                 cs, max_iter=200)  # fmt: skip
+    fit = fit_squared_hinge_path(FullBatch.of(x, labels[:150], valid_x, labels[150:], 3), cs,
+                                 max_iter=200)  # fmt: skip
     accuracies = [p["valid_accuracy"] for p in fit.path]
     assert [p["c"] for p in fit.path] == list(cs)  # every C tried: accuracy has no minimum
     assert fit.c == cs[accuracies.index(max(accuracies))]  # the first (smallest) of the best
     kept = float(((valid_x @ fit.weight + fit.bias).argmax(-1) == labels[150:]).float().mean())
     assert kept == max(accuracies)
     none = x_all[:0].to_sparse_csr()
-    empty = fit_squared_hinge_path(x, transpose_csr(x), labels[:150], none, labels[:0], 3, cs,
+    empty = fit_squared_hinge_path(FullBatch.of(x, labels[:150], none, labels[:0], 3), cs,
                                    max_iter=50)  # fmt: skip
     assert math.isnan(empty.c) and not empty.weight.any()  # no validation rows: the prior
 
@@ -98,8 +97,8 @@ def test_the_path_keeps_the_lowest_validation_loss_and_stops_past_it() -> None:
     x = x_all[train_rows].to_sparse_csr()
     valid_x = x_all[valid_rows].to_sparse_csr()
     cs = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
-    fit = fit_logistic_path(x, transpose_csr(x), labels[train_rows], valid_x, labels[valid_rows],
-                            3, cs, max_iter=200)  # fmt: skip
+    data = FullBatch.of(x, labels[train_rows], valid_x, labels[valid_rows], 3)
+    fit = fit_logistic_path(data, cs, max_iter=200)
     losses = [p["valid_loss"] for p in fit.path]
     assert fit.c == fit.path[int(np.argmin(losses))]["c"]
     assert losses[-1] > min(losses)  # stopped one step past the minimum
@@ -112,7 +111,7 @@ def test_the_path_keeps_the_lowest_validation_loss_and_stops_past_it() -> None:
 def test_the_fit_is_deterministic() -> None:
     bags, dense, labels = _problem(seed=3)
     x = bag_matrix(bags, dense.shape[1])
-    runs = [fit_logistic_path(x, transpose_csr(x), labels, x, labels, 3, (1.0, 10.0), 100)
+    runs = [fit_logistic_path(FullBatch.of(x, labels, x, labels, 3), (1.0, 10.0), 100)
             for _ in range(2)]  # fmt: skip
     assert torch.equal(runs[0].weight, runs[1].weight)
     assert runs[0].path[0]["valid_loss"] == runs[1].path[0]["valid_loss"]
@@ -305,8 +304,8 @@ def test_the_wide_branch_averages_in_a_squared_hinge_at_a_fixed_weight() -> None
 
     tr, va = wide_views(train, valid)["chars"]
     x = bag_matrix(tr, 40)
-    hinge = fit_squared_hinge_path(x, transpose_csr(x), train["labels"], bag_matrix(va, 40),
-                                   valid["labels"], 3, TrainConfig().wide_hinge_c, 100)  # fmt: skip
+    data = FullBatch.of(x, train["labels"], bag_matrix(va, 40), valid["labels"], 3)
+    hinge = fit_squared_hinge_path(data, TrainConfig().wide_hinge_c, 100)
     assert not hinge.weight[:20].any()  # the characters' view: no word rows
     x_valid = bag_matrix(split_bags(valid), 40)  # type: ignore[arg-type]
     logistic = tables[0.0]
