@@ -123,9 +123,6 @@ def _emit(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
             click.echo(line)
 
 
-#: Below this many training texts zhflow's default trailed TF-IDF characters + LinearSVC on
-#: subsets of the shared corpora (-2.1 points at 800 texts in 10 classes, -0.9 at 1,600, a tie
-#: at 4,000; docs/BENCHMARKS.md, "Small corpora"): ``run`` says so beside its figure.
 #: Below this many training texts TF-IDF + LinearSVC was still ahead on the corpora measured
 #: (online_shopping `cat` subsets, 10 seeds: -0.80 points at 800 texts, -0.05 at 1,600,
 #: +0.46 at 4,000; docs/BENCHMARKS.md, "Small corpora").
