@@ -44,8 +44,9 @@ from ``zhflow.flows.pipeline.train_pipeline``'s signature so they cannot drift):
   model, so it costs K - 1 more trainings; not in the default ``--only`` (K times the time).
 
 For each method and seed: test accuracy, macro-F1, seconds; then per method the mean and
-sample standard deviation over seeds. Also the test split's expected calibration error of
-``zhflow-default`` before calibration (mix 0.5, temperature 1) and after. The last line of
+sample standard deviation over seeds. Also the test split's expected calibration error and
+log-loss of ``zhflow-default`` before calibration (mix 0.5, temperature 1) and after, per seed
+and (``calibration``) as means over the seeds. The last line of
 stdout is one JSON object with ``results``: one entry per method with ``method``, ``accuracy_mean``,
 ``accuracy_sd``, ``macro_f1_mean``, ``macro_f1_sd``, ``seeds``, ``runs`` (per seed).
 
@@ -328,6 +329,8 @@ def run_zhflow(
                 out["ece_before"] = evaluate.expected_calibration_error(
                     torch.softmax(raw, -1).numpy(), y)  # fmt: skip
                 out["ece_after"] = evaluate.expected_calibration_error(probs, y)
+                out["log_loss_before"] = evaluate.log_loss(torch.softmax(raw, -1).numpy(), y)
+                out["log_loss_after"] = evaluate.log_loss(probs, y)
                 out["calibration"] = result.meta.get("calibration")
                 wide = result.meta.get("wide") or {}
                 out["wide_fit"] = {
@@ -384,7 +387,8 @@ def run_seed(args: argparse.Namespace, seed: int, methods: list[str], threads: i
                 extra = {k: out[k] for k in ("epochs_run", "best_epoch")}
                 if method in ("zhflow-default", "zhflow-pretrained"):
                     extra |= {
-                        k: out[k] for k in ("ece_before", "ece_after", "calibration", "wide_fit")
+                        k: out[k] for k in ("ece_before", "ece_after", "log_loss_before",
+                                            "log_loss_after", "calibration", "wide_fit")
                     }
                 record(method, out[method], s, **extra)
         if unlabeled is None and ENSEMBLE in methods:
@@ -414,6 +418,7 @@ def run_ensemble(
     index = {label: i for i, label in enumerate(order)}
     y = np.array([index[label] for label in data["test"]["label"]])
     extra = {"members": size, "ece_after": evaluate.expected_calibration_error(probs, y),
+             "log_loss_after": evaluate.log_loss(probs, y),
              "member_accuracy": [round(float((m["full_probs"].argmax(-1) == y).mean()), 4)
                                  for m in members]}  # fmt: skip
     return [order[i] for i in probs.argmax(-1).tolist()], extra, time.perf_counter() - t0
@@ -469,7 +474,24 @@ def summarise(per_seed: list[dict], methods: list[str]) -> list[dict[str, Any]]:
         })  # fmt: skip
         if method != "zhflow-default" and (paired := paired_difference(per_seed, method)):
             results[-1]["default_minus_method"] = paired
+        if calibration := calibration_means(runs):
+            results[-1]["calibration"] = calibration
     return results
+
+
+def calibration_means(runs: list[dict]) -> dict[str, Any] | None:
+    """Test ECE and log-loss before and after calibration, mean over seeds, and on how many
+    seeds calibration lowered each (the log-loss, being binless, is the steadier of the two)."""
+    if not all("log_loss_before" in r for r in runs):
+        return None
+    out: dict[str, Any] = {}
+    for name in ("ece", "log_loss"):
+        before = [r[f"{name}_before"] for r in runs]
+        after = [r[f"{name}_after"] for r in runs]
+        out[f"{name}_before_mean"] = round(statistics.fmean(before), 4)
+        out[f"{name}_after_mean"] = round(statistics.fmean(after), 4)
+        out[f"{name}_lowered_on"] = sum(a < b for a, b in zip(after, before, strict=True))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -491,7 +491,9 @@ def calibration_markdown(metrics: dict[str, Any], image: str | Path | None) -> s
         f"temperature **{cal['temperature']:.3f}**"
         + (f" · wide-branch weight in the mix **{cal['mix']:.2f}**" if "mix" in cal else "")
         + f" · expected calibration error ({cal.get('bins', 15)} bins): "
-        f"**{cal['ece_before']:.4f}** before → **{cal['ece_after']:.4f}** after calibration",
+        f"**{cal['ece_before']:.4f}** before → **{cal['ece_after']:.4f}** after calibration"
+        + (f" · log-loss **{cal['log_loss_before']:.4f}** → **{cal['log_loss_after']:.4f}**"
+           if "log_loss_after" in cal else ""),  # metrics.json files from before 2026-12-07
         "",
         "Both were fitted on the validation split; before = without them (temperature 1"
         + (", mix 0.5" if "mix" in cal else "")

@@ -533,8 +533,8 @@ def _bundle_features(
 def _calibration_report(
     net: RNNClassifier | MeanEnsemble, probs: Any, y_true: Any, out: Path, test: dict
 ) -> dict[str, Any]:
-    """ECE on the test split with and without calibration (the fitted mix and temperature),
-    and its diagram."""
+    """ECE and log-loss on the test split with and without calibration (the fitted mix and
+    temperature), and the reliability diagram."""
     members = classifiers(net)
     with uncalibrated(net):
         raw = train_fns.predict_proba(net, test["ids"], test["lengths"],
@@ -546,7 +546,9 @@ def _calibration_report(
                               out / plot_fns.RELIABILITY_PNG, before, after)  # fmt: skip
     temperatures = [float(m.temperature) for m in members]
     report: dict[str, Any] = {"temperature": temperatures[0], "ece_before": before,
-                              "ece_after": after, "bins": eval_fns.ECE_BINS}  # fmt: skip
+                              "ece_after": after, "bins": eval_fns.ECE_BINS,
+                              "log_loss_before": eval_fns.log_loss(raw, y_true),
+                              "log_loss_after": eval_fns.log_loss(probs, y_true)}  # fmt: skip
     if net.wide is not None:
         report["mix"] = float(members[0].mix)
     if len(members) > 1:

@@ -283,12 +283,33 @@ def test_calibration_markdown_with_the_reliability_diagram_inline(tmp_path: Path
         evaluate.expected_calibration_error(probs, y),
     )  # fmt: skip
     metrics = {"calibration": {"temperature": 2.0, "mix": 0.7, "ece_before": 0.31,
-                               "ece_after": 0.12, "bins": 15}}  # fmt: skip
+                               "ece_after": 0.12, "bins": 15, "log_loss_before": 0.61,
+                               "log_loss_after": 0.42}}  # fmt: skip
     text = art.calibration_markdown(metrics, png)
     assert "temperature **2.000**" in text and "**0.3100** before → **0.1200** after" in text
+    assert "log-loss **0.6100** → **0.4200**" in text
+    del metrics["calibration"]["log_loss_after"]  # an older run's metrics.json: no log-loss
+    assert "log-loss" not in art.calibration_markdown(metrics, png)
     found = re.search(r"!\[reliability diagram\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", text)
     assert found is not None and base64.b64decode(found.group(1)) == png.read_bytes()
     assert "without calibration" in art.calibration_markdown({}, None)
+
+
+def test_log_loss_agrees_with_scikit_learn() -> None:
+    import numpy as np
+    from sklearn.metrics import log_loss as sklearn_log_loss
+
+    from zhflow.tasks import evaluate
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=50)
+    y = rng.integers(0, 4, size=50)
+    expected = sklearn_log_loss(y, probs, labels=[0, 1, 2, 3])
+    assert evaluate.log_loss(probs, y) == pytest.approx(expected, rel=1e-9)
+    # A right answer at probability 1 costs nothing; a wrong one at 0 is large but finite.
+    assert evaluate.log_loss([[1.0, 0.0]], [0]) == 0.0
+    assert 30 < evaluate.log_loss([[1.0, 0.0]], [1]) < 40
+    assert evaluate.log_loss(np.empty((0, 2)), []) == 0.0
 
 
 def test_expected_calibration_error_by_hand() -> None:

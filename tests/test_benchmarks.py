@@ -78,6 +78,9 @@ def test_compare_peers_reports_every_method_on_one_leak_free_split(tiny_csv: Pat
     (ensemble,) = next(r for r in out["results"] if r["method"] == "zhflow-ensemble")["runs"]
     assert ensemble["members"] == 2
     assert ensemble["member_accuracy"][0] == default["accuracy_mean"]  # member 0 is the default
+    (run,) = default["runs"]
+    assert default["calibration"]["log_loss_after_mean"] == round(run["log_loss_after"], 4)
+    assert default["calibration"]["ece_lowered_on"] == int(run["ece_after"] < run["ece_before"])
 
 
 @pytest.mark.slow
