@@ -84,6 +84,9 @@ METHODS = (*PEERS, *ZHFLOW, ENSEMBLE)
 #: What runs when ``--only`` is not given: every method but the K-times-as-slow ensemble.
 DEFAULT_METHODS = (*PEERS, *ZHFLOW)
 SVC_C = (0.1, 0.3, 1.0, 3.0)
+#: What zhflow-default's (and zhflow-pretrained's) runs report beside accuracy.
+CALIBRATION_KEYS = ("ece_before", "ece_after", "log_loss_before", "log_loss_after",
+                    "calibration", "wide_fit")  # fmt: skip
 FASTTEXT_GRID = tuple(itertools.product((0.5, 1.0), (10, 25)))  # (lr, epochs)
 
 
@@ -386,10 +389,7 @@ def run_seed(args: argparse.Namespace, seed: int, methods: list[str], threads: i
             if method in methods and method in out:
                 extra = {k: out[k] for k in ("epochs_run", "best_epoch")}
                 if method in ("zhflow-default", "zhflow-pretrained"):
-                    extra |= {
-                        k: out[k] for k in ("ece_before", "ece_after", "log_loss_before",
-                                            "log_loss_after", "calibration", "wide_fit")
-                    }
+                    extra |= {k: out[k] for k in CALIBRATION_KEYS}
                 record(method, out[method], s, **extra)
         if unlabeled is None and ENSEMBLE in methods:
             pred, extra, seconds = run_ensemble(out, data, tokens, labels, seed, args.ensemble_size)

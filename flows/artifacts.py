@@ -479,6 +479,12 @@ def publish_vocab(vocab_ref: ArtifactRef) -> Any:
     )
 
 
+def _log_loss_note(cal: dict[str, Any]) -> str:
+    if "log_loss_after" not in cal:  # a metrics.json from before 2026-12-07
+        return ""
+    return f" · log-loss **{cal['log_loss_before']:.4f}** → **{cal['log_loss_after']:.4f}**"
+
+
 def calibration_markdown(metrics: dict[str, Any], image: str | Path | None) -> str:
     """How far ``confidence`` can be trusted: the fitted temperature (and the branches' mix),
     the test split's expected calibration error before and after them, the diagram inline."""
@@ -492,8 +498,7 @@ def calibration_markdown(metrics: dict[str, Any], image: str | Path | None) -> s
         + (f" · wide-branch weight in the mix **{cal['mix']:.2f}**" if "mix" in cal else "")
         + f" · expected calibration error ({cal.get('bins', 15)} bins): "
         f"**{cal['ece_before']:.4f}** before → **{cal['ece_after']:.4f}** after calibration"
-        + (f" · log-loss **{cal['log_loss_before']:.4f}** → **{cal['log_loss_after']:.4f}**"
-           if "log_loss_after" in cal else ""),  # metrics.json files from before 2026-12-07
+        + _log_loss_note(cal),
         "",
         "Both were fitted on the validation split; before = without them (temperature 1"
         + (", mix 0.5" if "mix" in cal else "")
