@@ -164,7 +164,8 @@ def log_loss(probs: ArrayLike, y_true: ArrayLike) -> float:
     if not len(y):
         return 0.0
     # The floor keeps a confidently wrong row finite (scikit-learn clips at float eps too).
-    return float(-np.log(np.clip(p[np.arange(len(y)), y], np.finfo(np.float64).eps, None)).mean())
+    loss = -np.log(np.clip(p[np.arange(len(y)), y], np.finfo(np.float64).eps, None)).mean()
+    return float(loss) + 0.0  # + 0.0: every row right at probability 1 gives 0.0, not -0.0
 
 
 def uncalibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
