@@ -65,6 +65,10 @@ def check_scheduler_answers(address: str, seconds: float = PROBE_SECONDS) -> Non
     takes other services' bytes for a frame length (``Unable to allocate 3.07 EiB``)."""
     import threading
 
+    if (refused := _connect_error(address, seconds)) is not None:
+        why = refused.strerror or refused
+        raise InputError(f"--dask-address {address}: no Dask scheduler answers there "
+                         f"(nothing accepts a connection: {why})")  # fmt: skip
     outcome: list[BaseException | int] = []
 
     def identify() -> None:
@@ -93,6 +97,23 @@ def check_scheduler_answers(address: str, seconds: float = PROBE_SECONDS) -> Non
     if isinstance(found, BaseException):
         raise InputError(f"--dask-address {address}: no Dask scheduler answers there "
                          f"({type(found).__name__}: {str(found)[:200]})")  # fmt: skip
+
+
+def _connect_error(address: str, seconds: float) -> OSError | None:
+    """The operating system's answer to a plain TCP connect to ``address``; ``None`` when
+    something accepts it. A closed port is then refused at once and always in the same
+    words, instead of after Dask's retries, whose length depends on the machine's load."""
+    import socket
+
+    match = _SCHEDULER_ADDRESS.fullmatch(address)
+    if match is None:  # check_scheduler_address refuses it; nothing to probe here
+        return None
+    try:
+        socket.create_connection((match.group(1).strip("[]"), int(match.group(2))),
+                                 timeout=seconds).close()  # fmt: skip
+    except OSError as exc:
+        return exc
+    return None
 
 
 @dataclass(frozen=True)
