@@ -487,7 +487,8 @@ def _log_loss_note(cal: dict[str, Any]) -> str:
 
 def calibration_markdown(metrics: dict[str, Any], image: str | Path | None) -> str:
     """How far ``confidence`` can be trusted: the fitted temperature (and the branches' mix),
-    the test split's expected calibration error before and after them, the diagram inline."""
+    the test split's expected calibration error and log-loss before and after them, the
+    diagram inline."""
     cal = metrics.get("calibration")
     if not cal:
         return "# zhflow: calibration\n\nThis model was trained without calibration.\n"
