@@ -85,7 +85,7 @@ METHODS = (*PEERS, *ZHFLOW, ENSEMBLE)
 DEFAULT_METHODS = (*PEERS, *ZHFLOW)
 SVC_C = (0.1, 0.3, 1.0, 3.0)
 #: What zhflow-default's (and zhflow-pretrained's) runs report beside accuracy.
-CALIBRATION_KEYS = ("ece_before", "ece_after", "log_loss_before", "log_loss_after",
+DEFAULT_RUN_EXTRAS = ("ece_before", "ece_after", "log_loss_before", "log_loss_after",
                     "calibration", "wide_fit")  # fmt: skip
 FASTTEXT_GRID = tuple(itertools.product((0.5, 1.0), (10, 25)))  # (lr, epochs)
 
@@ -329,11 +329,10 @@ def run_zhflow(
                 with uncalibrated(model):  # what zhflow's evaluate stage reports as "before"
                     raw = train.predict_logits(model, test["ids"], test["lengths"], 512, device,
                                                bags, part)  # fmt: skip
-                out["ece_before"] = evaluate.expected_calibration_error(
-                    torch.softmax(raw, -1).numpy(), y)  # fmt: skip
-                out["ece_after"] = evaluate.expected_calibration_error(probs, y)
-                out["log_loss_before"] = evaluate.log_loss(torch.softmax(raw, -1).numpy(), y)
-                out["log_loss_after"] = evaluate.log_loss(probs, y)
+                raw_probs = torch.softmax(raw, -1).numpy()
+                for when, p in (("before", raw_probs), ("after", probs)):
+                    out[f"ece_{when}"] = evaluate.expected_calibration_error(p, y)
+                    out[f"log_loss_{when}"] = evaluate.log_loss(p, y)
                 out["calibration"] = result.meta.get("calibration")
                 wide = result.meta.get("wide") or {}
                 out["wide_fit"] = {
@@ -389,7 +388,7 @@ def run_seed(args: argparse.Namespace, seed: int, methods: list[str], threads: i
             if method in methods and method in out:
                 extra = {k: out[k] for k in ("epochs_run", "best_epoch")}
                 if method in ("zhflow-default", "zhflow-pretrained"):
-                    extra |= {k: out[k] for k in CALIBRATION_KEYS}
+                    extra |= {k: out[k] for k in DEFAULT_RUN_EXTRAS}
                 record(method, out[method], s, **extra)
         if unlabeled is None and ENSEMBLE in methods:
             pred, extra, seconds = run_ensemble(out, data, tokens, labels, seed, args.ensemble_size)
