@@ -44,11 +44,17 @@ CONNECT_TIMEOUT = "15s"
 _SCHEDULER_ADDRESS = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
 
 
+def _host_and_port(address: str) -> tuple[str, int] | None:
+    """``tcp://HOST:PORT`` as (HOST without IPv6 brackets, PORT); ``None`` if not that shape."""
+    match = _SCHEDULER_ADDRESS.fullmatch(address)
+    return None if match is None else (match.group(1).strip("[]"), int(match.group(2)))
+
+
 def check_scheduler_address(address: str) -> None:
     """Refuse a ``--dask-address`` Dask could not connect to (Dask's own errors on these are
     tracebacks: ``missing port number``, ``invalid literal for int()``...)."""
-    match = _SCHEDULER_ADDRESS.fullmatch(address)
-    if match is None or not 1 <= int(match.group(2)) <= 65535:
+    host_port = _host_and_port(address)
+    if host_port is None or not 1 <= host_port[1] <= 65535:
         raise InputError(f"--dask-address must look like tcp://HOST:PORT (a port 1-65535), "
                          f"got {address!r}")  # fmt: skip
 
@@ -105,12 +111,11 @@ def _connect_error(address: str, seconds: float) -> OSError | None:
     words, instead of after Dask's retries, whose length depends on the machine's load."""
     import socket
 
-    match = _SCHEDULER_ADDRESS.fullmatch(address)
-    if match is None:  # check_scheduler_address refuses it; nothing to probe here
+    host_port = _host_and_port(address)
+    if host_port is None:  # check_scheduler_address refuses it; nothing to probe here
         return None
     try:
-        socket.create_connection((match.group(1).strip("[]"), int(match.group(2))),
-                                 timeout=seconds).close()  # fmt: skip
+        socket.create_connection(host_port, timeout=seconds).close()
     except OSError as exc:
         return exc
     return None
